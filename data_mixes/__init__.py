@@ -1,0 +1,1 @@
+"""Data sources and mixes for the curriculum stages (``spinegpt.data_mixes``)."""

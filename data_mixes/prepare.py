@@ -1,0 +1,223 @@
+"""Turn a stage's ``data`` entries into the one JSONL file the engine trains on.
+
+Every row is checked on the way (the engine's own errors name neither file nor line), image paths are made
+absolute so the engine can run from any directory, and the result carries sha256 hashes of every input and of
+the output for the run manifest. The output is a pure function of the inputs: preparing twice gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.resources
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from spinegpt.testing import smoke_data
+
+ROLES = ("system", "user", "assistant", "tool")
+IMAGE_TAG = "<image>"
+MAX_REPORTED = 20
+
+
+class DataError(ValueError):
+    """Bad training data; the message names file and line of every problem found (up to a limit)."""
+
+
+class Source(Protocol):
+    """What preparation needs of a stage data entry (``spinegpt.train.curriculum.DataSource``)."""
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def ref(self) -> str: ...
+
+    def label(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class InputRecord:
+    source: str
+    file: str
+    sha256: str
+    rows: int
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    path: Path
+    sha256: str
+    rows: int
+    image_rows: int
+    inputs: list[InputRecord] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "sha256": self.sha256,
+            "rows": self.rows,
+            "image_rows": self.image_rows,
+            "inputs": [vars(i) for i in self.inputs],
+        }
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def smoke_file(name: str) -> Path:
+    path = Path(str(importlib.resources.files("spinegpt.data_mixes") / "smoke" / f"{name}.jsonl"))
+    if not path.is_file():
+        known = sorted(p.stem for p in path.parent.glob("*.jsonl"))
+        raise DataError(f"no bundled smoke set {name!r}; available: {', '.join(known)}")
+    return path
+
+
+def check_row(row: Any, image_root: Path) -> tuple[list[str], list[str]]:
+    """Problems with one engine row, and its image paths made absolute."""
+    if not isinstance(row, dict):
+        return ["row is not a JSON object"], []
+    problems: list[str] = []
+    unknown = set(row) - {"messages", "images"}
+    if unknown:
+        problems.append(f"unknown field(s) {sorted(unknown)} (expected messages, images)")
+    messages = row.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return [*problems, "'messages' must be a non-empty list"], []
+    tags = 0
+    turns = []
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or not isinstance(message.get("content"), str):
+            problems.append(f"messages[{i}] must be an object with a string 'content'")
+            continue
+        role = message.get("role")
+        if role not in ROLES:
+            problems.append(f"messages[{i}].role {role!r} is not one of {', '.join(ROLES)}")
+            continue
+        if role == "assistant" and not message["content"].strip():
+            problems.append(f"messages[{i}] is an empty assistant turn")
+        tags += message["content"].count(IMAGE_TAG)
+        if role != "system":
+            turns.append(role)
+    if turns and turns[-1] != "assistant":
+        problems.append("the last turn must be the assistant's (nothing to learn otherwise)")
+    for i in range(1, len(turns)):
+        if turns[i] == turns[i - 1] and turns[i] in ("user", "assistant"):
+            problems.append(f"two {turns[i]} turns in a row: the conversation must alternate")
+            break
+    images = row.get("images", [])
+    if not isinstance(images, list) or not all(isinstance(p, str) for p in images):
+        return [*problems, "'images' must be a list of paths"], []
+    if tags != len(images):
+        problems.append(f"{tags} {IMAGE_TAG} tag(s) but {len(images)} image(s)")
+    resolved = []
+    for image in images:
+        path = Path(image) if Path(image).is_absolute() else image_root / image
+        if not path.is_file():
+            problems.append(f"image not found: {path}")
+        resolved.append(str(path.resolve()))
+    return problems, resolved
+
+
+def _read_jsonl(path: Path) -> Iterator[tuple[int, Any, str | None]]:
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                yield number, json.loads(line), None
+            except json.JSONDecodeError as exc:
+                yield number, None, f"invalid JSON: {exc.msg} (column {exc.colno})"
+
+
+def _rows(path: Path, image_root: Path, errors: list[str]) -> Iterator[dict[str, Any]]:
+    for number, row, parse_error in _read_jsonl(path):
+        problems = [parse_error] if parse_error else []
+        images: list[str] = []
+        if not problems:
+            problems, images = check_row(row, image_root)
+        if problems:
+            errors.extend(f"{path}:{number}: {p}" for p in problems)
+            continue
+        out = {"messages": row["messages"]}
+        if images:
+            out["images"] = images
+        yield out
+
+
+def _materialise_smoke(name: str, images_dir: Path) -> Path:
+    """Draw the images a bundled smoke set references; return the set's JSONL."""
+    path = smoke_file(name)
+    for _, row, _error in _read_jsonl(path):
+        for image in (row or {}).get("images", []):
+            if smoke_data.is_synthetic(image):
+                smoke_data.write_image(image, images_dir)
+    return path
+
+
+def resolve_input(source: Source, base_dir: Path, images_dir: Path) -> tuple[Path, Path]:
+    """The JSONL file behind a data entry and the folder its relative image paths start from."""
+    if source.kind == "jsonl":
+        path = (base_dir / source.ref).resolve()
+        return path, path.parent
+    if source.kind == "smoke":
+        return _materialise_smoke(source.ref, images_dir), images_dir.parent
+    if source.kind == "mix":
+        raise DataError(
+            f"data mix {source.ref!r}: building mixes from the upstream datasets is not implemented yet; "
+            "point the stage at an ms-swift JSONL file (`- jsonl: path/to/train.jsonl`) for now"
+        )
+    raise DataError(f"unknown data source kind {source.kind!r}")
+
+
+def prepare(sources: Sequence[Source], base_dir: Path, out_dir: Path) -> PreparedData:
+    """Check and concatenate the stage's sources into ``out_dir/train.jsonl`` (written atomically)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    images_dir = out_dir / "images"
+    target = out_dir / "train.jsonl"
+    tmp = target.with_suffix(".jsonl.tmp")
+    errors: list[str] = []
+    inputs: list[InputRecord] = []
+    rows = image_rows = 0
+    with tmp.open("w", encoding="utf-8") as out:
+        for source in sources:
+            path, image_root = resolve_input(source, base_dir, images_dir)
+            count = 0
+            for row in _rows(path, image_root, errors):
+                out.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
+                count += 1
+                image_rows += bool(row.get("images"))
+            inputs.append(InputRecord(source.label(), str(path), sha256_file(path), count))
+            rows += count
+    if errors:
+        tmp.unlink()
+        shown = "\n".join(f"  {e}" for e in errors[:MAX_REPORTED])
+        more = f"\n  ... and {len(errors) - MAX_REPORTED} more" if len(errors) > MAX_REPORTED else ""
+        raise DataError(f"{len(errors)} problem(s) in the stage data:\n{shown}{more}")
+    if rows == 0:
+        tmp.unlink()
+        raise DataError(f"the stage data is empty: {', '.join(s.label() for s in sources)}")
+    tmp.replace(target)
+    return PreparedData(target, sha256_file(target), rows, image_rows, inputs)
+
+
+def describe(sources: Iterable[Source], base_dir: Path) -> list[dict[str, str]]:
+    """What ``spinegpt plan`` shows for the data, without reading or writing anything."""
+    described = []
+    for source in sources:
+        entry = {"source": source.label()}
+        if source.kind == "jsonl":
+            entry["path"] = str((base_dir / source.ref).resolve())
+        elif source.kind == "smoke":
+            entry["path"] = str(smoke_file(source.ref))
+        else:
+            entry["path"] = f"data_mixes/{source.ref}.yaml"
+        described.append(entry)
+    return described

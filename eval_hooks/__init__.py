@@ -1,0 +1,1 @@
+"""SpineBench scoring and per-stage evaluation hooks (``spinegpt.eval_hooks``)."""

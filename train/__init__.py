@@ -1,0 +1,1 @@
+"""Curriculum schema, planning and the stage runner (``spinegpt.train``)."""

@@ -1,0 +1,471 @@
+"""The curriculum schema: what a YAML file under ``curricula/`` may say, checked before anything runs.
+
+A curriculum is an ordered list of stages trained one after another, each starting from the previous stage's
+final weights. Keys that ms-swift also has keep ms-swift's names (``learning_rate``, ``max_length``,
+``deepspeed``, ``tuner_type``, ``freeze_vit`` ...); anything else ms-swift accepts goes in a stage's
+``engine_args`` and is passed through untouched.
+
+Loading collects *every* error of a file into one :class:`CurriculumError`, each naming its path and, where the
+key is in the file, its line (``curricula/x.yaml:14: stages[1].learning_rate: must be > 0``).
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+
+from spinegpt.train import deepspeed_configs
+
+# Engine arguments the runner sets itself from the curriculum; a stage may not pass them through, because a
+# second value would silently fight the first (two outputs, two models, two datasets).
+MANAGED_ENGINE_ARGS = frozenset(
+    {
+        "model",
+        "model_type",
+        "template",
+        "dataset",
+        "output_dir",
+        "add_version",
+        "resume_from_checkpoint",
+        "resume_only_model",
+        "seed",
+        "data_seed",
+        "deepspeed",
+        "check_model",
+        "torch_dtype",
+        "attn_impl",
+        "report_to",
+        "run_name",
+    }
+)
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataSource(_Strict):
+    """One input of a stage. Exactly one of ``jsonl``, ``mix`` or ``smoke`` is set."""
+
+    jsonl: str | None = None
+    """An ms-swift JSONL file (``messages`` + optional ``images``); relative paths are taken from the
+    curriculum file's folder, image paths inside it from the JSONL's folder."""
+    mix: str | None = None
+    """A named data mix defined in ``data_mixes/<name>.yaml`` (general, non-spine, spine and the stage mixes)."""
+    smoke: str | None = None
+    """A bundled synthetic smoke set (``stage1``, ``stage2``, ``stage3``), written offline by code."""
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> DataSource:
+        given = [k for k in ("jsonl", "mix", "smoke") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"set exactly one of jsonl, mix, smoke (got {', '.join(given) or 'none'})")
+        return self
+
+    @field_validator("jsonl")
+    @classmethod
+    def _jsonl_exists(cls, value: str | None, info: ValidationInfo) -> str | None:
+        base = (info.context or {}).get("base_dir")
+        if value is not None and base is not None:
+            path = Path(base, value)
+            if not path.is_file():
+                raise ValueError(f"no such file: {path}")
+        return value
+
+    @field_validator("mix", "smoke")
+    @classmethod
+    def _name_ok(cls, value: str | None) -> str | None:
+        if value is not None and not _NAME.match(value):
+            raise ValueError(f"not a valid name: {value!r}")
+        return value
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in ("jsonl", "mix", "smoke") if getattr(self, k) is not None)
+
+    @property
+    def ref(self) -> str:
+        value = getattr(self, self.kind)
+        assert value is not None
+        return value
+
+    def label(self) -> str:
+        return f"{self.kind}:{self.ref}"
+
+
+class Stage(_Strict):
+    """One training stage: one epoch (or ``max_steps``) of one engine run on one data set."""
+
+    name: str
+    """Short identifier, unique in the curriculum; also the stage's folder name in the run directory."""
+    data: list[DataSource] = Field(min_length=1)
+    """The stage's training data; several sources are concatenated in order."""
+    learning_rate: float = Field(gt=0)
+    """Peak learning rate (paper: 1e-5, 1e-5, 1e-6)."""
+    max_length: int = Field(gt=0)
+    """Maximum tokens per sample, image tokens included (paper: 16,384, 16,384, 49,152)."""
+    num_train_epochs: float = Field(default=1.0, gt=0)
+    """Epochs over the stage's data (paper: 1). Ignored when ``max_steps`` is set."""
+    max_steps: int | None = Field(default=None, gt=0)
+    """Stop after this many optimizer steps instead of after ``num_train_epochs``."""
+    deepspeed: str | None = None
+    """A config name from ``configs/deepspeed/`` (``zero2``, ``zero3``, ``zero3_offload``) or a JSON path;
+    unset means plain DDP."""
+    tuner_type: Literal["full", "lora"] = "full"
+    """Full fine-tuning (the paper) or LoRA."""
+    freeze_vit: bool = True
+    """Keep the vision tower frozen (ms-swift's default)."""
+    freeze_aligner: bool = True
+    """Keep the vision-language merger frozen (ms-swift's default)."""
+    freeze_llm: bool = False
+    """Keep the language model frozen."""
+    lora_rank: int = Field(default=8, gt=0)
+    """LoRA rank; only with ``tuner_type: lora``."""
+    lora_alpha: float = Field(default=32.0, gt=0)
+    """LoRA alpha; only with ``tuner_type: lora``."""
+    per_device_train_batch_size: int = Field(default=1, gt=0)
+    """Micro-batch per GPU."""
+    gradient_accumulation_steps: int = Field(default=1, gt=0)
+    """Micro-batches per optimizer step; global batch = micro-batch x accumulation x world size."""
+    warmup_ratio: float = Field(default=0.0, ge=0, lt=1)
+    """Fraction of the stage's steps spent warming the learning rate up from 0."""
+    lr_scheduler_type: str = "cosine"
+    """Learning-rate schedule within the stage (any transformers scheduler name)."""
+    weight_decay: float = Field(default=0.0, ge=0)
+    """AdamW weight decay."""
+    gradient_checkpointing: bool = True
+    """Recompute activations in the backward pass: the memory of long sequences for ~30% more compute."""
+    save_steps: int = Field(default=500, gt=0)
+    """Checkpoint every this many steps (a final checkpoint is always written); resume starts from the last."""
+    save_total_limit: int | None = Field(default=2, gt=0)
+    """Keep at most this many checkpoints of the stage (the final one is never removed)."""
+    logging_steps: int = Field(default=5, gt=0)
+    """Log loss and learning rate every this many steps."""
+    engine_args: dict[str, Any] = Field(default_factory=dict)
+    """Any further ms-swift ``sft`` argument, passed through as ``--key value``."""
+
+    @field_validator("name")
+    @classmethod
+    def _stage_name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError("must start with a letter or digit and contain only letters, digits, '_', '.', '-'")
+        return value
+
+    @field_validator("deepspeed")
+    @classmethod
+    def _deepspeed_resolves(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None:
+            deepspeed_configs.resolve(value, base_dir=(info.context or {}).get("base_dir"))
+        return value
+
+    @field_validator("engine_args")
+    @classmethod
+    def _engine_args_free(cls, value: dict[str, Any]) -> dict[str, Any]:
+        typed = set(Stage.model_fields) - {"name", "data", "engine_args"}
+        problems = []
+        for key in value:
+            if key in MANAGED_ENGINE_ARGS:
+                problems.append(f"{key!r} is set by spinegpt from the curriculum")
+            elif key in typed:
+                problems.append(f"{key!r} is a stage key; set it on the stage, not in engine_args")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return value
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Stage:
+        if self.tuner_type != "lora" and ("lora_rank" in self.model_fields_set or "lora_alpha" in self.model_fields_set):
+            raise ValueError("lora_rank / lora_alpha are only used with tuner_type: lora")
+        if self.freeze_vit and self.freeze_aligner and self.freeze_llm and self.tuner_type == "full":
+            raise ValueError("freeze_vit, freeze_aligner and freeze_llm are all true: nothing would train")
+        return self
+
+
+class Curriculum(_Strict):
+    """A whole curriculum: a base model and the stages trained from it in order."""
+
+    name: str
+    """Run name; the default output folder and the experiment-tracking group."""
+    model: str
+    """Base model of the first stage: a hub id (``Qwen/Qwen2.5-VL-7B-Instruct``), a local path, or
+    ``builtin:tiny-qwen2_5_vl`` (the offline tiny model, built on first use)."""
+    model_type: str = "qwen2_5_vl"
+    """ms-swift model type; named explicitly because more than one type matches a Qwen2.5-VL config."""
+    template: str = "qwen2_5_vl"
+    """ms-swift chat template."""
+    output_dir: str | None = None
+    """Where the run writes; relative paths are taken from the current directory. Default ``outputs/<name>``."""
+    seed: int = 42
+    """Seed for data order and initialisation of everything the engine seeds."""
+    torch_dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
+    """Training precision (the paper: bf16 on A100). CPU runs use float32."""
+    attn_impl: Literal["flash_attn", "sdpa", "eager"] = "flash_attn"
+    """Attention kernel; ``flash_attn`` needs the ``gpu`` extra, ``sdpa`` runs anywhere."""
+    report_to: list[Literal["none", "tensorboard", "wandb"]] = Field(default_factory=lambda: ["tensorboard"])
+    """Experiment trackers every stage logs to."""
+    env: dict[str, str] = Field(default_factory=dict)
+    """Environment variables set for every engine process (e.g. ``MAX_PIXELS``, NCCL settings)."""
+    stages: list[Stage] = Field(min_length=1)
+    """The stages, in training order."""
+
+    @field_validator("model")
+    @classmethod
+    def _model_given(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must name a hub id, a local path or builtin:tiny-qwen2_5_vl")
+        return value
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _env_as_strings(cls, value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return {str(k): str(v) for k, v in value.items()}
+        return value
+
+    @model_validator(mode="after")
+    def _unique_stage_names(self) -> Curriculum:
+        seen: set[str] = set()
+        dupes = sorted({s.name for s in self.stages if s.name in seen or seen.add(s.name)})  # type: ignore[func-returns-value]
+        if dupes:
+            raise ValueError(f"stage names must be unique; repeated: {', '.join(dupes)}")
+        return self
+
+    def stage(self, name: str) -> Stage:
+        for stage in self.stages:
+            if stage.name == name:
+                return stage
+        raise KeyError(f"no stage named {name!r}; stages: {', '.join(s.name for s in self.stages)}")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Loading: YAML (+ extends + overrides) -> validated Curriculum, with every error reported at once.
+
+
+@dataclass(frozen=True)
+class ConfigIssue:
+    path: str
+    message: str
+    file: Path | None = None
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}: " if self.file and self.line else (f"{self.file}: " if self.file else "")
+        return f"{where}{self.path or '<root>'}: {self.message}"
+
+
+class CurriculumError(ValueError):
+    """Every problem found in one curriculum, each with its path (and line, where the key is in the file)."""
+
+    def __init__(self, source: Path, issues: Sequence[ConfigIssue]):
+        self.source = source
+        self.issues = list(issues)
+        lines = "\n".join(f"  - {issue}" for issue in self.issues)
+        super().__init__(f"{source}: {len(self.issues)} error(s) in curriculum\n{lines}")
+
+
+@dataclass(frozen=True)
+class LoadedCurriculum:
+    curriculum: Curriculum
+    source: Path
+    """The YAML file the curriculum was loaded from."""
+    raw: dict[str, Any]
+    """The merged document after ``extends`` and overrides, before validation (kept for the run manifest)."""
+
+    @property
+    def base_dir(self) -> Path:
+        return self.source.parent
+
+
+def format_path(loc: Sequence[str | int]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _message(error: Mapping[str, Any]) -> str:
+    kind, ctx = error["type"], error.get("ctx") or {}
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required"
+    if kind == "greater_than":
+        return f"must be > {ctx['gt']}"
+    if kind == "greater_than_equal":
+        return f"must be >= {ctx['ge']}"
+    if kind == "less_than":
+        return f"must be < {ctx['lt']}"
+    if kind == "too_short":
+        return "must not be empty"
+    if kind == "literal_error":
+        return f"must be one of {ctx['expected']}"
+    if kind == "value_error":
+        return str(ctx.get("error", error["msg"]))
+    return str(error["msg"])
+
+
+def _line_of(node: yaml.Node | None, loc: Sequence[str | int]) -> int | None:
+    """1-based line of the deepest node along ``loc`` that exists in the YAML node tree."""
+    line = None
+    for part in loc:
+        if node is None:
+            break
+        if isinstance(node, yaml.MappingNode):
+            nxt = None
+            for key, value in node.value:
+                if key.value == part:
+                    line, nxt = key.start_mark.line + 1, value
+                    break
+            node = nxt
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line
+
+
+def _read_yaml(path: Path) -> tuple[dict[str, Any], yaml.Node | None]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise CurriculumError(path, [ConfigIssue("", f"cannot read: {exc.strerror}", path)]) from None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        raise CurriculumError(path, [ConfigIssue("", f"invalid YAML: {exc}", path, line)]) from None
+    if doc is None:
+        doc = {}
+    if not isinstance(doc, dict):
+        raise CurriculumError(path, [ConfigIssue("", "must be a mapping of keys", path, 1)])
+    return doc, node
+
+
+def _merge(base: Any, over: Any, path: str, issues: list[ConfigIssue], file: Path) -> Any:
+    """Deep-merge ``over`` onto ``base``; ``stages`` merge by stage name, other lists are replaced."""
+    if isinstance(base, dict) and isinstance(over, dict):
+        out = dict(base)
+        for key, value in over.items():
+            sub = f"{path}.{key}" if path else str(key)
+            if key == "stages" and not path and isinstance(value, list) and isinstance(base.get("stages"), list):
+                out[key] = _merge_stages(base["stages"], value, issues, file)
+            else:
+                out[key] = _merge(base.get(key), value, sub, issues, file) if key in base else value
+        return out
+    return copy.deepcopy(over)
+
+
+def _merge_stages(base: list[Any], over: list[Any], issues: list[ConfigIssue], file: Path) -> list[Any]:
+    merged = [copy.deepcopy(s) for s in base]
+    names = [s.get("name") if isinstance(s, dict) else None for s in merged]
+    for i, stage in enumerate(over):
+        name = stage.get("name") if isinstance(stage, dict) else None
+        if name not in names:
+            issues.append(
+                ConfigIssue(f"stages[{i}].name", f"{name!r} is not a stage of the extended curriculum {names}", file)
+            )
+            continue
+        j = names.index(name)
+        merged[j] = _merge(merged[j], stage, f"stages[{j}]", issues, file)
+    return merged
+
+
+def _resolve_extends(path: Path, seen: tuple[Path, ...] = ()) -> tuple[dict[str, Any], list[tuple[Path, Any]]]:
+    """Load ``path`` and everything it ``extends``; returns the merged document and (file, node) pairs, child first."""
+    path = path.resolve()
+    if path in seen:
+        chain = " -> ".join(str(p) for p in (*seen, path))
+        raise CurriculumError(path, [ConfigIssue("extends", f"circular extends: {chain}", path)])
+    doc, node = _read_yaml(path)
+    parent = doc.pop("extends", None)
+    if parent is None:
+        return doc, [(path, node)]
+    if not isinstance(parent, str):
+        raise CurriculumError(path, [ConfigIssue("extends", "must be a path to another curriculum", path)])
+    parent_path = (path.parent / parent).resolve()
+    base, nodes = _resolve_extends(parent_path, (*seen, path))
+    issues: list[ConfigIssue] = []
+    merged = _merge(base, doc, "", issues, path)
+    if issues:
+        raise CurriculumError(path, issues)
+    return merged, [(path, node), *nodes]
+
+
+_OVERRIDE = re.compile(r"^([A-Za-z_][\w.\[\]-]*)=(.*)$", re.S)
+
+
+def _override_keys(key: str) -> list[str | int]:
+    parts: list[str | int] = []
+    for token in re.split(r"\.|\[|\]", key):
+        if token == "":
+            continue
+        parts.append(int(token) if token.isdigit() else token)
+    return parts
+
+
+def apply_overrides(doc: dict[str, Any], overrides: Sequence[str]) -> list[ConfigIssue]:
+    """Apply ``key.path=value`` overrides in place (values parsed as YAML); stages may be named or indexed:
+    ``stages.sft.max_steps=3`` or ``stages[1].max_steps=3``."""
+    issues: list[ConfigIssue] = []
+    for item in overrides:
+        match = _OVERRIDE.match(item)
+        if not match:
+            issues.append(ConfigIssue(item, "override must look like key.path=value"))
+            continue
+        keys, value = _override_keys(match.group(1)), yaml.safe_load(match.group(2))
+        target: Any = doc
+        try:
+            for depth, key in enumerate(keys[:-1]):
+                if depth == 1 and keys[0] == "stages" and isinstance(key, str):
+                    key = next(i for i, s in enumerate(target) if isinstance(s, dict) and s.get("name") == key)
+                    keys[depth] = key
+                target = target.setdefault(key, {}) if isinstance(target, dict) else target[key]
+            last = keys[-1]
+            if isinstance(target, list) and isinstance(last, int):
+                target[last] = value
+            elif isinstance(target, dict):
+                target[last] = value
+            else:
+                raise TypeError
+        except (StopIteration, IndexError, KeyError, TypeError):
+            issues.append(ConfigIssue(match.group(1), "override does not name an existing place in the curriculum"))
+    return issues
+
+
+def load(path: str | Path, overrides: Sequence[str] = ()) -> LoadedCurriculum:
+    """Read, merge, override and validate a curriculum; raises :class:`CurriculumError` listing every problem."""
+    source = Path(path)
+    doc, nodes = _resolve_extends(source)
+    issues = apply_overrides(doc, overrides)
+    try:
+        curriculum = Curriculum.model_validate(doc, context={"base_dir": source.resolve().parent})
+    except ValidationError as exc:
+        for error in exc.errors():
+            loc = [p for p in error["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
+            file, line = source, None
+            for node_file, node in nodes:
+                line = _line_of(node, loc)
+                if line is not None:
+                    file = node_file
+                    break
+            issues.append(ConfigIssue(format_path(loc), _message(error), file, line))
+    if issues:
+        raise CurriculumError(source, issues)
+    return LoadedCurriculum(curriculum=curriculum, source=source.resolve(), raw=doc)
+
+
+def iter_curricula(root: Path) -> Iterator[Path]:
+    """Every curriculum YAML under ``root``, recursively, in a stable order."""
+    yield from sorted(p for p in root.rglob("*.y*ml") if p.suffix in {".yaml", ".yml"})

@@ -1,0 +1,189 @@
+"""Resolve a curriculum into exactly what will run, stage by stage, with no side effects.
+
+``spinegpt plan`` prints this; ``spinegpt run`` executes it. Both call :func:`build`, so the printed command is
+the command that runs (the only value not knowable in advance, a resumed stage's checkpoint, is added at run time).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from spinegpt.data_mixes import prepare as data_prepare
+from spinegpt.train import deepspeed_configs, models, swift_adapter
+from spinegpt.train.curriculum import LoadedCurriculum, Stage
+
+STAGES_DIR = "stages"
+FINAL = "final"
+"""Inside a stage folder: a link to the checkpoint holding the stage's verified final weights."""
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    index: int
+    stage: Stage
+    dir: Path
+    model: str
+    """What the stage starts from: the base model, or the previous stage's ``final`` folder."""
+    starts_from: str
+    """``base`` or ``stage:<name>``."""
+    data: list[dict[str, str]]
+    dataset: Path
+    """The prepared JSONL the engine reads (written by the run)."""
+    deepspeed: Path | None
+    zero_stage: int | None
+    engine_args: list[str]
+    command: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def engine_dir(self) -> Path:
+        return self.dir / "engine"
+
+    @property
+    def final(self) -> Path:
+        return self.dir / FINAL
+
+    def to_json(self) -> dict[str, Any]:
+        stage = self.stage
+        return {
+            "index": self.index,
+            "name": stage.name,
+            "dir": str(self.dir),
+            "model": self.model,
+            "starts_from": self.starts_from,
+            "data": self.data,
+            "learning_rate": stage.learning_rate,
+            "max_length": stage.max_length,
+            "num_train_epochs": stage.num_train_epochs,
+            "max_steps": stage.max_steps,
+            "deepspeed": str(self.deepspeed) if self.deepspeed else None,
+            "zero_stage": self.zero_stage,
+            "tuner_type": stage.tuner_type,
+            "per_device_train_batch_size": stage.per_device_train_batch_size,
+            "gradient_accumulation_steps": stage.gradient_accumulation_steps,
+            "command": self.command,
+            "command_line": shlex.join(self.command),
+        }
+
+
+@dataclass(frozen=True)
+class Plan:
+    loaded: LoadedCurriculum
+    output_dir: Path
+    launch: swift_adapter.Launch
+    stages: list[StagePlan]
+
+    @property
+    def name(self) -> str:
+        return self.loaded.curriculum.name
+
+    @property
+    def world_size(self) -> int:
+        return self.launch.nproc_per_node * self.launch.nnodes
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "curriculum": str(self.loaded.source),
+            "output_dir": str(self.output_dir),
+            "base_model": self.loaded.curriculum.model,
+            "world_size": self.world_size,
+            "nproc_per_node": self.launch.nproc_per_node,
+            "nnodes": self.launch.nnodes,
+            "stages": [s.to_json() for s in self.stages],
+        }
+
+    def render(self) -> str:
+        curriculum = self.loaded.curriculum
+        lines = [
+            f"curriculum {self.name}  ({self.loaded.source})",
+            f"  base model : {curriculum.model}",
+            f"  output dir : {self.output_dir}",
+            f"  processes  : {self.launch.nproc_per_node} per node x {self.launch.nnodes} node(s)",
+        ]
+        for plan in self.stages:
+            stage = plan.stage
+            steps = f"max_steps {stage.max_steps}" if stage.max_steps else f"{stage.num_train_epochs:g} epoch(s)"
+            ds = f"{plan.deepspeed.name} (ZeRO-{plan.zero_stage})" if plan.deepspeed else "none (DDP)"
+            global_batch = stage.per_device_train_batch_size * stage.gradient_accumulation_steps * self.world_size
+            lines += [
+                "",
+                f"stage {plan.index + 1}/{len(self.stages)}: {stage.name}",
+                f"  starts from : {plan.model}  [{plan.starts_from}]",
+                f"  data        : " + ", ".join(f"{d['source']} -> {d['path']}" for d in plan.data),
+                f"  training    : {stage.tuner_type}, lr {stage.learning_rate:g}, max_length {stage.max_length}, "
+                f"{steps}, global batch {global_batch}",
+                f"  deepspeed   : {ds}" + (f"  [{plan.deepspeed}]" if plan.deepspeed else ""),
+                f"  output      : {plan.dir}",
+                f"  command     : {shlex.join(plan.command)}",
+            ]
+        return "\n".join(lines)
+
+
+def default_output_dir(loaded: LoadedCurriculum) -> Path:
+    configured = loaded.curriculum.output_dir
+    return Path(configured or Path("outputs") / loaded.curriculum.name).resolve()
+
+
+def stage_dir(output_dir: Path, index: int, stage: Stage) -> Path:
+    return output_dir / STAGES_DIR / f"{index + 1:02d}-{stage.name}"
+
+
+def launch_from_env(nproc: int | None = None) -> swift_adapter.Launch:
+    """Process layout from the arguments and the standard torchrun variables (set by launchers, SLURM)."""
+    env = os.environ
+    return swift_adapter.Launch(
+        nproc_per_node=nproc if nproc is not None else int(env.get("NPROC_PER_NODE", "1")),
+        nnodes=int(env.get("NNODES", "1")),
+        node_rank=int(env.get("NODE_RANK", "0")),
+        master_addr=env.get("MASTER_ADDR", "127.0.0.1"),
+        master_port=int(env.get("MASTER_PORT", "29500")),
+    )
+
+
+def build(
+    loaded: LoadedCurriculum,
+    output_dir: Path | None = None,
+    launch: swift_adapter.Launch | None = None,
+    python: str | None = None,
+) -> Plan:
+    curriculum = loaded.curriculum
+    output_dir = (output_dir or default_output_dir(loaded)).resolve()
+    launch = launch or swift_adapter.Launch()
+    model = models.resolve(curriculum.model)
+    starts_from = "base"
+    stages = []
+    for index, stage in enumerate(curriculum.stages):
+        folder = stage_dir(output_dir, index, stage)
+        ds_path = deepspeed_configs.resolve(stage.deepspeed, loaded.base_dir) if stage.deepspeed else None
+        dataset = folder / "data" / "train.jsonl"
+        engine_args = swift_adapter.sft_arguments(
+            stage=stage,
+            curriculum=curriculum,
+            model=model,
+            dataset=str(dataset),
+            output_dir=str(folder / "engine"),
+            deepspeed=str(ds_path) if ds_path else None,
+        )
+        stages.append(
+            StagePlan(
+                index=index,
+                stage=stage,
+                dir=folder,
+                model=model,
+                starts_from=starts_from,
+                data=data_prepare.describe(stage.data, loaded.base_dir),
+                dataset=dataset,
+                deepspeed=ds_path,
+                zero_stage=deepspeed_configs.zero_stage(ds_path) if ds_path else None,
+                engine_args=engine_args,
+                command=swift_adapter.command(engine_args, launch, python),
+                env=dict(curriculum.env),
+            )
+        )
+        model, starts_from = str(folder / FINAL), f"stage:{stage.name}"
+    return Plan(loaded=loaded, output_dir=output_dir, launch=launch, stages=stages)

@@ -1,0 +1,337 @@
+"""Run a curriculum: its stages in order, one engine process group per stage, each from the previous stage's weights.
+
+A stage is *done* only when its ``DONE.json`` exists. That file is written last, atomically, after the engine
+exited cleanly at its final step, the final weights were checked against the model the stage started from, and
+their hash was recorded. Anything short of that (a crash, a kill, a failed check) leaves the stage not done, and
+``--resume`` continues it from its last complete engine checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from spinegpt.data_mixes import prepare as data_prepare
+from spinegpt.train import manifest, models, swift_adapter, weights
+from spinegpt.train.plan import FINAL, Plan, StagePlan
+
+DONE = "DONE.json"
+ENGINE_LOG = "engine.log"
+_LOG_RECORD = re.compile(r"\{'loss': .*\}")
+
+
+class RunError(RuntimeError):
+    """The run cannot start or continue; the message says why and what to do."""
+
+
+class StageFailed(RunError):
+    """A stage's engine failed or its output did not verify."""
+
+
+@dataclass(frozen=True)
+class StageResult:
+    name: str
+    status: str  # "done" | "skipped"
+    final: Path
+
+
+def is_done(stage_dir: Path) -> bool:
+    return (stage_dir / DONE).is_file() and (stage_dir / FINAL).exists()
+
+
+def _say(message: str) -> None:
+    print(f"[spinegpt] {message}", flush=True)
+
+
+def _split_lines(stream: IO[bytes]) -> Iterator[str]:
+    """Lines of a byte stream, splitting on '\\r' too: tqdm redraws with carriage returns."""
+    buffer = b""
+    while chunk := stream.read1(65536):  # type: ignore[attr-defined]
+        buffer += chunk
+        *lines, buffer = re.split(rb"\r\n|\r|\n", buffer)
+        for line in lines:
+            yield line.decode("utf-8", "replace")
+    if buffer:
+        yield buffer.decode("utf-8", "replace")
+
+
+def _progress(line: str, label: str) -> str | None:
+    """A one-line console summary of an engine log record, or None for other lines."""
+    match = _LOG_RECORD.search(line)
+    if not match:
+        return None
+    try:
+        import ast
+
+        record = ast.literal_eval(match.group(0))
+    except (ValueError, SyntaxError):
+        return None
+    step = record.get("global_step/max_steps", "?")
+    parts = [f"{label} step {step}", f"loss {record.get('loss')}"]
+    if "learning_rate" in record:
+        parts.append(f"lr {record['learning_rate']}")
+    if "elapsed_time" in record:
+        parts.append(f"elapsed {record['elapsed_time']}, left {record.get('remaining_time', '?')}")
+    return "  ".join(parts)
+
+
+def run_engine(command: list[str], env: dict[str, str], log_path: Path, label: str) -> int:
+    """Run one engine process group; full output to ``log_path``, a progress line per logged step to the console.
+
+    The engine stays in our process group: Ctrl-C, SLURM's scancel and a kill of the group reach every rank.
+    A SIGTERM sent to this process alone is forwarded, so ranks are never orphaned.
+    """
+    tail: deque[str] = deque(maxlen=60)
+    with log_path.open("ab") as log:
+        log.write(f"\n$ {shlex.join(command)}\n".encode())
+        log.flush()
+        process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+        def forward(signum: int, _frame: Any) -> None:
+            process.send_signal(signum)
+
+        previous = signal.signal(signal.SIGTERM, forward)
+        try:
+            assert process.stdout is not None
+            for line in _split_lines(process.stdout):
+                log.write(line.encode() + b"\n")
+                tail.append(line)
+                summary = _progress(line, label)
+                if summary:
+                    _say(summary)
+            code = process.wait()
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            if process.poll() is None:
+                process.kill()
+    if code != 0:
+        print("\n".join(f"  | {line}" for line in tail), file=sys.stderr)
+    return code
+
+
+def engine_env(plan: StagePlan) -> dict[str, str]:
+    env = dict(os.environ)
+    for key, value in plan.env.items():
+        env.setdefault(key, value)  # the caller's environment wins, as with ms-swift's own ENV block
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+class Runner:
+    """Executes a :class:`Plan`, keeping the run manifest current."""
+
+    def __init__(self, plan: Plan, resume: bool = False, overrides: tuple[str, ...] = (),
+                 engine: Callable[[list[str], dict[str, str], Path, str], int] = run_engine):
+        self.plan = plan
+        self.resume = resume
+        self.overrides = overrides
+        self.engine = engine
+        self.manifest_path = plan.output_dir / manifest.FILE
+        self.data: dict[str, Any] = {}
+
+    # -- manifest -------------------------------------------------------------------------------------------------
+
+    def _stage_record(self, plan: StagePlan) -> dict[str, Any]:
+        return {
+            "name": plan.stage.name,
+            "index": plan.index,
+            "dir": str(plan.dir),
+            "status": "pending",
+            "config": plan.stage.model_dump(mode="json"),
+            "config_sha256": manifest.stable_hash(plan.stage.model_dump(mode="json")),
+            "model": plan.model,
+            "starts_from": plan.starts_from,
+            "deepspeed": str(plan.deepspeed) if plan.deepspeed else None,
+            "zero_stage": plan.zero_stage,
+            "engine_args": plan.engine_args,
+            "command": plan.command,
+        }
+
+    def _fresh_manifest(self) -> dict[str, Any]:
+        loaded = self.plan.loaded
+        return {
+            "format": manifest.FORMAT,
+            "name": self.plan.name,
+            "curriculum_file": str(loaded.source),
+            "overrides": list(self.overrides),
+            "curriculum": loaded.curriculum.model_dump(mode="json"),
+            "output_dir": str(self.plan.output_dir),
+            "launch": vars(self.plan.launch),
+            "world_size": self.plan.world_size,
+            "created_at": manifest.now(),
+            "status": "running",
+            "attempts": [],
+            "stages": [self._stage_record(s) for s in self.plan.stages],
+        }
+
+    def _save(self) -> None:
+        manifest.write(self.manifest_path, self.data)
+
+    def _stage(self, plan: StagePlan) -> dict[str, Any]:
+        record: dict[str, Any] = self.data["stages"][plan.index]
+        return record
+
+    def _open(self) -> None:
+        self.plan.output_dir.mkdir(parents=True, exist_ok=True)
+        exists = self.manifest_path.is_file()
+        if exists and not self.resume:
+            raise RunError(
+                f"{self.plan.output_dir} already holds a run ({manifest.FILE}); pass --resume to continue it, "
+                "or choose another --output-dir"
+            )
+        if not exists:
+            self.data = self._fresh_manifest()
+        else:
+            self.data = manifest.read(self.manifest_path)
+            self._check_resumable()
+        self.data["status"] = "running"
+        self.data["attempts"].append({"started_at": manifest.now(), "resume": self.resume, **manifest.environment()})
+        self._save()
+
+    def _check_resumable(self) -> None:
+        """A resumed run must be the same run: same stages, and no started stage reconfigured."""
+        old = self.data["stages"]
+        names_then = [s["name"] for s in old]
+        names_now = [s.stage.name for s in self.plan.stages]
+        if names_then != names_now:
+            raise RunError(f"cannot resume: the run had stages {names_then}, the curriculum now has {names_now}")
+        if self.data.get("world_size") != self.plan.world_size:
+            raise RunError(
+                f"cannot resume: the run used {self.data.get('world_size')} process(es), this launch has "
+                f"{self.plan.world_size}; ZeRO checkpoints are partitioned per rank, so resume with the same layout"
+            )
+        for record, plan in zip(old, self.plan.stages, strict=True):
+            fresh = self._stage_record(plan)
+            if record["status"] == "pending":
+                record.update(fresh)  # not started yet: free to take the current configuration
+            elif record["config_sha256"] != fresh["config_sha256"]:
+                raise RunError(
+                    f"cannot resume: stage {plan.stage.name!r} was started with another configuration; "
+                    "start a new run (another --output-dir) to change it"
+                )
+
+    # -- stages ---------------------------------------------------------------------------------------------------
+
+    def run(self) -> list[StageResult]:
+        self._open()
+        results = []
+        try:
+            for plan in self.plan.stages:
+                results.append(self._run_stage(plan))
+        except BaseException as exc:
+            self.data["status"] = "failed" if isinstance(exc, Exception) else "interrupted"
+            self.data["attempts"][-1].update(ended_at=manifest.now(), status=self.data["status"], error=str(exc))
+            self._save()
+            raise
+        self.data["status"] = "done"
+        self.data["attempts"][-1].update(ended_at=manifest.now(), status="done")
+        self._save()
+        _say(f"run {self.plan.name} done: {len(results)} stage(s) in {self.plan.output_dir}")
+        return results
+
+    def _run_stage(self, plan: StagePlan) -> StageResult:
+        record = self._stage(plan)
+        total = len(self.plan.stages)
+        label = f"[{plan.index + 1}/{total} {plan.stage.name}]"
+        if is_done(plan.dir):
+            _say(f"{label} already done, skipping ({plan.final})")
+            return StageResult(plan.stage.name, "skipped", plan.final)
+
+        start_model = models.materialise(self.plan.loaded.curriculum.model) if plan.index == 0 else plan.model
+        if plan.index > 0 and not is_done(self.plan.stages[plan.index - 1].dir):
+            raise RunError(f"{label} the previous stage is not done")
+        record.update(status="running", started_at=record.get("started_at") or manifest.now())
+        self._save()
+
+        _say(f"{label} preparing data")
+        prepared = data_prepare.prepare(plan.stage.data, self.plan.loaded.base_dir, plan.dataset.parent)
+        if record.get("data") and record["data"]["sha256"] != prepared.sha256:
+            raise RunError(
+                f"{label} cannot resume: the stage's data changed since the run started "
+                f"({record['data']['sha256'][:12]} -> {prepared.sha256[:12]})"
+            )
+        record["data"] = prepared.to_json()
+        record["started_from_sha256"] = self._source_hash(plan, start_model)
+
+        command, resumed_from = self._command(plan)
+        record.update(command=command, resumed_from=str(resumed_from) if resumed_from else None)
+        self._save()
+        how = f"resuming from {resumed_from.name}" if resumed_from else f"from {start_model}"
+        _say(f"{label} training {how}; {prepared.rows} rows; log {plan.dir / ENGINE_LOG}")
+        started = time.monotonic()
+        code = self.engine(command, engine_env(plan), plan.dir / ENGINE_LOG, label)
+        record["engine_seconds"] = round(record.get("engine_seconds", 0) + time.monotonic() - started, 1)
+        if code != 0:
+            record.update(status="failed", error=f"engine exited with code {code}")
+            self._save()
+            raise StageFailed(f"{label} the engine exited with code {code}; full log: {plan.dir / ENGINE_LOG}")
+
+        final = self._finish(plan, record, start_model)
+        _say(f"{label} done: final weights {final} (sha256 {record['weights_sha256'][:12]})")
+        return StageResult(plan.stage.name, "done", plan.final)
+
+    def _source_hash(self, plan: StagePlan, start_model: str) -> str | None:
+        if plan.index > 0:
+            previous: str | None = self.data["stages"][plan.index - 1].get("weights_sha256")
+            return previous
+        return weights.weights_sha256(Path(start_model)) if Path(start_model).is_dir() else None
+
+    def _command(self, plan: StagePlan) -> tuple[list[str], Path | None]:
+        checkpoint = swift_adapter.resumable_checkpoint(plan.engine_dir) if self.resume else None
+        if checkpoint is None and plan.engine_dir.exists() and any(plan.engine_dir.iterdir()):
+            # Leftovers of an attempt that never reached a checkpoint: keep them for inspection, out of the way.
+            aside = plan.engine_dir.with_name(f"engine.abandoned-{int(time.time())}")
+            plan.engine_dir.rename(aside)
+            _say(f"moved the incomplete engine output of an earlier attempt to {aside}")
+        if checkpoint is None:
+            return plan.command, None
+        args = [*plan.engine_args, "--resume_from_checkpoint", str(checkpoint)]
+        return swift_adapter.command(args, self.plan.launch, plan.command[0]), checkpoint
+
+    def _finish(self, plan: StagePlan, record: dict[str, Any], start_model: str) -> Path:
+        label = f"stage {plan.stage.name!r}"
+        checkpoint = swift_adapter.resumable_checkpoint(plan.engine_dir)
+        if checkpoint is None:
+            raise StageFailed(f"{label}: the engine exited cleanly but left no checkpoint in {plan.engine_dir}")
+        state = swift_adapter.trainer_state(checkpoint)
+        step, max_steps = state.get("global_step"), state.get("max_steps")
+        if step != max_steps:
+            raise StageFailed(f"{label}: the last checkpoint {checkpoint.name} is at step {step} of {max_steps}")
+        try:
+            weights.verify(checkpoint, start_model)
+        except weights.WeightsError as exc:
+            record.update(status="failed", error=str(exc))
+            self._save()
+            raise StageFailed(f"{label}: final weights did not verify: {exc}") from exc
+
+        log = swift_adapter.read_log(plan.engine_dir)
+        losses = swift_adapter.losses(log)
+        record.update(
+            final_checkpoint=str(checkpoint),
+            final=str(plan.final),
+            weights_sha256=weights.weights_sha256(checkpoint),
+            global_step=step,
+            losses=losses,
+            final_loss=losses[-1][1] if losses else None,
+        )
+        # The `final` link, then DONE.json, each replaced atomically: a stage is done exactly when DONE.json exists.
+        link_tmp = plan.dir / f".{FINAL}.tmp"
+        link_tmp.unlink(missing_ok=True)
+        link_tmp.symlink_to(checkpoint.relative_to(plan.dir))
+        os.replace(link_tmp, plan.final)
+        record.update(status="done", ended_at=manifest.now())
+        manifest.write_json_atomic(plan.dir / DONE, {k: record[k] for k in (
+            "name", "final", "final_checkpoint", "weights_sha256", "started_from_sha256", "model", "global_step",
+            "final_loss", "ended_at")})
+        self._save()
+        return checkpoint

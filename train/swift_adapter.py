@@ -1,0 +1,187 @@
+"""The one module that knows ms-swift: a stage in, the exact ``swift sft`` command out; and back, reading what the
+engine left in its output folder (checkpoints, ``logging.jsonl``).
+
+Everything here is a pure function of its inputs, so ``spinegpt plan`` prints exactly the command
+``spinegpt run`` executes. The engine is started as ``python -m swift.cli.sft`` (what the ``swift sft`` console
+script runs per process) under ``torch.distributed.run`` when there is more than one process, instead of via
+``swift sft``'s own NPROC_PER_NODE re-launch: one fewer process layer, and the launcher flags are ours to print.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ENGINE_MODULE = "swift.cli.sft"
+LOG_FILE = "logging.jsonl"
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How many processes run one stage, and where they rendezvous."""
+
+    nproc_per_node: int = 1
+    nnodes: int = 1
+    node_rank: int = 0
+    master_addr: str = "127.0.0.1"
+    master_port: int = 29500
+
+
+def _value(value: Any) -> list[str]:
+    if isinstance(value, bool):
+        return ["true" if value else "false"]
+    if isinstance(value, list | tuple):
+        return [str(v) for v in value]
+    if isinstance(value, dict):
+        return [json.dumps(value, sort_keys=True)]
+    return [str(value)]
+
+
+def sft_arguments(
+    *,
+    stage: Any,
+    curriculum: Any,
+    model: str,
+    dataset: str,
+    output_dir: str,
+    deepspeed: str | None,
+    resume_from_checkpoint: str | None = None,
+) -> list[str]:
+    """The ``swift sft`` arguments for one stage; ``stage``/``curriculum`` are the validated config models."""
+    args: dict[str, Any] = {
+        "model": model,
+        "model_type": curriculum.model_type,
+        "template": curriculum.template,
+        # The run is offline-first: a local model needs no hub metadata lookup (seconds of retries otherwise).
+        "check_model": False,
+        "tuner_type": stage.tuner_type,
+        "dataset": dataset,
+        "output_dir": output_dir,
+        # One folder per stage that resume can find again; ms-swift would otherwise add a timestamped subfolder.
+        "add_version": False,
+        "seed": curriculum.seed,
+        "data_seed": curriculum.seed,
+        "torch_dtype": curriculum.torch_dtype,
+        "bf16": curriculum.torch_dtype == "bfloat16",
+        "fp16": curriculum.torch_dtype == "float16",
+        "attn_impl": curriculum.attn_impl,
+        "report_to": curriculum.report_to,
+        "run_name": f"{curriculum.name}/{stage.name}",
+        "learning_rate": stage.learning_rate,
+        "max_length": stage.max_length,
+        "num_train_epochs": stage.num_train_epochs,
+        "per_device_train_batch_size": stage.per_device_train_batch_size,
+        "gradient_accumulation_steps": stage.gradient_accumulation_steps,
+        "warmup_ratio": stage.warmup_ratio,
+        "lr_scheduler_type": stage.lr_scheduler_type,
+        "weight_decay": stage.weight_decay,
+        "gradient_checkpointing": stage.gradient_checkpointing,
+        "freeze_vit": stage.freeze_vit,
+        "freeze_aligner": stage.freeze_aligner,
+        "freeze_llm": stage.freeze_llm,
+        "save_strategy": "steps",
+        "save_steps": stage.save_steps,
+        "logging_steps": stage.logging_steps,
+    }
+    if stage.max_steps is not None:
+        args["max_steps"] = stage.max_steps
+    if stage.save_total_limit is not None:
+        args["save_total_limit"] = stage.save_total_limit
+    if stage.tuner_type == "lora":
+        args["lora_rank"] = stage.lora_rank
+        args["lora_alpha"] = stage.lora_alpha
+    if deepspeed is not None:
+        args["deepspeed"] = deepspeed
+    if resume_from_checkpoint is not None:
+        args["resume_from_checkpoint"] = resume_from_checkpoint
+    args.update(stage.engine_args)
+    argv: list[str] = []
+    for key, value in args.items():
+        argv += [f"--{key}", *_value(value)]
+    return argv
+
+
+def command(engine_args: Sequence[str], launch: Launch, python: str | None = None) -> list[str]:
+    """The full process command: the engine alone for one process, under torchrun for several."""
+    python = python or sys.executable
+    if launch.nproc_per_node * launch.nnodes == 1:
+        return [python, "-m", ENGINE_MODULE, *engine_args]
+    if launch.nnodes == 1:
+        # --standalone: torchrun picks a free rendezvous port itself, so concurrent runs on one machine never
+        # collide on a fixed MASTER_PORT.
+        rendezvous = ["--standalone"]
+    else:
+        rendezvous = [
+            f"--nnodes={launch.nnodes}",
+            f"--node_rank={launch.node_rank}",
+            f"--master_addr={launch.master_addr}",
+            f"--master_port={launch.master_port}",
+        ]
+    return [
+        python,
+        "-m",
+        "torch.distributed.run",
+        *rendezvous,
+        f"--nproc_per_node={launch.nproc_per_node}",
+        "-m",
+        ENGINE_MODULE,
+        *engine_args,
+    ]
+
+
+def checkpoints(output_dir: Path) -> list[Path]:
+    """The engine's checkpoints in a stage folder, oldest step first."""
+    if not output_dir.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in output_dir.iterdir() if (m := _CHECKPOINT.match(p.name)) and p.is_dir()]
+    return [p for _, p in sorted(found)]
+
+
+def checkpoint_step(checkpoint: Path) -> int:
+    match = _CHECKPOINT.match(checkpoint.name)
+    if not match:
+        raise ValueError(f"not an engine checkpoint folder: {checkpoint}")
+    return int(match.group(1))
+
+
+def resumable_checkpoint(output_dir: Path) -> Path | None:
+    """The newest checkpoint whose trainer state was fully written (a kill mid-save leaves one without)."""
+    for checkpoint in reversed(checkpoints(output_dir)):
+        if (checkpoint / "trainer_state.json").is_file():
+            return checkpoint
+    return None
+
+
+def trainer_state(checkpoint: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((checkpoint / "trainer_state.json").read_text())
+    return data
+
+
+def read_log(output_dir: Path) -> list[dict[str, Any]]:
+    """The engine's per-step log records (``logging.jsonl``); a torn last line from a killed run is skipped."""
+    path = output_dir / LOG_FILE
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def losses(records: Sequence[Mapping[str, Any]]) -> list[tuple[int, float]]:
+    """(step, loss) pairs from the engine log's training records."""
+    out = []
+    for record in records:
+        if "loss" in record and "global_step/max_steps" in record:
+            step = int(str(record["global_step/max_steps"]).split("/")[0])
+            out.append((step, float(record["loss"])))
+    return out
