@@ -292,6 +292,10 @@ def format_path(loc: Sequence[str | int]) -> str:
     return out
 
 
+def _num(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, int | float) else str(value)
+
+
 def _message(error: Mapping[str, Any]) -> str:
     kind, ctx = error["type"], error.get("ctx") or {}
     if kind == "extra_forbidden":
@@ -299,11 +303,11 @@ def _message(error: Mapping[str, Any]) -> str:
     if kind == "missing":
         return "required"
     if kind == "greater_than":
-        return f"must be > {ctx['gt']}"
+        return f"must be > {_num(ctx['gt'])}"
     if kind == "greater_than_equal":
-        return f"must be >= {ctx['ge']}"
+        return f"must be >= {_num(ctx['ge'])}"
     if kind == "less_than":
-        return f"must be < {ctx['lt']}"
+        return f"must be < {_num(ctx['lt'])}"
     if kind == "too_short":
         return "must not be empty"
     if kind == "literal_error":

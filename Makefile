@@ -1,0 +1,46 @@
+# Everything runs from a virtual environment inside the clone (.venv), built from pyproject.toml alone, so a
+# missing install step fails here rather than hiding behind a machine's global packages. Compiled DeepSpeed ops and
+# the offline tiny model are cached inside the clone too (.cache/), and reused between runs.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.spinegpt-installed
+
+export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
+export SPINEGPT_CACHE ?= $(CURDIR)/.cache/spinegpt
+# DeepSpeed's ops are JIT-compiled on first use (and cached above), never at install time.
+export DS_BUILD_OPS := 0
+
+.PHONY: setup smoke test test-fast check format clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	# torch first and exactly pinned: on a CPU machine this takes the local CPU wheel instead of GBs of CUDA.
+	$(BIN)/pip install --quiet "torch==2.13.0"
+	$(BIN)/pip install --quiet -e ".[dev]"
+	# CPU-only import fixes (a no-op where CUDA is available): see src/spinegpt/testing/cpu_shims.py.
+	$(BIN)/python -m spinegpt.testing.cpu_shims install
+	touch $(STAMP)
+
+smoke: setup
+	$(BIN)/spinegpt run curricula/smoke.yaml --nproc 2 --output-dir outputs/smoke --resume
+
+test: setup
+	$(BIN)/python -m pytest -v --durations=15
+
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow"
+
+check: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: setup
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean:
+	rm -rf outputs .cache .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,45 @@
+"""Shared fixtures. Slow tests run the real engine (ms-swift + DeepSpeed over gloo) through the `spinegpt` command."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CURRICULA = REPO / "curricula"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cache_dirs(tmp_path_factory: pytest.TempPathFactory) -> None:
+    # Reuse the Makefile's in-clone caches when set (compiled DeepSpeed ops take ~1 min to build); otherwise keep
+    # the test session away from the user's home cache.
+    os.environ.setdefault("SPINEGPT_CACHE", str(tmp_path_factory.mktemp("spinegpt-cache")))
+    os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(REPO / ".cache" / "torch_extensions"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model() -> Path:
+    from spinegpt.testing import tiny_model as tm
+
+    return tm.ensure()
+
+
+def spinegpt_command() -> list[str]:
+    """The installed console script, next to this interpreter: the entry point users run."""
+    script = Path(sys.executable).with_name("spinegpt")
+    if not script.exists():
+        raise RuntimeError(f"console script not installed at {script}: run `make setup`")
+    return [str(script)]
+
+
+def run_spinegpt(*args: str, check: bool = True, timeout: float = 900, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [*spinegpt_command(), *args], capture_output=True, text=True, timeout=timeout, cwd=REPO, **kwargs  # type: ignore[call-overload]
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"spinegpt {' '.join(args)} exited {result.returncode}\n{result.stdout}\n{result.stderr}")
+    return result

@@ -1,0 +1,196 @@
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from spinegpt.train import curriculum
+from spinegpt.train.curriculum import CurriculumError
+
+from .conftest import CURRICULA
+
+
+def write(tmp_path: Path, text: str, name: str = "c.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+GOOD = """\
+    name: t
+    model: builtin:tiny-qwen2_5_vl
+    stages:
+      - name: one
+        data: [{smoke: stage1}]
+        learning_rate: 1.0e-5
+        max_length: 512
+        deepspeed: zero2
+      - name: two
+        data: [{smoke: stage2}]
+        learning_rate: 1.0e-6
+        max_length: 1024
+        deepspeed: zero3_offload
+"""
+
+
+def issues(path: Path, *overrides: str) -> dict[str, str]:
+    with pytest.raises(CurriculumError) as info:
+        curriculum.load(path, overrides)
+    return {issue.path: issue.message for issue in info.value.issues}
+
+
+def test_shipped_curricula_validate() -> None:
+    for path in curriculum.iter_curricula(CURRICULA):
+        loaded = curriculum.load(path)
+        assert loaded.curriculum.stages, path
+
+
+def test_good_minimal(tmp_path: Path) -> None:
+    loaded = curriculum.load(write(tmp_path, GOOD))
+    one, two = loaded.curriculum.stages
+    assert (one.name, one.learning_rate, one.max_length, one.tuner_type) == ("one", 1e-5, 512, "full")
+    assert two.deepspeed == "zero3_offload"
+    assert one.freeze_vit and one.freeze_aligner and not one.freeze_llm  # ms-swift's defaults
+
+
+def test_all_errors_reported_at_once_with_paths_and_lines(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """\
+        name: t
+        model: builtin:tiny-qwen2_5_vl
+        colour: blue
+        stages:
+          - name: one
+            data: [{smoke: stage1}]
+            learning_rate: -1.0e-5
+            max_length: 512
+            deepspeed: zero9
+          - name: two
+            learning_rate: fast
+            max_length: 1024
+            tuner_type: qlora
+        """,
+    )
+    with pytest.raises(CurriculumError) as info:
+        curriculum.load(path)
+    found = {i.path: i for i in info.value.issues}
+    assert set(found) == {
+        "colour",
+        "stages[0].learning_rate",
+        "stages[0].deepspeed",
+        "stages[1].data",
+        "stages[1].learning_rate",
+        "stages[1].tuner_type",
+    }
+    assert found["colour"].message == "unknown key"
+    assert found["stages[0].learning_rate"].message == "must be > 0"
+    assert "zero9" in found["stages[0].deepspeed"].message and "zero2" in found["stages[0].deepspeed"].message
+    assert found["stages[1].data"].message == "required"
+    assert found["stages[0].learning_rate"].line == 7
+    assert found["colour"].line == 3
+    text = str(info.value)
+    assert str(path) in text and "6 error(s)" in text
+    assert f"{path}:7: stages[0].learning_rate: must be > 0" in text
+
+
+@pytest.mark.parametrize(
+    ("body", "path", "message"),
+    [
+        ("stages: []\n", "stages", "must not be empty"),
+        ("stages:\n  - name: a\n    data: []\n    learning_rate: 1.0e-5\n    max_length: 8\n", "stages[0].data", "must not be empty"),
+        ("stages:\n  - name: a\n    data: [{jsonl: nope.jsonl}]\n    learning_rate: 1.0e-5\n    max_length: 8\n",
+         "stages[0].data[0].jsonl", "no such file"),
+        ("stages:\n  - name: a\n    data: [{jsonl: x.jsonl, smoke: stage1}]\n    learning_rate: 1.0e-5\n    max_length: 8\n",
+         "stages[0].data[0]", "exactly one"),
+        ("stages:\n  - name: a\n    data: [{smoke: stage1}]\n    learning_rate: 1.0e-5\n    max_length: 0\n",
+         "stages[0].max_length", "must be > 0"),
+        ("stages:\n  - name: a\n    data: [{smoke: stage1}]\n    learning_rate: 1.0e-5\n    max_length: 8\n"
+         "    engine_args: {output_dir: /tmp/x, learning_rate: 3}\n", "stages[0].engine_args", "set by spinegpt"),
+        ("stages:\n  - name: a\n    data: [{smoke: stage1}]\n    learning_rate: 1.0e-5\n    max_length: 8\n"
+         "  - name: a\n    data: [{smoke: stage1}]\n    learning_rate: 1.0e-5\n    max_length: 8\n", "", "unique"),
+        ("stages:\n  - name: a\n    data: [{smoke: stage1}]\n    learning_rate: 1.0e-5\n    max_length: 8\n"
+         "    lora_rank: 16\n", "stages[0]", "tuner_type: lora"),
+        ("stages:\n  - name: a\n    data: [{smoke: stage1}]\n    learning_rate: 1.0e-5\n    max_length: 8\n"
+         "    warmup_ratio: 1.5\n", "stages[0].warmup_ratio", "must be < 1"),
+        ("stages:\n  - name: a\n    data: [{smoke: stage1}]\n    learning_rate: 1.0e-5\n    max_length: 8\n"
+         "    deepspeed: missing/ds.json\n", "stages[0].deepspeed", "not found"),
+    ],
+)
+def test_bad_curricula(tmp_path: Path, body: str, path: str, message: str) -> None:
+    (tmp_path / "x.jsonl").write_text("")
+    file = write(tmp_path, "name: t\nmodel: m\n" + body)
+    found = issues(file)
+    assert path in found, found
+    assert message in found[path]
+
+
+def test_engine_args_names_both_problems(tmp_path: Path) -> None:
+    body = (
+        "stages:\n  - name: a\n    data: [{smoke: stage1}]\n    learning_rate: 1.0e-5\n    max_length: 8\n"
+        "    engine_args: {output_dir: /tmp/x, learning_rate: 3, lora_dropout: 0.1}\n"
+    )
+    message = issues(write(tmp_path, "name: t\nmodel: m\n" + body))["stages[0].engine_args"]
+    assert "'output_dir' is set by spinegpt" in message and "'learning_rate' is a stage key" in message
+    assert "lora_dropout" not in message
+
+
+def test_invalid_yaml_names_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "name: t\nstages: [\n  - a: b\n")
+    with pytest.raises(CurriculumError) as info:
+        curriculum.load(path)
+    assert "invalid YAML" in str(info.value) and info.value.issues[0].line is not None
+
+
+def test_overrides_by_name_and_index(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD)
+    loaded = curriculum.load(path, ["stages.two.max_steps=4", "stages[0].learning_rate=3e-5", "seed=7"])
+    assert loaded.curriculum.stage("two").max_steps == 4
+    assert loaded.curriculum.stages[0].learning_rate == 3e-5
+    assert loaded.curriculum.seed == 7
+    found = issues(path, "stages.three.max_steps=1", "stages[0].learning_rate=-1")
+    assert "stages.three.max_steps" in found and found["stages[0].learning_rate"] == "must be > 0"
+
+
+def test_extends_merges_stages_by_name(tmp_path: Path) -> None:
+    write(tmp_path, GOOD, "base.yaml")
+    child = write(tmp_path, "extends: base.yaml\nname: child\nstages:\n  - name: two\n    max_steps: 2\n", "child.yaml")
+    loaded = curriculum.load(child)
+    assert loaded.curriculum.name == "child"
+    assert [s.name for s in loaded.curriculum.stages] == ["one", "two"]
+    assert loaded.curriculum.stage("two").max_steps == 2
+    assert loaded.curriculum.stage("two").learning_rate == 1e-6  # inherited
+    bad = write(tmp_path, "extends: base.yaml\nstages:\n  - name: three\n    max_steps: 2\n", "bad.yaml")
+    assert "stages[0].name" in issues(bad)
+
+
+def test_extends_cycle(tmp_path: Path) -> None:
+    write(tmp_path, "extends: b.yaml\n", "a.yaml")
+    write(tmp_path, "extends: a.yaml\n", "b.yaml")
+    assert "circular" in issues(tmp_path / "a.yaml")["extends"]
+
+
+def test_paper_curriculum_matches_table5() -> None:
+    c = curriculum.load(CURRICULA / "spinegpt.yaml").curriculum
+    assert c.model == "Qwen/Qwen2.5-VL-7B-Instruct"
+    assert [s.learning_rate for s in c.stages] == [1e-5, 1e-5, 1e-6]
+    assert [s.max_length for s in c.stages] == [16384, 16384, 49152]
+    assert [s.deepspeed for s in c.stages] == ["zero2", "zero2", "zero3_offload"]
+    assert all(s.num_train_epochs == 1 and s.max_steps is None and s.tuner_type == "full" for s in c.stages)
+    assert [s.data[0].label() for s in c.stages] == ["mix:stage1_foundation", "mix:stage2_spine", "mix:stage3_reports"]
+
+
+def test_smoke_is_the_paper_curriculum_shrunk() -> None:
+    paper = curriculum.load(CURRICULA / "spinegpt.yaml").curriculum
+    smoke = curriculum.load(CURRICULA / "smoke.yaml").curriculum
+    assert [s.name for s in smoke.stages] == [s.name for s in paper.stages]
+    assert [s.deepspeed for s in smoke.stages] == [s.deepspeed for s in paper.stages]
+    assert all(s.max_steps and s.max_steps <= 5 for s in smoke.stages)
+
+
+def test_every_yaml_opens_with_the_command_that_runs_it() -> None:
+    for path in curriculum.iter_curricula(CURRICULA):
+        head = path.read_text().splitlines()[:8]
+        assert head[0].startswith("#"), path
+        assert any("spinegpt run" in line for line in head), path

@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from spinegpt.data_mixes import prepare
+from spinegpt.train.curriculum import DataSource
+
+
+def src(**kw: str) -> DataSource:
+    return DataSource(**kw)
+
+
+def test_smoke_sets_cover_every_shape(tmp_path: Path) -> None:
+    shapes = set()
+    for name in ("stage1", "stage2", "stage3"):
+        out = prepare.prepare([src(smoke=name)], tmp_path, tmp_path / name)
+        rows = [json.loads(line) for line in out.path.read_text().splitlines()]
+        assert len(rows) == out.rows >= 8
+        for row in rows:
+            images = row.get("images", [])
+            assert all(Path(p).is_file() and Path(p).is_absolute() for p in images)
+            turns = [m for m in row["messages"] if m["role"] == "user"]
+            shapes.add("text" if not images else "single-image" if len(images) == 1 else "multi-image")
+            if len(turns) > 1:
+                shapes.add("multi-turn")
+    assert shapes == {"text", "single-image", "multi-image", "multi-turn"}
+    total = sum(len(prepare.smoke_file(n).read_text().splitlines()) for n in ("stage1", "stage2", "stage3"))
+    assert total >= 36  # a few dozen records
+
+
+def test_prepare_is_deterministic_and_hashes_inputs(tmp_path: Path) -> None:
+    a = prepare.prepare([src(smoke="stage2")], tmp_path, tmp_path / "a")
+    b = prepare.prepare([src(smoke="stage2")], tmp_path, tmp_path / "b")
+    assert a.rows == b.rows and a.inputs[0].sha256 == b.inputs[0].sha256
+    assert a.path.read_text().replace(str(tmp_path / "a"), "") == b.path.read_text().replace(str(tmp_path / "b"), "")
+    source_rows = [json.loads(line) for line in prepare.smoke_file("stage2").read_text().splitlines()]
+    assert a.image_rows == sum(bool(r.get("images")) for r in source_rows) > 0
+
+
+def test_jsonl_relative_images(tmp_path: Path) -> None:
+    from spinegpt.testing import smoke_data
+
+    (tmp_path / "d").mkdir()
+    smoke_data.write_image("ct-ap-L2.png", tmp_path / "d" / "img")
+    rows = [{"messages": [{"role": "user", "content": "<image>Level?"}, {"role": "assistant", "content": "L2"}],
+             "images": ["img/ct-ap-L2.png"]}]
+    (tmp_path / "d" / "x.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    out = prepare.prepare([src(jsonl="d/x.jsonl")], tmp_path, tmp_path / "out")
+    row = json.loads(out.path.read_text())
+    assert row["images"] == [str(tmp_path / "d" / "img" / "ct-ap-L2.png")]
+
+
+BAD_LINES = [
+    ('{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}', "invalid JSON"),
+    ('{"conversation": []}', "'messages' must be a non-empty list"),
+    ('{"messages": [{"role": "user", "content": "<image>x"}, {"role": "assistant", "content": "y"}]}',
+     "1 <image> tag(s) but 0 image(s)"),
+    ('{"messages": [{"role": "user", "content": "<image>x"}, {"role": "assistant", "content": "y"}], '
+     '"images": ["missing.png"]}', "image not found"),
+    ('{"messages": [{"role": "doctor", "content": "x"}, {"role": "assistant", "content": "y"}]}',
+     "role 'doctor' is not one of"),
+    ('{"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "  "}]}',
+     "empty assistant turn"),
+    ('{"messages": [{"role": "user", "content": "x"}, {"role": "user", "content": "y"}, '
+     '{"role": "assistant", "content": "z"}]}', "must alternate"),
+]
+
+
+def test_bad_rows_name_file_and_line(tmp_path: Path) -> None:
+    good = '{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}'
+    lines = [good] + [line for line, _ in BAD_LINES]
+    data = tmp_path / "bad.jsonl"
+    data.write_text("\n".join(lines) + "\n")
+    with pytest.raises(prepare.DataError) as info:
+        prepare.prepare([src(jsonl="bad.jsonl")], tmp_path, tmp_path / "out")
+    text = str(info.value)
+    for number, (_, message) in enumerate(BAD_LINES, start=2):
+        assert f"{data}:{number}: " in text and message in text, (number, message, text)
+    assert not (tmp_path / "out" / "train.jsonl").exists()  # nothing half-written is left as the stage's data
+
+
+def test_mix_not_built_yet_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(prepare.DataError, match="stage1_foundation"):
+        prepare.prepare([src(mix="stage1_foundation")], tmp_path, tmp_path / "out")

@@ -1,0 +1,146 @@
+"""The smoke curriculum end to end: `spinegpt run` -> ms-swift -> DeepSpeed (ZeRO-2, ZeRO-3 + CPU offload) on 2
+processes over gloo, three stages chained by their weights. Slow: minutes on 2 cores."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from spinegpt.train import manifest, weights
+
+from .conftest import REPO, run_spinegpt, spinegpt_command
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any], str]:
+    out = tmp_path_factory.mktemp("smoke") / "run"
+    result = run_spinegpt("run", "curricula/smoke.yaml", "--nproc", "2", "--output-dir", str(out))
+    return out, json.loads((out / manifest.FILE).read_text()), result.stdout
+
+
+def test_three_stages_trained_and_loadable(smoke_run: tuple[Path, dict[str, Any], str]) -> None:
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    out, data, _ = smoke_run
+    assert data["status"] == "done" and data["world_size"] == 2
+    assert [s["name"] for s in data["stages"]] == ["foundation", "specialise", "reports"]
+    assert [s["zero_stage"] for s in data["stages"]] == [2, 2, 3]
+    for stage in data["stages"]:
+        final = Path(stage["final"])
+        assert stage["status"] == "done" and (Path(stage["dir"]) / "DONE.json").is_file()
+        model = AutoModelForImageTextToText.from_pretrained(final)
+        AutoProcessor.from_pretrained(final)
+        assert sum(p.numel() for p in model.parameters()) > 0
+        assert weights.weights_sha256(final) == stage["weights_sha256"]
+
+
+def test_each_stage_starts_from_the_previous_stage(smoke_run: tuple[Path, dict[str, Any], str],
+                                                   tiny_model: Path) -> None:
+    _, data, _ = smoke_run
+    stages = data["stages"]
+    assert stages[0]["model"] == str(tiny_model)
+    assert stages[0]["started_from_sha256"] == weights.weights_sha256(tiny_model)
+    for previous, stage in zip(stages, stages[1:], strict=False):
+        assert stage["model"] == previous["final"]
+        assert stage["started_from_sha256"] == previous["weights_sha256"]
+        # What the engine itself recorded that it loaded (its args.json), not just what we meant to pass.
+        engine_args = json.loads((Path(stage["dir"]) / "engine" / "args.json").read_text())
+        assert Path(engine_args["model"]).resolve() == Path(previous["final"]).resolve()
+        assert not engine_args.get("resume_from_checkpoint")
+
+
+def test_training_changed_the_weights(smoke_run: tuple[Path, dict[str, Any], str], tiny_model: Path) -> None:
+    import torch
+    from safetensors.torch import load_file
+
+    _, data, _ = smoke_run
+    hashes = [weights.weights_sha256(tiny_model)] + [s["weights_sha256"] for s in data["stages"]]
+    assert len(set(hashes)) == 4
+    before = load_file(str(tiny_model / "model.safetensors"))
+    after = load_file(str(Path(data["stages"][-1]["final"]) / "model.safetensors"))
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert any("layers" in k for k in changed)
+    # The vision tower is frozen by default (freeze_vit): it must come out untouched.
+    assert not [k for k in changed if "visual.blocks" in k]
+
+
+def test_losses_logged_and_finite(smoke_run: tuple[Path, dict[str, Any], str]) -> None:
+    _, data, stdout = smoke_run
+    for stage in data["stages"]:
+        steps = [step for step, _ in stage["losses"]]
+        assert steps == list(range(1, stage["global_step"] + 1))
+        assert all(math.isfinite(loss) and loss > 0 for _, loss in stage["losses"])
+        assert stage["final_loss"] == stage["losses"][-1][1]
+    assert "[3/3 reports] step 3/3" in stdout
+
+
+def test_manifest_records_provenance(smoke_run: tuple[Path, dict[str, Any], str]) -> None:
+    _, data, _ = smoke_run
+    attempt = data["attempts"][0]
+    assert attempt["packages"]["ms-swift"] == "4.6.0" and attempt["packages"]["deepspeed"] == "0.19.8"
+    assert attempt["git"] is None or len(attempt["git"]["commit"]) == 40
+    assert data["curriculum"]["name"] == "smoke"
+    for stage in data["stages"]:
+        assert stage["data"]["rows"] > 0 and len(stage["data"]["sha256"]) == 64
+        assert stage["data"]["inputs"][0]["sha256"]
+        assert "--deepspeed" in stage["engine_args"]
+        assert stage["started_at"] <= stage["ended_at"]
+
+
+def test_rerun_without_resume_refuses_and_keeps_the_run(smoke_run: tuple[Path, dict[str, Any], str]) -> None:
+    out, data, _ = smoke_run
+    result = run_spinegpt("run", "curricula/smoke.yaml", "--nproc", "2", "--output-dir", str(out), check=False)
+    assert result.returncode == 1 and "--resume" in result.stderr
+    assert json.loads((out / manifest.FILE).read_text())["stages"] == data["stages"]
+
+
+def test_resume_after_sigkill_in_stage_two(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    # Shrink by overrides: stage 2 long enough to be killed after its first checkpoint, stage 3 short.
+    overrides = ["stages.specialise.max_steps=6", "stages.specialise.save_steps=2", "stages.reports.max_steps=2"]
+    args = ["run", "curricula/smoke.yaml", *overrides, "--nproc", "2", "--output-dir", str(out)]
+    log = (tmp_path / "first.log").open("w")
+    process = subprocess.Popen([*spinegpt_command(), *args], cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    stage2 = out / "stages" / "02-specialise" / "engine"
+    deadline = time.monotonic() + 600
+    try:
+        while not (stage2 / "checkpoint-2" / "trainer_state.json").exists():
+            assert process.poll() is None, (tmp_path / "first.log").read_text()
+            assert time.monotonic() < deadline, "stage 2 never reached its first checkpoint"
+            time.sleep(0.5)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)  # the whole group: runner, torchrun and both ranks
+        process.wait()
+
+    first = json.loads((out / manifest.FILE).read_text())
+    assert first["stages"][0]["status"] == "done"
+    assert first["stages"][1]["status"] == "running"  # never marked done
+    assert not (out / "stages" / "02-specialise" / "DONE.json").exists()
+    stage1_done = (out / "stages" / "01-foundation" / "DONE.json").read_bytes()
+    stage1_log_size = (out / "stages" / "01-foundation" / "engine.log").stat().st_size
+
+    result = run_spinegpt(*args, "--resume")
+    assert "[1/3 foundation] already done, skipping" in result.stdout
+    assert "[2/3 specialise] training resuming from checkpoint-" in result.stdout
+    data = json.loads((out / manifest.FILE).read_text())
+    assert data["status"] == "done" and len(data["attempts"]) == 2
+    assert [s["status"] for s in data["stages"]] == ["done", "done", "done"]
+    assert data["stages"][1]["global_step"] == 6
+    assert Path(data["stages"][1]["resumed_from"]).name.startswith("checkpoint-")
+    # Stage 1 did not run again: its marker and its engine log are byte-for-byte what they were.
+    assert (out / "stages" / "01-foundation" / "DONE.json").read_bytes() == stage1_done
+    assert (out / "stages" / "01-foundation" / "engine.log").stat().st_size == stage1_log_size
+    # The resumed stage logged every step once across both attempts, and stage 3 started from its final weights.
+    assert [s for s, _ in data["stages"][1]["losses"]][-1] == 6
+    assert data["stages"][2]["started_from_sha256"] == data["stages"][1]["weights_sha256"]
