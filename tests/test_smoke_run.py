@@ -144,3 +144,21 @@ def test_resume_after_sigkill_in_stage_two(tmp_path: Path) -> None:
     # The resumed stage logged every step once across both attempts, and stage 3 started from its final weights.
     assert [s for s, _ in data["stages"][1]["losses"]][-1] == 6
     assert data["stages"][2]["started_from_sha256"] == data["stages"][1]["weights_sha256"]
+
+
+def test_lora_stage_is_merged_before_the_next_stage(tmp_path: Path, tiny_model: Path) -> None:
+    """A LoRA stage hands full (merged) weights to the next stage; one process, plain DDP-free path."""
+    out = tmp_path / "run"
+    overrides = [
+        "stages.foundation.tuner_type=lora", "stages.foundation.lora_rank=4", "stages.foundation.deepspeed=null",
+        "stages.foundation.max_steps=2", "stages.specialise.deepspeed=null", "stages.specialise.max_steps=1",
+        "stages.reports.max_steps=1", "stages.reports.deepspeed=null",
+    ]
+    run_spinegpt("run", "curricula/smoke.yaml", *overrides, "--nproc", "1", "--output-dir", str(out))
+    data = json.loads((out / manifest.FILE).read_text())
+    lora, full = data["stages"][0], data["stages"][1]
+    assert lora["final_checkpoint"].endswith("checkpoint-2-merged")
+    assert (Path(lora["dir"]) / "engine" / "checkpoint-2" / "adapter_config.json").is_file()
+    weights.check_matches(Path(lora["final"]), tiny_model)  # full weights, same tensors as the base
+    assert lora["weights_sha256"] != weights.weights_sha256(tiny_model)
+    assert full["started_from_sha256"] == lora["weights_sha256"] and full["status"] == "done"

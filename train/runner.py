@@ -307,8 +307,11 @@ class Runner:
         step, max_steps = state.get("global_step"), state.get("max_steps")
         if step != max_steps:
             raise StageFailed(f"{label}: the last checkpoint {checkpoint.name} is at step {step} of {max_steps}")
+        final = checkpoint
+        if plan.stage.tuner_type == "lora":
+            final = self._merge_lora(plan, checkpoint, start_model)
         try:
-            weights.verify(checkpoint, start_model)
+            weights.verify(final, start_model)
         except weights.WeightsError as exc:
             record.update(status="failed", error=str(exc))
             self._save()
@@ -317,9 +320,9 @@ class Runner:
         log = swift_adapter.read_log(plan.engine_dir)
         losses = swift_adapter.losses(log)
         record.update(
-            final_checkpoint=str(checkpoint),
+            final_checkpoint=str(final),
             final=str(plan.final),
-            weights_sha256=weights.weights_sha256(checkpoint),
+            weights_sha256=weights.weights_sha256(final),
             global_step=step,
             losses=losses,
             final_loss=losses[-1][1] if losses else None,
@@ -327,11 +330,23 @@ class Runner:
         # The `final` link, then DONE.json, each replaced atomically: a stage is done exactly when DONE.json exists.
         link_tmp = plan.dir / f".{FINAL}.tmp"
         link_tmp.unlink(missing_ok=True)
-        link_tmp.symlink_to(checkpoint.relative_to(plan.dir))
+        link_tmp.symlink_to(final.relative_to(plan.dir))
         os.replace(link_tmp, plan.final)
         record.update(status="done", ended_at=manifest.now())
         manifest.write_json_atomic(plan.dir / DONE, {k: record[k] for k in (
             "name", "final", "final_checkpoint", "weights_sha256", "started_from_sha256", "model", "global_step",
             "final_loss", "ended_at")})
         self._save()
-        return checkpoint
+        return final
+
+    def _merge_lora(self, plan: StagePlan, checkpoint: Path, start_model: str) -> Path:
+        command, merged = swift_adapter.merge_lora_command(
+            curriculum=self.plan.loaded.curriculum, model=start_model, adapter_checkpoint=checkpoint,
+            python=plan.command[0],
+        )
+        label = f"[{plan.index + 1}/{len(self.plan.stages)} {plan.stage.name}]"
+        _say(f"{label} merging LoRA adapters of {checkpoint.name} into full weights")
+        code = self.engine(command, engine_env(plan), plan.dir / ENGINE_LOG, label)
+        if code != 0:
+            raise StageFailed(f"{label} merging the LoRA adapters failed (code {code}); log: {plan.dir / ENGINE_LOG}")
+        return merged

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 ENGINE_MODULE = "swift.cli.sft"
+EXPORT_MODULE = "swift.cli.export"
+MERGED_SUFFIX = "-merged"
 LOG_FILE = "logging.jsonl"
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
@@ -133,6 +135,30 @@ def command(engine_args: Sequence[str], launch: Launch, python: str | None = Non
         ENGINE_MODULE,
         *engine_args,
     ]
+
+
+def merge_lora_command(
+    *, curriculum: Any, model: str, adapter_checkpoint: Path, python: str | None = None
+) -> tuple[list[str], Path]:
+    """The engine command folding a LoRA checkpoint into its base model, and the folder it writes.
+
+    A LoRA stage's checkpoint holds adapters only; the next stage (and export) need full weights.
+    """
+    merged = adapter_checkpoint.with_name(adapter_checkpoint.name + MERGED_SUFFIX)
+    args = {
+        "model": model,
+        "model_type": curriculum.model_type,
+        "template": curriculum.template,
+        "adapters": str(adapter_checkpoint),
+        "merge_lora": True,
+        "torch_dtype": curriculum.torch_dtype,
+        "output_dir": str(merged),
+        "exist_ok": True,
+    }
+    argv = [python or sys.executable, "-m", EXPORT_MODULE]
+    for key, value in args.items():
+        argv += [f"--{key}", *_value(value)]
+    return argv, merged
 
 
 def checkpoints(output_dir: Path) -> list[Path]:
