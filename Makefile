@@ -36,7 +36,10 @@ test-fast: setup
 check: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy
+	rm -rf build/typecheck && mkdir -p build/typecheck/spinegpt
+	for f in src/spinegpt/* train data_mixes eval_hooks configs; do \
+		ln -s "$(CURDIR)/$$f" "build/typecheck/spinegpt/$$(basename $$f)"; done
+	MYPYPATH=build/typecheck $(BIN)/mypy -p spinegpt
 
 format: setup
 	$(BIN)/ruff check --fix .

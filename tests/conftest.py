@@ -36,9 +36,16 @@ def spinegpt_command() -> list[str]:
     return [str(script)]
 
 
-def run_spinegpt(*args: str, check: bool = True, timeout: float = 900, **kwargs: object) -> subprocess.CompletedProcess[str]:
+def run_spinegpt(
+    *args: str, check: bool = True, timeout: float = 900, **kwargs: object
+) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
-        [*spinegpt_command(), *args], capture_output=True, text=True, timeout=timeout, cwd=REPO, **kwargs  # type: ignore[call-overload]
+        [*spinegpt_command(), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+        **kwargs,  # type: ignore[call-overload]
     )
     if check and result.returncode != 0:
         raise AssertionError(f"spinegpt {' '.join(args)} exited {result.returncode}\n{result.stdout}\n{result.stderr}")

@@ -1,10 +1,10 @@
 from __future__ import annotations
 
+import re
 import textwrap
 from pathlib import Path
 
 import pytest
-
 from spinegpt.train import curriculum
 from spinegpt.train.curriculum import CurriculumError
 
@@ -95,27 +95,34 @@ def test_all_errors_reported_at_once_with_paths_and_lines(tmp_path: Path) -> Non
     assert f"{path}:7: stages[0].learning_rate: must be > 0" in text
 
 
+ONE_STAGE = "stages:\n  - name: a\n    data: [{smoke: stage1}]\n    learning_rate: 1.0e-5\n    max_length: 8\n"
+
+
+def with_stage(**lines: str) -> str:
+    """A valid one-stage body with stage keys replaced or added (values as YAML text)."""
+    body = ONE_STAGE
+    for key, value in lines.items():
+        if f"    {key}: " in body:
+            body = re.sub(rf"    {key}: .*\n", f"    {key}: {value}\n", body)
+        else:
+            body += f"    {key}: {value}\n"
+    return body
+
+
 @pytest.mark.parametrize(
     ("body", "path", "message"),
     [
         ("stages: []\n", "stages", "must not be empty"),
-        ("stages:\n  - name: a\n    data: []\n    learning_rate: 1.0e-5\n    max_length: 8\n", "stages[0].data", "must not be empty"),
-        ("stages:\n  - name: a\n    data: [{jsonl: nope.jsonl}]\n    learning_rate: 1.0e-5\n    max_length: 8\n",
-         "stages[0].data[0].jsonl", "no such file"),
-        ("stages:\n  - name: a\n    data: [{jsonl: x.jsonl, smoke: stage1}]\n    learning_rate: 1.0e-5\n    max_length: 8\n",
-         "stages[0].data[0]", "exactly one"),
-        ("stages:\n  - name: a\n    data: [{smoke: stage1}]\n    learning_rate: 1.0e-5\n    max_length: 0\n",
-         "stages[0].max_length", "must be > 0"),
-        ("stages:\n  - name: a\n    data: [{smoke: stage1}]\n    learning_rate: 1.0e-5\n    max_length: 8\n"
-         "    engine_args: {output_dir: /tmp/x, learning_rate: 3}\n", "stages[0].engine_args", "set by spinegpt"),
-        ("stages:\n  - name: a\n    data: [{smoke: stage1}]\n    learning_rate: 1.0e-5\n    max_length: 8\n"
-         "  - name: a\n    data: [{smoke: stage1}]\n    learning_rate: 1.0e-5\n    max_length: 8\n", "", "unique"),
-        ("stages:\n  - name: a\n    data: [{smoke: stage1}]\n    learning_rate: 1.0e-5\n    max_length: 8\n"
-         "    lora_rank: 16\n", "stages[0]", "tuner_type: lora"),
-        ("stages:\n  - name: a\n    data: [{smoke: stage1}]\n    learning_rate: 1.0e-5\n    max_length: 8\n"
-         "    warmup_ratio: 1.5\n", "stages[0].warmup_ratio", "must be < 1"),
-        ("stages:\n  - name: a\n    data: [{smoke: stage1}]\n    learning_rate: 1.0e-5\n    max_length: 8\n"
-         "    deepspeed: missing/ds.json\n", "stages[0].deepspeed", "not found"),
+        (with_stage(data="[]"), "stages[0].data", "must not be empty"),
+        (with_stage(data="[{jsonl: nope.jsonl}]"), "stages[0].data[0].jsonl", "no such file"),
+        (with_stage(data="[{jsonl: x.jsonl, smoke: stage1}]"), "stages[0].data[0]", "exactly one"),
+        (with_stage(max_length="0"), "stages[0].max_length", "must be > 0"),
+        (with_stage(engine_args="{output_dir: /tmp/x}"), "stages[0].engine_args", "set by spinegpt"),
+        (ONE_STAGE + ONE_STAGE.removeprefix("stages:\n"), "", "unique"),
+        (with_stage(lora_rank="16"), "stages[0]", "tuner_type: lora"),
+        (with_stage(warmup_ratio="1.5"), "stages[0].warmup_ratio", "must be < 1"),
+        (with_stage(deepspeed="missing/ds.json"), "stages[0].deepspeed", "not found"),
+        (with_stage(freeze_llm="true"), "stages[0]", "nothing would train"),
     ],
 )
 def test_bad_curricula(tmp_path: Path, body: str, path: str, message: str) -> None:
@@ -127,10 +134,7 @@ def test_bad_curricula(tmp_path: Path, body: str, path: str, message: str) -> No
 
 
 def test_engine_args_names_both_problems(tmp_path: Path) -> None:
-    body = (
-        "stages:\n  - name: a\n    data: [{smoke: stage1}]\n    learning_rate: 1.0e-5\n    max_length: 8\n"
-        "    engine_args: {output_dir: /tmp/x, learning_rate: 3, lora_dropout: 0.1}\n"
-    )
+    body = with_stage(engine_args="{output_dir: /tmp/x, learning_rate: 3, lora_dropout: 0.1}")
     message = issues(write(tmp_path, "name: t\nmodel: m\n" + body))["stages[0].engine_args"]
     assert "'output_dir' is set by spinegpt" in message and "'learning_rate' is a stage key" in message
     assert "lora_dropout" not in message

@@ -4,7 +4,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from spinegpt.data_mixes import prepare
 from spinegpt.train.curriculum import DataSource
 
@@ -45,8 +44,12 @@ def test_jsonl_relative_images(tmp_path: Path) -> None:
 
     (tmp_path / "d").mkdir()
     smoke_data.write_image("ct-ap-L2.png", tmp_path / "d" / "img")
-    rows = [{"messages": [{"role": "user", "content": "<image>Level?"}, {"role": "assistant", "content": "L2"}],
-             "images": ["img/ct-ap-L2.png"]}]
+    rows = [
+        {
+            "messages": [{"role": "user", "content": "<image>Level?"}, {"role": "assistant", "content": "L2"}],
+            "images": ["img/ct-ap-L2.png"],
+        }
+    ]
     (tmp_path / "d" / "x.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     out = prepare.prepare([src(jsonl="d/x.jsonl")], tmp_path, tmp_path / "out")
     row = json.loads(out.path.read_text())
@@ -56,16 +59,28 @@ def test_jsonl_relative_images(tmp_path: Path) -> None:
 BAD_LINES = [
     ('{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}', "invalid JSON"),
     ('{"conversation": []}', "'messages' must be a non-empty list"),
-    ('{"messages": [{"role": "user", "content": "<image>x"}, {"role": "assistant", "content": "y"}]}',
-     "1 <image> tag(s) but 0 image(s)"),
-    ('{"messages": [{"role": "user", "content": "<image>x"}, {"role": "assistant", "content": "y"}], '
-     '"images": ["missing.png"]}', "image not found"),
-    ('{"messages": [{"role": "doctor", "content": "x"}, {"role": "assistant", "content": "y"}]}',
-     "role 'doctor' is not one of"),
-    ('{"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "  "}]}',
-     "empty assistant turn"),
-    ('{"messages": [{"role": "user", "content": "x"}, {"role": "user", "content": "y"}, '
-     '{"role": "assistant", "content": "z"}]}', "must alternate"),
+    (
+        '{"messages": [{"role": "user", "content": "<image>x"}, {"role": "assistant", "content": "y"}]}',
+        "1 <image> tag(s) but 0 image(s)",
+    ),
+    (
+        '{"messages": [{"role": "user", "content": "<image>x"}, {"role": "assistant", "content": "y"}], '
+        '"images": ["missing.png"]}',
+        "image not found",
+    ),
+    (
+        '{"messages": [{"role": "doctor", "content": "x"}, {"role": "assistant", "content": "y"}]}',
+        "role 'doctor' is not one of",
+    ),
+    (
+        '{"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "  "}]}',
+        "empty assistant turn",
+    ),
+    (
+        '{"messages": [{"role": "user", "content": "x"}, {"role": "user", "content": "y"}, '
+        '{"role": "assistant", "content": "z"}]}',
+        "must alternate",
+    ),
 ]
 
 

@@ -4,7 +4,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from spinegpt.train import curriculum, plan, swift_adapter
 
 from .conftest import CURRICULA, run_spinegpt
@@ -22,13 +21,24 @@ def test_every_curriculum_plans(path: Path, tmp_path: Path) -> None:
     data = built.to_json()
     assert data["name"] == built.loaded.curriculum.name
     for i, stage in enumerate(data["stages"]):
-        for key in ("name", "model", "data", "learning_rate", "max_length", "num_train_epochs", "deepspeed",
-                    "tuner_type", "command"):
+        for key in (
+            "name",
+            "model",
+            "data",
+            "learning_rate",
+            "max_length",
+            "num_train_epochs",
+            "deepspeed",
+            "tuner_type",
+            "command",
+        ):
             assert key in stage, (path, key)
         command = stage["command"]
         assert command[1:4] == ["-m", "torch.distributed.run", "--standalone"]
         assert "--nproc_per_node=8" in command
-        assert _arg(command, "output_dir") == str(tmp_path / "out" / "stages" / f"{i + 1:02d}-{stage['name']}" / "engine")
+        assert _arg(command, "output_dir") == str(
+            tmp_path / "out" / "stages" / f"{i + 1:02d}-{stage['name']}" / "engine"
+        )
         if i > 0:  # each stage starts from the previous stage's final weights, as the engine's --model
             previous = data["stages"][i - 1]
             assert _arg(command, "model") == str(Path(previous["dir"]) / "final")
@@ -37,7 +47,9 @@ def test_every_curriculum_plans(path: Path, tmp_path: Path) -> None:
 
 
 def test_plan_json_cli_for_the_paper_curriculum() -> None:
-    result = run_spinegpt("plan", "curricula/spinegpt.yaml", "--json", "--nproc", "8", "--output-dir", "/nonexistent/run")
+    result = run_spinegpt(
+        "plan", "curricula/spinegpt.yaml", "--json", "--nproc", "8", "--output-dir", "/nonexistent/run"
+    )
     data = json.loads(result.stdout)
     assert data["name"] == "spinegpt" and data["world_size"] == 8
     stages = data["stages"]
@@ -62,8 +74,12 @@ def test_cli_reports_every_error_and_exits_2(tmp_path: Path) -> None:
     bad.write_text("name: x\nmodel: m\nstages:\n  - name: a\n    learning_rate: 0\n    max_length: -3\n")
     result = run_spinegpt("plan", str(bad), check=False)
     assert result.returncode == 2
-    for expected in ("stages[0].data: required", "stages[0].learning_rate: must be > 0",
-                     "stages[0].max_length: must be > 0", f"{bad}:5:"):
+    for expected in (
+        "stages[0].data: required",
+        "stages[0].learning_rate: must be > 0",
+        "stages[0].max_length: must be > 0",
+        f"{bad}:5:",
+    ):
         assert expected in result.stderr, result.stderr
 
 
@@ -81,5 +97,13 @@ def test_engine_arguments_use_ms_swift_names(tmp_path: Path) -> None:
 def test_multi_node_command() -> None:
     launch = swift_adapter.Launch(nproc_per_node=8, nnodes=2, node_rank=1, master_addr="10.0.0.1", master_port=29600)
     command = swift_adapter.command(["--x", "1"], launch, "python")
-    assert command[:8] == ["python", "-m", "torch.distributed.run", "--nnodes=2", "--node_rank=1",
-                           "--master_addr=10.0.0.1", "--master_port=29600", "--nproc_per_node=8"]
+    assert command[:8] == [
+        "python",
+        "-m",
+        "torch.distributed.run",
+        "--nnodes=2",
+        "--node_rank=1",
+        "--master_addr=10.0.0.1",
+        "--master_port=29600",
+        "--nproc_per_node=8",
+    ]

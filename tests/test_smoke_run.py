@@ -3,6 +3,7 @@ processes over gloo, three stages chained by their weights. Slow: minutes on 2 c
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -13,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from spinegpt.train import manifest, weights
 
 from .conftest import REPO, run_spinegpt, spinegpt_command
@@ -31,7 +31,7 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str,
 def test_three_stages_trained_and_loadable(smoke_run: tuple[Path, dict[str, Any], str]) -> None:
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    out, data, _ = smoke_run
+    _, data, _ = smoke_run
     assert data["status"] == "done" and data["world_size"] == 2
     assert [s["name"] for s in data["stages"]] == ["foundation", "specialise", "reports"]
     assert [s["zero_stage"] for s in data["stages"]] == [2, 2, 3]
@@ -44,13 +44,14 @@ def test_three_stages_trained_and_loadable(smoke_run: tuple[Path, dict[str, Any]
         assert weights.weights_sha256(final) == stage["weights_sha256"]
 
 
-def test_each_stage_starts_from_the_previous_stage(smoke_run: tuple[Path, dict[str, Any], str],
-                                                   tiny_model: Path) -> None:
+def test_each_stage_starts_from_the_previous_stage(
+    smoke_run: tuple[Path, dict[str, Any], str], tiny_model: Path
+) -> None:
     _, data, _ = smoke_run
     stages = data["stages"]
     assert stages[0]["model"] == str(tiny_model)
     assert stages[0]["started_from_sha256"] == weights.weights_sha256(tiny_model)
-    for previous, stage in zip(stages, stages[1:], strict=False):
+    for previous, stage in itertools.pairwise(stages):
         assert stage["model"] == previous["final"]
         assert stage["started_from_sha256"] == previous["weights_sha256"]
         # What the engine itself recorded that it loaded (its args.json), not just what we meant to pass.
@@ -110,8 +111,9 @@ def test_resume_after_sigkill_in_stage_two(tmp_path: Path) -> None:
     overrides = ["stages.specialise.max_steps=6", "stages.specialise.save_steps=2", "stages.reports.max_steps=2"]
     args = ["run", "curricula/smoke.yaml", *overrides, "--nproc", "2", "--output-dir", str(out)]
     log = (tmp_path / "first.log").open("w")
-    process = subprocess.Popen([*spinegpt_command(), *args], cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                               start_new_session=True)
+    process = subprocess.Popen(
+        [*spinegpt_command(), *args], cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
     stage2 = out / "stages" / "02-specialise" / "engine"
     deadline = time.monotonic() + 600
     try:
@@ -150,9 +152,14 @@ def test_lora_stage_is_merged_before_the_next_stage(tmp_path: Path, tiny_model: 
     """A LoRA stage hands full (merged) weights to the next stage; one process, plain DDP-free path."""
     out = tmp_path / "run"
     overrides = [
-        "stages.foundation.tuner_type=lora", "stages.foundation.lora_rank=4", "stages.foundation.deepspeed=null",
-        "stages.foundation.max_steps=2", "stages.specialise.deepspeed=null", "stages.specialise.max_steps=1",
-        "stages.reports.max_steps=1", "stages.reports.deepspeed=null",
+        "stages.foundation.tuner_type=lora",
+        "stages.foundation.lora_rank=4",
+        "stages.foundation.deepspeed=null",
+        "stages.foundation.max_steps=2",
+        "stages.specialise.deepspeed=null",
+        "stages.specialise.max_steps=1",
+        "stages.reports.max_steps=1",
+        "stages.reports.deepspeed=null",
     ]
     run_spinegpt("run", "curricula/smoke.yaml", *overrides, "--nproc", "1", "--output-dir", str(out))
     data = json.loads((out / manifest.FILE).read_text())

@@ -37,8 +37,9 @@ def test_tiny_model_loads_and_trains_a_step(tiny_model: Path) -> None:
 
 
 def test_tiny_model_is_cached_and_deterministic(tiny_model: Path, tmp_path: Path) -> None:
-    from spinegpt.testing import tiny_model as tm
     from spinegpt.train import weights
+
+    from spinegpt.testing import tiny_model as tm
 
     assert tm.ensure() == tiny_model  # second call reuses
     other = tm.ensure(tmp_path / "again")
@@ -47,8 +48,9 @@ def test_tiny_model_is_cached_and_deterministic(tiny_model: Path, tmp_path: Path
 
 
 def _python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, **env})
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env={**os.environ, **env}
+    )
 
 
 @pytest.mark.skipif(not cpu_shims.pth_path().exists(), reason="cpu shims not installed in this environment (CUDA host)")

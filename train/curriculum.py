@@ -16,11 +16,10 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
-
 from spinegpt.train import deepspeed_configs
 
 # Engine arguments the runner sets itself from the curriculum; a stage may not pass them through, because a
@@ -47,6 +46,13 @@ MANAGED_ENGINE_ARGS = frozenset(
 )
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+ReportTo = Literal["none", "tensorboard", "wandb"]
+
+
+def _default_report_to() -> list[ReportTo]:
+    return ["tensorboard"]
 
 
 class _Strict(BaseModel):
@@ -183,7 +189,9 @@ class Stage(_Strict):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Stage:
-        if self.tuner_type != "lora" and ("lora_rank" in self.model_fields_set or "lora_alpha" in self.model_fields_set):
+        if self.tuner_type != "lora" and (
+            "lora_rank" in self.model_fields_set or "lora_alpha" in self.model_fields_set
+        ):
             raise ValueError("lora_rank / lora_alpha are only used with tuner_type: lora")
         if self.freeze_vit and self.freeze_aligner and self.freeze_llm and self.tuner_type == "full":
             raise ValueError("freeze_vit, freeze_aligner and freeze_llm are all true: nothing would train")
@@ -210,7 +218,7 @@ class Curriculum(_Strict):
     """Training precision (the paper: bf16 on A100). CPU runs use float32."""
     attn_impl: Literal["flash_attn", "sdpa", "eager"] = "flash_attn"
     """Attention kernel; ``flash_attn`` needs the ``gpu`` extra, ``sdpa`` runs anywhere."""
-    report_to: list[Literal["none", "tensorboard", "wandb"]] = Field(default_factory=lambda: ["tensorboard"])
+    report_to: list[ReportTo] = Field(default_factory=_default_report_to)
     """Experiment trackers every stage logs to."""
     env: dict[str, str] = Field(default_factory=dict)
     """Environment variables set for every engine process (e.g. ``MAX_PIXELS``, NCCL settings)."""
@@ -437,12 +445,9 @@ def apply_overrides(doc: dict[str, Any], overrides: Sequence[str]) -> list[Confi
                     keys[depth] = key
                 target = target.setdefault(key, {}) if isinstance(target, dict) else target[key]
             last = keys[-1]
-            if isinstance(target, list) and isinstance(last, int):
-                target[last] = value
-            elif isinstance(target, dict):
-                target[last] = value
-            else:
+            if not (isinstance(target, dict) or (isinstance(target, list) and isinstance(last, int))):
                 raise TypeError
+            cast(Any, target)[last] = value
         except (StopIteration, IndexError, KeyError, TypeError):
             issues.append(ConfigIssue(match.group(1), "override does not name an existing place in the curriculum"))
     return issues

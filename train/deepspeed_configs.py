@@ -20,7 +20,9 @@ def resolve(value: str, base_dir: str | Path | None = None) -> Path:
     if "/" not in value and not value.endswith(".json"):
         known = shipped()
         if value not in known:
-            raise ValueError(f"unknown DeepSpeed config {value!r}; shipped: {', '.join(sorted(known))} (or a .json path)")
+            raise ValueError(
+                f"unknown DeepSpeed config {value!r}; shipped: {', '.join(sorted(known))} (or a .json path)"
+            )
         return known[value]
     path = Path(value)
     if not path.is_absolute() and base_dir is not None:

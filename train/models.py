@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import ModuleType
 
 from spinegpt.testing import tiny_model
 
@@ -10,7 +11,7 @@ BUILTIN_PREFIX = "builtin:"
 BUILTINS = {"tiny-qwen2_5_vl": tiny_model}
 
 
-def _builtin(ref: str):  # type: ignore[no-untyped-def]
+def _builtin(ref: str) -> ModuleType:
     name = ref.removeprefix(BUILTIN_PREFIX)
     if name not in BUILTINS:
         raise ValueError(f"unknown built-in model {ref!r}; known: {', '.join(BUILTIN_PREFIX + b for b in BUILTINS)}")

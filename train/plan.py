@@ -114,7 +114,7 @@ class Plan:
                 "",
                 f"stage {plan.index + 1}/{len(self.stages)}: {stage.name}",
                 f"  starts from : {plan.model}  [{plan.starts_from}]",
-                f"  data        : " + ", ".join(f"{d['source']} -> {d['path']}" for d in plan.data),
+                "  data        : " + ", ".join(f"{d['source']} -> {d['path']}" for d in plan.data),
                 f"  training    : {stage.tuner_type}, lr {stage.learning_rate:g}, max_length {stage.max_length}, "
                 f"{steps}, global batch {global_batch}",
                 f"  deepspeed   : {ds}" + (f"  [{plan.deepspeed}]" if plan.deepspeed else ""),

@@ -130,8 +130,18 @@ def engine_env(plan: StagePlan) -> dict[str, str]:
 class Runner:
     """Executes a :class:`Plan`, keeping the run manifest current."""
 
-    def __init__(self, plan: Plan, resume: bool = False, overrides: tuple[str, ...] = (),
-                 engine: Callable[[list[str], dict[str, str], Path, str], int] = run_engine):
+    def __init__(
+        self,
+        plan: Plan,
+        resume: bool = False,
+        overrides: tuple[str, ...] = (),
+        until: str | None = None,
+        engine: Callable[[list[str], dict[str, str], Path, str], int] = run_engine,
+    ):
+        names = [s.stage.name for s in plan.stages]
+        if until is not None and until not in names:
+            raise RunError(f"--until {until!r}: no such stage; stages: {', '.join(names)}")
+        self.until = until
         self.plan = plan
         self.resume = resume
         self.overrides = overrides
@@ -228,13 +238,16 @@ class Runner:
         try:
             for plan in self.plan.stages:
                 results.append(self._run_stage(plan))
+                if plan.stage.name == self.until:
+                    break
         except BaseException as exc:
             self.data["status"] = "failed" if isinstance(exc, Exception) else "interrupted"
             self.data["attempts"][-1].update(ended_at=manifest.now(), status=self.data["status"], error=str(exc))
             self._save()
             raise
-        self.data["status"] = "done"
-        self.data["attempts"][-1].update(ended_at=manifest.now(), status="done")
+        # "partial": stopped on purpose by --until; --resume continues with the next stage.
+        self.data["status"] = "done" if len(results) == len(self.plan.stages) else "partial"
+        self.data["attempts"][-1].update(ended_at=manifest.now(), status=self.data["status"])
         self._save()
         _say(f"run {self.plan.name} done: {len(results)} stage(s) in {self.plan.output_dir}")
         return results
@@ -333,15 +346,31 @@ class Runner:
         link_tmp.symlink_to(final.relative_to(plan.dir))
         os.replace(link_tmp, plan.final)
         record.update(status="done", ended_at=manifest.now())
-        manifest.write_json_atomic(plan.dir / DONE, {k: record[k] for k in (
-            "name", "final", "final_checkpoint", "weights_sha256", "started_from_sha256", "model", "global_step",
-            "final_loss", "ended_at")})
+        manifest.write_json_atomic(
+            plan.dir / DONE,
+            {
+                k: record[k]
+                for k in (
+                    "name",
+                    "final",
+                    "final_checkpoint",
+                    "weights_sha256",
+                    "started_from_sha256",
+                    "model",
+                    "global_step",
+                    "final_loss",
+                    "ended_at",
+                )
+            },
+        )
         self._save()
         return final
 
     def _merge_lora(self, plan: StagePlan, checkpoint: Path, start_model: str) -> Path:
         command, merged = swift_adapter.merge_lora_command(
-            curriculum=self.plan.loaded.curriculum, model=start_model, adapter_checkpoint=checkpoint,
+            curriculum=self.plan.loaded.curriculum,
+            model=start_model,
+            adapter_checkpoint=checkpoint,
             python=plan.command[0],
         )
         label = f"[{plan.index + 1}/{len(self.plan.stages)} {plan.stage.name}]"

@@ -11,6 +11,7 @@ import hashlib
 import json
 import struct
 from pathlib import Path
+from typing import Any
 
 PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
@@ -89,7 +90,8 @@ def check_loads_with_transformers(folder: Path) -> None:
     """Let transformers build the model on the meta device from ``folder`` and report any key it cannot fill."""
     from transformers import AutoModelForImageTextToText
 
-    _, info = AutoModelForImageTextToText.from_pretrained(folder, device_map="meta", output_loading_info=True)
+    loaded: Any = AutoModelForImageTextToText.from_pretrained(folder, device_map="meta", output_loading_info=True)
+    info: dict[str, Any] = loaded[1]
     bad = {k: sorted(v)[:3] for k, v in info.items() if k in ("missing_keys", "mismatched_keys") and v}
     if bad:
         raise WeightsError(f"{folder} does not load cleanly: {bad}")

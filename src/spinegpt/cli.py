@@ -2,7 +2,7 @@
 
     spinegpt validate CURRICULUM.yaml [key=value ...]        check a curriculum, report every error at once
     spinegpt plan     CURRICULUM.yaml [key=value ...] [--json] [--nproc N] [--output-dir DIR]
-    spinegpt run      CURRICULUM.yaml [key=value ...] [--nproc N] [--output-dir DIR] [--resume]
+    spinegpt run      CURRICULUM.yaml [key=value ...] [--nproc N] [--output-dir DIR] [--resume] [--until STAGE]
     spinegpt tiny-model [--output DIR]                       build the offline tiny Qwen2.5-VL, print its path
 
 ``key=value`` overrides any curriculum key (YAML values; stages by name or index):
@@ -44,6 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     _curriculum_args(run)
     _launch_args(run)
     run.add_argument("--resume", action="store_true", help="skip finished stages, continue an interrupted one")
+    run.add_argument("--until", metavar="STAGE", help="stop after this stage (continue later with --resume)")
 
     tiny = sub.add_parser("tiny-model", help="build (or reuse) the offline tiny Qwen2.5-VL and print its path")
     tiny.add_argument("--output", type=Path, help="folder to build into (default: the cache)")
@@ -54,7 +55,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     # Imports stay inside the commands: `spinegpt --help` must not pay for torch.
     from spinegpt.data_mixes.prepare import DataError
-    from spinegpt.train import curriculum, plan, runner
+    from spinegpt.train import curriculum, runner
+    from spinegpt.train.plan import build, launch_from_env
 
     try:
         if args.command == "tiny-model":
@@ -66,11 +68,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "validate":
             print(f"{args.curriculum}: ok ({len(loaded.curriculum.stages)} stage(s))")
             return 0
-        built = plan.build(loaded, args.output_dir, plan.launch_from_env(args.nproc))
+        built = build(loaded, args.output_dir, launch_from_env(args.nproc))
         if args.command == "plan":
             print(json.dumps(built.to_json(), indent=2) if args.json else built.render())
             return 0
-        runner.Runner(built, resume=args.resume, overrides=tuple(args.overrides)).run()
+        runner.Runner(built, resume=args.resume, overrides=tuple(args.overrides), until=args.until).run()
         return 0
     except curriculum.CurriculumError as exc:
         print(f"error: {exc}", file=sys.stderr)

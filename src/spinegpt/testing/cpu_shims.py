@@ -21,6 +21,7 @@ The start-up cost is one stdlib-only import; torch is imported only when torchvi
 
 from __future__ import annotations
 
+import contextlib
 import importlib.abc
 import importlib.machinery
 import os
@@ -49,10 +50,9 @@ def declare_torchvision_ops() -> bool:
 
     lib = torch.library.Library("torchvision", "FRAGMENT")
     for name in ("nms", "qnms"):
-        try:
+        # RuntimeError: already declared (torchvision's extension did load, or we ran before).
+        with contextlib.suppress(RuntimeError):
             lib.define(f"{name}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-        except RuntimeError:
-            pass  # already declared (torchvision's extension did load, or we ran before)
     # Keep the fragment alive for the life of the process: dropping it would unregister the schemas.
     globals()["_TORCHVISION_FRAGMENT"] = lib
     return True

@@ -125,7 +125,7 @@ def qwen_tokenizer_files() -> Path:
 def build(path: Path) -> Path:
     """Build the tiny model into ``path`` (overwriting) and return it."""
     import torch
-    from transformers import (
+    from transformers import (  # type: ignore[attr-defined]  # Qwen2TokenizerFast: a lazy alias in v5
         Qwen2_5_VLConfig,
         Qwen2_5_VLForConditionalGeneration,
         Qwen2_5_VLProcessor,
@@ -157,7 +157,7 @@ def build(path: Path) -> Path:
         if got != token_id:
             raise RuntimeError(f"tokenizer maps {token} to {got}, expected {token_id}: wrong tokenizer files")
 
-    config = Qwen2_5_VLConfig(
+    config = Qwen2_5_VLConfig(  # type: ignore[call-arg]  # token ids are accepted through **kwargs
         text_config=dict(TEXT_CONFIG),
         vision_config=dict(VISION_CONFIG),
         image_token_id=IMAGE_TOKEN_ID,
@@ -170,7 +170,7 @@ def build(path: Path) -> Path:
         tie_word_embeddings=False,
     )
     torch.manual_seed(SEED)
-    model = Qwen2_5_VLForConditionalGeneration(config).to(torch.float32)
+    model = Qwen2_5_VLForConditionalGeneration(config).to(torch.float32)  # type: ignore[arg-type]
     model.generation_config.eos_token_id = [151645, 151643]
     model.generation_config.pad_token_id = 151643
 
