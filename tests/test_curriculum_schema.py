@@ -198,3 +198,24 @@ def test_every_yaml_opens_with_the_command_that_runs_it() -> None:
         head = path.read_text().splitlines()[:8]
         assert head[0].startswith("#"), path
         assert any("spinegpt run" in line for line in head), path
+
+
+def test_errors_in_an_extends_chain_point_at_the_file_that_says_it(tmp_path: Path) -> None:
+    write(tmp_path, GOOD.replace("learning_rate: 1.0e-6", "learning_rate: -1.0e-6"), "base.yaml")
+    child = write(
+        tmp_path,
+        "extends: base.yaml\nname: child\nstages:\n"
+        "  - name: two\n    max_steps: 2\n"
+        "  - name: one\n    max_length: -4\n",
+        "child.yaml",
+    )
+    with pytest.raises(CurriculumError) as info:
+        curriculum.load(child)
+    found = {i.path: i for i in info.value.issues}
+    # stages[0] of the merged curriculum is `one`: the second stage entry in child.yaml, line 7.
+    assert (found["stages[0].max_length"].file, found["stages[0].max_length"].line) == (tmp_path / "child.yaml", 7)
+    # the bad learning rate of `two` is inherited: base.yaml, line 11.
+    assert (found["stages[1].learning_rate"].file, found["stages[1].learning_rate"].line) == (
+        tmp_path / "base.yaml",
+        11,
+    )

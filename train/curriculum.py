@@ -325,25 +325,43 @@ def _message(error: Mapping[str, Any]) -> str:
     return str(error["msg"])
 
 
-def _line_of(node: yaml.Node | None, loc: Sequence[str | int]) -> int | None:
-    """1-based line of the deepest node along ``loc`` that exists in the YAML node tree."""
+def _line_of(node: yaml.Node | None, loc: Sequence[str | int]) -> tuple[int | None, bool]:
+    """1-based line of the deepest node along ``loc`` in a YAML node tree, and whether all of ``loc`` was found."""
     line = None
-    for part in loc:
-        if node is None:
-            break
+    for depth, part in enumerate(loc):
+        nxt = None
         if isinstance(node, yaml.MappingNode):
-            nxt = None
             for key, value in node.value:
                 if key.value == part:
                     line, nxt = key.start_mark.line + 1, value
                     break
-            node = nxt
         elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-            node = node.value[part]
-            line = node.start_mark.line + 1
-        else:
-            break
-    return line
+            nxt = node.value[part]
+            line = nxt.start_mark.line + 1
+        if nxt is None:
+            return line, depth == len(loc)
+        node = nxt
+    return line, True
+
+
+def _local_loc(doc: Mapping[str, Any], node: yaml.Node | None, loc: list[str | int]) -> list[str | int]:
+    """Translate a path in the merged document to one file of an ``extends`` chain: stages merge by name, so the
+    merged ``stages[i]`` may be another index, or absent, in that file."""
+    if len(loc) < 2 or loc[0] != "stages" or not isinstance(loc[1], int) or not isinstance(node, yaml.MappingNode):
+        return loc
+    stages = doc.get("stages")
+    if not isinstance(stages, list) or loc[1] >= len(stages) or not isinstance(stages[loc[1]], dict):
+        return loc
+    name = stages[loc[1]].get("name")
+    for key, value in node.value:
+        if key.value == "stages" and isinstance(value, yaml.SequenceNode):
+            for j, item in enumerate(value.value):
+                if isinstance(item, yaml.MappingNode) and any(
+                    k.value == "name" and getattr(v, "value", None) == name for k, v in item.value
+                ):
+                    return ["stages", j, *loc[2:]]
+            return ["stages", len(value.value)]  # not in this file: only its `stages:` line matches
+    return loc
 
 
 def _read_yaml(path: Path) -> tuple[dict[str, Any], yaml.Node | None]:
@@ -463,12 +481,12 @@ def load(path: str | Path, overrides: Sequence[str] = ()) -> LoadedCurriculum:
     except ValidationError as exc:
         for error in exc.errors():
             loc = [p for p in error["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
-            file, line = source, None
-            for node_file, node in nodes:
-                line = _line_of(node, loc)
-                if line is not None:
-                    file = node_file
-                    break
+            # The file that holds the whole path wins (an inherited value's line is in the parent); else the
+            # first file holding part of it (a missing key: the line of its enclosing block).
+            found = [(f, *_line_of(n, _local_loc(doc, n, loc))) for f, n in nodes]
+            complete = [(f, line) for f, line, whole in found if whole and line is not None]
+            partial = [(f, line) for f, line, _ in found if line is not None]
+            file, line = (complete or partial or [(source, None)])[0]
             issues.append(ConfigIssue(format_path(loc), _message(error), file, line))
     if issues:
         raise CurriculumError(source, issues)

@@ -200,6 +200,7 @@ def ensure(path: Path | None = None) -> Path:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    staging.chmod(0o755)  # mkdtemp makes it private; the cache is shared by every rank and user of the machine
     try:
         build(staging)
         try:
