@@ -141,6 +141,13 @@ class Runner:
         names = [s.stage.name for s in plan.stages]
         if until is not None and until not in names:
             raise RunError(f"--until {until!r}: no such stage; stages: {', '.join(names)}")
+        if plan.launch.nnodes > 1:
+            # Every node would prepare data and write the manifest on the shared run folder at once; multi-node
+            # runs need node 0 to own the run and the others to follow its stage markers (launch/, not yet written).
+            raise RunError(
+                f"NNODES={plan.launch.nnodes}: `spinegpt run` drives one node; `spinegpt plan` shows each node's "
+                "commands, and the multi-node launchers in launch/ are still to be written"
+            )
         self.until = until
         self.plan = plan
         self.resume = resume
