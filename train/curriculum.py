@@ -108,6 +108,74 @@ class DataSource(_Strict):
         return f"{self.kind}:{self.ref}"
 
 
+class BenchmarkSpec(_Strict):
+    """One benchmark evaluated after a stage."""
+
+    kind: Literal["spinebench", "spinebench_mm25"]
+    """``spinebench``: the SpineMed-format benchmark (MCQ text/image + reports); ``spinebench_mm25``: MM'25 JSON."""
+    path: str
+    """The benchmark file; relative paths are taken from the curriculum file's folder."""
+    name: str | None = None
+    """Result file name under the stage's ``eval/`` folder (default: ``kind``)."""
+    image_root: str | None = None
+    """Folder the benchmark's image paths are relative to (default: the file's folder)."""
+    limit: int | None = Field(default=None, gt=0)
+    """Evaluate only the first N items (quick checks)."""
+    max_new_tokens: int = Field(default=1024, gt=0)
+    """Generation budget for multiple-choice answers (reasoning included)."""
+    report_max_new_tokens: int = Field(default=2048, gt=0)
+    """Generation budget for report items."""
+
+    @field_validator("path")
+    @classmethod
+    def _exists(cls, value: str, info: ValidationInfo) -> str:
+        base = (info.context or {}).get("base_dir")
+        if base is not None and not Path(base, value).is_file():
+            raise ValueError(f"no such file: {Path(base, value)}")
+        return value
+
+    @property
+    def label(self) -> str:
+        return self.name or self.kind
+
+
+class JudgeSpec(_Strict):
+    """An OpenAI-compatible chat-completions server that grades reports."""
+
+    base_url: str
+    """API root, e.g. ``http://localhost:8000/v1`` (vLLM / SGLang) or a hosted API."""
+    model: str
+    """The judge model's name on that server."""
+    api_key_env: str = "SPINEGPT_JUDGE_API_KEY"
+    """Environment variable holding the key (never put the key itself in a curriculum)."""
+    concurrency: int = Field(default=4, gt=0)
+    """Requests in flight at once."""
+    max_attempts: int = Field(default=4, gt=0)
+    """Tries per report before it is recorded as a failed judgment."""
+    timeout_s: float = Field(default=120.0, gt=0)
+    """Per-request timeout."""
+
+
+class EvalSpec(_Strict):
+    """Benchmarks run on a stage's final weights after the stage is done."""
+
+    benchmarks: list[BenchmarkSpec] = Field(min_length=1)
+    """What to evaluate."""
+    judge: JudgeSpec | None = None
+    """Report grader; without one, report items are generated but not scored (and no overall is computed)."""
+    backend: Literal["auto", "transformers", "vllm"] = "auto"
+    """Engine inference backend: vLLM where installed with a GPU (``auto``), else transformers."""
+    batch_size: int = Field(default=8, gt=0)
+    """Prompts generated together."""
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> EvalSpec:
+        labels = [b.label for b in self.benchmarks]
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"benchmark names must be unique (set `name`): {labels}")
+        return self
+
+
 class Stage(_Strict):
     """One training stage: one epoch (or ``max_steps``) of one engine run on one data set."""
 
@@ -158,6 +226,8 @@ class Stage(_Strict):
     """Log loss and learning rate every this many steps."""
     engine_args: dict[str, Any] = Field(default_factory=dict)
     """Any further ms-swift ``sft`` argument, passed through as ``--key value``."""
+    eval: EvalSpec | Literal[False] | None = None
+    """Evaluation after this stage: unset takes the curriculum's ``eval``, ``false`` skips it."""
 
     @field_validator("name")
     @classmethod
@@ -176,7 +246,7 @@ class Stage(_Strict):
     @field_validator("engine_args")
     @classmethod
     def _engine_args_free(cls, value: dict[str, Any]) -> dict[str, Any]:
-        typed = set(Stage.model_fields) - {"name", "data", "engine_args"}
+        typed = set(Stage.model_fields) - {"name", "data", "engine_args", "eval"}
         problems = []
         for key in value:
             if key in MANAGED_ENGINE_ARGS:
@@ -222,6 +292,8 @@ class Curriculum(_Strict):
     """Experiment trackers every stage logs to."""
     env: dict[str, str] = Field(default_factory=dict)
     """Environment variables set for every engine process (e.g. ``MAX_PIXELS``, NCCL settings)."""
+    eval: EvalSpec | None = None
+    """Benchmarks run on every stage's final weights (a stage may override or switch off with its own ``eval``)."""
     stages: list[Stage] = Field(min_length=1)
     """The stages, in training order."""
 
@@ -246,6 +318,12 @@ class Curriculum(_Strict):
         if dupes:
             raise ValueError(f"stage names must be unique; repeated: {', '.join(dupes)}")
         return self
+
+    def eval_for(self, stage: Stage) -> EvalSpec | None:
+        """The evaluation that follows ``stage``: its own, none if it says ``false``, else the curriculum's."""
+        if stage.eval is False:
+            return None
+        return stage.eval or self.eval
 
     def stage(self, name: str) -> Stage:
         for stage in self.stages:
@@ -484,8 +562,8 @@ def load(path: str | Path, overrides: Sequence[str] = ()) -> LoadedCurriculum:
             # The file that holds the whole path wins (an inherited value's line is in the parent); else the
             # first file holding part of it (a missing key: the line of its enclosing block).
             found = [(f, *_line_of(n, _local_loc(doc, n, loc))) for f, n in nodes]
-            complete = [(f, line) for f, line, whole in found if whole and line is not None]
-            partial = [(f, line) for f, line, _ in found if line is not None]
+            complete: list[tuple[Path, int | None]] = [(f, ln) for f, ln, whole in found if whole and ln is not None]
+            partial: list[tuple[Path, int | None]] = [(f, ln) for f, ln, _ in found if ln is not None]
             file, line = (complete or partial or [(source, None)])[0]
             issues.append(ConfigIssue(format_path(loc), _message(error), file, line))
     if issues:

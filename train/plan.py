@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from spinegpt.data_mixes import prepare as data_prepare
+from spinegpt.eval_hooks.hooks import BenchmarkRun, EvalSettings
+from spinegpt.eval_hooks.judge import JudgeConfig
 from spinegpt.train import deepspeed_configs, models, swift_adapter
-from spinegpt.train.curriculum import LoadedCurriculum, Stage
+from spinegpt.train.curriculum import EvalSpec, LoadedCurriculum, Stage
 
 STAGES_DIR = "stages"
 FINAL = "final"
@@ -38,6 +40,8 @@ class StagePlan:
     engine_args: list[str]
     command: list[str]
     env: dict[str, str] = field(default_factory=dict)
+    eval: EvalSettings | None = None
+    """Benchmarks run on the stage's final weights once it is done."""
 
     @property
     def engine_dir(self) -> Path:
@@ -46,6 +50,24 @@ class StagePlan:
     @property
     def final(self) -> Path:
         return self.dir / FINAL
+
+    @property
+    def eval_dir(self) -> Path:
+        return self.dir / "eval"
+
+    def eval_command(self) -> list[str]:
+        """The evaluation as its own process: a crash or OOM there cannot take the finished stage with it."""
+        return [
+            self.command[0],
+            "-m",
+            "spinegpt.cli",
+            "eval",
+            str(self.final),
+            "--config",
+            str(self.eval_dir / "config.json"),
+            "--output",
+            str(self.eval_dir),
+        ]
 
     def to_json(self) -> dict[str, Any]:
         stage = self.stage
@@ -67,6 +89,7 @@ class StagePlan:
             "gradient_accumulation_steps": stage.gradient_accumulation_steps,
             "command": self.command,
             "command_line": shlex.join(self.command),
+            "eval": [r.name for r in self.eval.runs] if self.eval else [],
         }
 
 
@@ -121,6 +144,10 @@ class Plan:
                 f"  output      : {plan.dir}",
                 f"  command     : {shlex.join(plan.command)}",
             ]
+            if plan.eval:
+                judge = f"judge {plan.eval.judge.model}" if plan.eval.judge else "no judge: reports not scored"
+                names = ", ".join(f"{r.name} ({r.path})" for r in plan.eval.runs)
+                lines.append(f"  eval after  : {names}; {judge}")
         return "\n".join(lines)
 
 
@@ -142,6 +169,35 @@ def launch_from_env(nproc: int | None = None) -> swift_adapter.Launch:
         node_rank=int(env.get("NODE_RANK", "0")),
         master_addr=env.get("MASTER_ADDR", "127.0.0.1"),
         master_port=int(env.get("MASTER_PORT", "29500")),
+    )
+
+
+def resolve_eval(spec: EvalSpec | None, loaded: LoadedCurriculum) -> EvalSettings | None:
+    if spec is None:
+        return None
+    base, curriculum = loaded.base_dir, loaded.curriculum
+    runs = [
+        BenchmarkRun(
+            name=b.label,
+            kind=b.kind,
+            path=(base / b.path).resolve(),
+            image_root=(base / b.image_root).resolve() if b.image_root else None,
+            limit=b.limit,
+            max_new_tokens=b.max_new_tokens,
+            report_max_new_tokens=b.report_max_new_tokens,
+        )
+        for b in spec.benchmarks
+    ]
+    judge = JudgeConfig(**spec.judge.model_dump()) if spec.judge else None
+    return EvalSettings(
+        runs=runs,
+        judge=judge,
+        model_type=curriculum.model_type,
+        template=curriculum.template,
+        torch_dtype=curriculum.torch_dtype,
+        attn_impl=curriculum.attn_impl,
+        backend=spec.backend,
+        batch_size=spec.batch_size,
     )
 
 
@@ -183,6 +239,7 @@ def build(
                 engine_args=engine_args,
                 command=swift_adapter.command(engine_args, launch, python),
                 env=dict(curriculum.env),
+                eval=resolve_eval(curriculum.eval_for(stage), loaded),
             )
         )
         model, starts_from = str(folder / FINAL), f"stage:{stage.name}"

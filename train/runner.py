@@ -8,6 +8,7 @@ their hash was recorded. Anything short of that (a crash, a kill, a failed check
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -22,11 +23,13 @@ from pathlib import Path
 from typing import IO, Any
 
 from spinegpt.data_mixes import prepare as data_prepare
+from spinegpt.eval_hooks.hooks import SUMMARY
 from spinegpt.train import manifest, models, swift_adapter, weights
 from spinegpt.train.plan import FINAL, Plan, StagePlan
 
 DONE = "DONE.json"
 ENGINE_LOG = "engine.log"
+EVAL_LOG = "eval.log"
 _LOG_RECORD = re.compile(r"\{'loss': .*\}")
 
 
@@ -109,6 +112,8 @@ def run_engine(command: list[str], env: dict[str, str], log_path: Path, label: s
                 summary = _progress(line, label)
                 if summary:
                     _say(summary)
+                elif line.startswith("[spinegpt"):  # progress lines of our own child processes (eval)
+                    print(line, flush=True)
             code = process.wait()
         finally:
             signal.signal(signal.SIGTERM, previous)
@@ -265,6 +270,8 @@ class Runner:
         label = f"[{plan.index + 1}/{total} {plan.stage.name}]"
         if is_done(plan.dir):
             _say(f"{label} already done, skipping ({plan.final})")
+            if plan.eval and not (plan.eval_dir / SUMMARY).is_file():
+                self._evaluate(plan, label)  # the stage finished but its evaluation did not
             return StageResult(plan.stage.name, "skipped", plan.final)
 
         start_model = models.materialise(self.plan.loaded.curriculum.model) if plan.index == 0 else plan.model
@@ -298,7 +305,33 @@ class Runner:
 
         final = self._finish(plan, record, start_model)
         _say(f"{label} done: final weights {final} (sha256 {record['weights_sha256'][:12]})")
+        if plan.eval:
+            self._evaluate(plan, label)
         return StageResult(plan.stage.name, "done", plan.final)
+
+    def _evaluate(self, plan: StagePlan, label: str) -> None:
+        """Benchmarks on the stage's final weights. A failure is recorded and reported; the stage stays done."""
+        assert plan.eval is not None
+        record = self._stage(plan)
+        plan.eval_dir.mkdir(parents=True, exist_ok=True)
+        (plan.eval_dir / "config.json").write_text(json.dumps(plan.eval.to_json(), indent=2) + "\n")
+        _say(f"{label} evaluating on {', '.join(r.name for r in plan.eval.runs)}")
+        record["eval"] = {"status": "running", "dir": str(plan.eval_dir), "started_at": manifest.now()}
+        self._save()
+        code = self.engine(plan.eval_command(), engine_env(plan), plan.dir / EVAL_LOG, f"{label} eval")
+        summary_path = plan.eval_dir / SUMMARY
+        if code == 0 and summary_path.is_file():
+            summary = json.loads(summary_path.read_text())
+            record["eval"].update(status="done", ended_at=manifest.now(), benchmarks=summary["benchmarks"])
+            _say(f"{label} evaluation written to {plan.eval_dir}")
+        else:
+            record["eval"].update(
+                status="failed",
+                ended_at=manifest.now(),
+                error=f"evaluation exited with code {code}; log: {plan.dir / EVAL_LOG}",
+            )
+            _say(f"{label} evaluation FAILED (the trained stage is kept as done); log: {plan.dir / EVAL_LOG}")
+        self._save()
 
     def _source_hash(self, plan: StagePlan, start_model: str) -> str | None:
         if plan.index > 0:

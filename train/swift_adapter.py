@@ -211,3 +211,60 @@ def losses(records: Sequence[Mapping[str, Any]]) -> list[tuple[int, float]]:
             step = int(str(record["global_step/max_steps"]).split("/")[0])
             out.append((step, float(record["loss"])))
     return out
+
+
+class Generator:
+    """Greedy completions through the engine's inference API, the model loaded once on first use: its vLLM engine
+    when asked for (or, with ``auto``, when vLLM and a GPU are there), else its transformers engine.
+
+    Called with (user prompt with <image> tags, image paths) pairs and a token budget; returns the texts in order.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        model_type: str,
+        template: str,
+        torch_dtype: str,
+        attn_impl: str,
+        batch_size: int,
+        backend: str = "auto",
+    ) -> None:
+        self.model = model
+        self.options = {"model_type": model_type, "template_type": template}
+        self.torch_dtype, self.attn_impl, self.batch_size, self.backend = torch_dtype, attn_impl, batch_size, backend
+        self._engine: Any = None
+
+    def _load(self) -> Any:
+        import importlib.util
+
+        import torch
+
+        dtype = getattr(torch, self.torch_dtype)
+        use_vllm = self.backend == "vllm" or (
+            self.backend == "auto" and importlib.util.find_spec("vllm") is not None and torch.cuda.is_available()
+        )
+        if use_vllm:
+            from swift.infer_engine import VllmEngine
+
+            return VllmEngine(self.model, torch_dtype=dtype, **self.options)
+        from swift.infer_engine import TransformersEngine
+
+        return TransformersEngine(
+            self.model, torch_dtype=dtype, attn_impl=self.attn_impl, max_batch_size=self.batch_size, **self.options
+        )
+
+    def __call__(self, requests: Sequence[tuple[str, Sequence[str]]], max_new_tokens: int) -> list[str]:
+        from swift.infer_engine import InferRequest, RequestConfig
+
+        if self._engine is None:
+            self._engine = self._load()
+        batch = [InferRequest(messages=[{"role": "user", "content": p}], images=list(i)) for p, i in requests]
+        responses = self._engine.infer(batch, RequestConfig(max_tokens=max_new_tokens, temperature=0.0))
+        texts = []
+        for response in responses:
+            if isinstance(response, BaseException):
+                raise RuntimeError(f"generation failed: {response}") from response
+            texts.append(str(response.choices[0].message.content or ""))
+        return texts

@@ -3,6 +3,8 @@
     spinegpt validate CURRICULUM.yaml [key=value ...]        check a curriculum, report every error at once
     spinegpt plan     CURRICULUM.yaml [key=value ...] [--json] [--nproc N] [--output-dir DIR]
     spinegpt run      CURRICULUM.yaml [key=value ...] [--nproc N] [--output-dir DIR] [--resume] [--until STAGE]
+    spinegpt eval     MODEL --benchmark KIND --data FILE [--judge-url URL --judge-model M] [--output DIR]
+    spinegpt eval     MODEL --config EVAL.json [--output DIR]   (what `spinegpt run` calls after each stage)
     spinegpt tiny-model [--output DIR]                       build the offline tiny Qwen2.5-VL, print its path
 
 ``key=value`` overrides any curriculum key (YAML values; stages by name or index):
@@ -46,6 +48,25 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", action="store_true", help="skip finished stages, continue an interrupted one")
     run.add_argument("--until", metavar="STAGE", help="stop after this stage (continue later with --resume)")
 
+    ev = sub.add_parser("eval", help="evaluate a model folder on a benchmark (SpineBench, MM'25 SpineBench)")
+    ev.add_argument("model", help="model folder or hub id")
+    ev.add_argument("--config", type=Path, help="resolved eval settings (JSON), as written by `spinegpt run`")
+    ev.add_argument("--benchmark", choices=["spinebench", "spinebench_mm25"], help="benchmark kind")
+    ev.add_argument("--data", type=Path, help="benchmark file")
+    ev.add_argument("--name", help="result name (default: the kind)")
+    ev.add_argument("--image-root", type=Path, help="folder the benchmark's image paths start from")
+    ev.add_argument("--limit", type=int, help="first N items only")
+    ev.add_argument("--max-new-tokens", type=int, default=1024)
+    ev.add_argument("--report-max-new-tokens", type=int, default=2048)
+    ev.add_argument("--judge-url", help="OpenAI-compatible API root for report grading")
+    ev.add_argument("--judge-model", help="judge model name on that server")
+    ev.add_argument("--judge-key-env", default="SPINEGPT_JUDGE_API_KEY", help="env var holding the judge API key")
+    ev.add_argument("--backend", choices=["auto", "transformers", "vllm"], default="auto")
+    ev.add_argument("--batch-size", type=int, default=8)
+    ev.add_argument("--torch-dtype", choices=["bfloat16", "float16", "float32"], help="default: bf16 on GPU, else fp32")
+    ev.add_argument("--attn-impl", choices=["flash_attn", "sdpa", "eager"], default="sdpa")
+    ev.add_argument("--output", type=Path, default=Path("eval"), help="results folder (default ./eval)")
+
     tiny = sub.add_parser("tiny-model", help="build (or reuse) the offline tiny Qwen2.5-VL and print its path")
     tiny.add_argument("--output", type=Path, help="folder to build into (default: the cache)")
     return parser
@@ -55,6 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     # Imports stay inside the commands: `spinegpt --help` must not pay for torch.
     from spinegpt.data_mixes.prepare import DataError
+    from spinegpt.eval_hooks.benchmarks import BenchmarkError
     from spinegpt.train import curriculum, runner
     from spinegpt.train.plan import build, launch_from_env
 
@@ -64,6 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             print(tiny_model.ensure(args.output))
             return 0
+        if args.command == "eval":
+            return _eval(args)
         loaded = curriculum.load(args.curriculum, args.overrides)
         if args.command == "validate":
             print(f"{args.curriculum}: ok ({len(loaded.curriculum.stages)} stage(s))")
@@ -77,12 +101,68 @@ def main(argv: Sequence[str] | None = None) -> int:
     except curriculum.CurriculumError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except (runner.RunError, DataError, FileNotFoundError) as exc:
+    except (runner.RunError, DataError, FileNotFoundError, BenchmarkError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted; continue with --resume", file=sys.stderr)
         return 130
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from spinegpt.eval_hooks import hooks
+    from spinegpt.eval_hooks.judge import JudgeConfig
+    from spinegpt.train import swift_adapter
+
+    cache = hooks.judge_cache_path()
+    if args.config:
+        settings = hooks.EvalSettings.from_json(json.loads(args.config.read_text()), cache_path=cache)
+    else:
+        if not args.benchmark or not args.data:
+            print("error: give --config, or --benchmark and --data", file=sys.stderr)
+            return 2
+        if bool(args.judge_url) != bool(args.judge_model):
+            print("error: --judge-url and --judge-model go together", file=sys.stderr)
+            return 2
+        import torch
+
+        run = hooks.BenchmarkRun(
+            name=args.name or args.benchmark,
+            kind=args.benchmark,
+            path=args.data.resolve(),
+            image_root=args.image_root.resolve() if args.image_root else None,
+            limit=args.limit,
+            max_new_tokens=args.max_new_tokens,
+            report_max_new_tokens=args.report_max_new_tokens,
+        )
+        judge = (
+            JudgeConfig(
+                base_url=args.judge_url, model=args.judge_model, api_key_env=args.judge_key_env, cache_path=cache
+            )
+            if args.judge_url
+            else None
+        )
+        dtype = args.torch_dtype or ("bfloat16" if torch.cuda.is_available() else "float32")
+        settings = hooks.EvalSettings(
+            runs=[run],
+            judge=judge,
+            torch_dtype=dtype,
+            attn_impl=args.attn_impl,
+            backend=args.backend,
+            batch_size=args.batch_size,
+        )
+
+    generate = swift_adapter.Generator(
+        args.model,
+        model_type=settings.model_type,
+        template=settings.template,
+        torch_dtype=settings.torch_dtype,
+        attn_impl=settings.attn_impl,
+        batch_size=settings.batch_size,
+        backend=settings.backend,
+    )
+    hooks.evaluate(args.model, settings.runs, args.output, generate, settings.judge)
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,121 @@
+"""The report judge against a real chat-completions server on loopback that misbehaves on purpose."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from spinegpt.eval_hooks.judge import Judge, JudgeConfig, JudgeReplyError, parse_verdict, rubric_prompt
+from spinegpt.eval_hooks.spinebench import DIMENSION_CRITERIA, DIMENSIONS
+
+from .judge_server import GOOD, JudgeServer
+
+
+def judge(server: JudgeServer, tmp_path: Path | None = None, **kw: object) -> Judge:
+    config = JudgeConfig(
+        base_url=server.url,
+        model="judge-x",
+        timeout_s=0.5,
+        backoff_s=0.01,
+        cache_path=tmp_path / "cache.sqlite" if tmp_path else None,
+        **kw,
+    )  # type: ignore[arg-type]
+    return Judge(config)
+
+
+def test_rubric_names_every_dimension_with_its_definition() -> None:
+    prompt = rubric_prompt("Write a report for this MRI.", "L4/L5 herniation.", reference="Reference text")
+    for dim in DIMENSIONS:
+        assert f'"{dim}"' in prompt and DIMENSION_CRITERIA[dim] in prompt
+    assert "Reference text" in prompt and "L4/L5 herniation." in prompt and "integer from 1" in prompt
+
+
+@pytest.mark.parametrize(
+    ("reply", "error"),
+    [
+        ("not json", "no JSON object"),
+        ('{"imaging_report": 5', "no JSON object"),
+        ("[1, 2]", "not an object"),
+        (json.dumps({"imaging_report": 5}), "missing dimension"),
+        (json.dumps(GOOD | {"relevance": 6}), "not an integer 1-5"),
+        (json.dumps(GOOD | {"relevance": 3.0}), "not an integer 1-5"),
+        (json.dumps(GOOD | {"relevance": True}), "not an integer 1-5"),
+        (json.dumps(GOOD | {"relevance": "4"}), "not an integer 1-5"),
+    ],
+)
+def test_parse_verdict_is_strict(reply: str, error: str) -> None:
+    with pytest.raises(JudgeReplyError, match=error):
+        parse_verdict(reply)
+
+
+def test_parse_verdict_accepts_fences_and_surrounding_text() -> None:
+    assert parse_verdict("```json\n" + json.dumps(GOOD) + "\n```") == GOOD
+    assert parse_verdict("Here you go: " + json.dumps(GOOD)) == GOOD
+
+
+def test_retries_records_failures_and_never_invents_scores(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SPINEGPT_JUDGE_API_KEY", "sk-test-secret")
+    behaviours = [
+        "good",
+        "fenced",
+        "malformed-once",
+        "http500-once",
+        "slow-once",
+        "malformed",
+        "missing",
+        "float",
+        "http500",
+        "not-chat",
+    ]
+    with JudgeServer() as server:
+        j = judge(server, max_attempts=3, concurrency=3)
+        results = j.judge_many([("Write a report.", f"report [[{b}]]", None) for b in behaviours])
+    by = dict(zip(behaviours, results, strict=True))
+    for ok in ("good", "fenced", "malformed-once", "http500-once", "slow-once"):
+        assert by[ok].ok and by[ok].scores == GOOD, (ok, by[ok])
+    assert by["good"].attempts == 1
+    assert by["malformed-once"].attempts == 2 and "bad reply" in by["malformed-once"].errors[0]
+    assert by["http500-once"].attempts == 2 and by["http500-once"].errors == ["HTTP 500"]
+    assert by["slow-once"].attempts == 2 and "connection" in by["slow-once"].errors[0]
+    for failed in ("malformed", "missing", "float", "http500", "not-chat"):
+        assert by[failed].scores is None and by[failed].attempts == 3 and len(by[failed].errors) == 3, failed
+    assert server.calls["malformed"] == 3 and server.calls["good"] == 1
+    assert "missing dimension(s): granularity" in by["missing"].errors[-1]
+    # The key is sent, bounded concurrency is respected, and the key appears in no result.
+    assert set(server.auth) == {"Bearer sk-test-secret"}
+    assert 1 < server.max_in_flight <= 3
+    assert "sk-test-secret" not in json.dumps([r.to_json() for r in results])
+
+
+def test_cache_makes_a_rerun_free(tmp_path: Path) -> None:
+    items = [("Write a report.", f"report {i} [[good]]", None) for i in range(4)]
+    with JudgeServer() as server:
+        first = judge(server, tmp_path)
+        results = first.judge_many(items)
+        first.close()
+        assert first.requests_sent == 4
+        second = judge(server, tmp_path)
+        again = second.judge_many(items)
+        second.close()
+    assert second.requests_sent == 0
+    assert [r.scores for r in again] == [r.scores for r in results] and all(r.cached for r in again)
+    assert server.calls["good"] == 4
+
+
+def test_cache_key_depends_on_judge_model_and_answer(tmp_path: Path) -> None:
+    with JudgeServer() as server:
+        a = judge(server, tmp_path)
+        a.judge_one("Write a report.", "answer one")
+        a.judge_one("Write a report.", "answer two")
+        a.close()
+        b = Judge(JudgeConfig(base_url=server.url, model="another-judge", cache_path=tmp_path / "cache.sqlite"))
+        b.judge_one("Write a report.", "answer one")
+        b.close()
+    assert a.requests_sent == 2 and b.requests_sent == 1
+
+
+def test_unreachable_server_fails_every_attempt() -> None:
+    config = JudgeConfig(base_url="http://127.0.0.1:9/v1", model="m", max_attempts=2, backoff_s=0.01, timeout_s=0.5)
+    result = Judge(config).judge_one("p", "a")
+    assert result.scores is None and result.attempts == 2 and all("connection" in e for e in result.errors)
