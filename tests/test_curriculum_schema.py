@@ -219,3 +219,26 @@ def test_errors_in_an_extends_chain_point_at_the_file_that_says_it(tmp_path: Pat
         tmp_path / "base.yaml",
         11,
     )
+
+
+def test_eval_section_global_and_per_stage(tmp_path: Path) -> None:
+    (tmp_path / "sb.jsonl").write_text("")
+    text = textwrap.dedent(GOOD) + (
+        "eval:\n  benchmarks:\n    - {kind: spinebench, path: sb.jsonl}\n"
+        "  judge: {base_url: 'http://127.0.0.1:8000/v1', model: judge}\n"
+    )
+    loaded = curriculum.load(write(tmp_path, text), ["stages.two.eval=false"])
+    c = loaded.curriculum
+    one, two = c.stages
+    spec = c.eval_for(one)
+    assert spec is not None and spec.benchmarks[0].label == "spinebench"
+    assert c.eval_for(two) is None
+    found = issues(
+        write(
+            tmp_path,
+            textwrap.dedent(GOOD)
+            + "eval:\n  benchmarks:\n    - {kind: medqa, path: nope.jsonl}\n    - {kind: spinebench}\n",
+        ),
+    )
+    assert "eval.benchmarks[0].kind" in found and "eval.benchmarks[0].path" in found
+    assert found["eval.benchmarks[1].path"] == "required"

@@ -115,3 +115,16 @@ def test_run_refuses_several_nodes_without_a_launcher(tmp_path: Path) -> None:
     result = run_spinegpt("run", "curricula/smoke.yaml", "--output-dir", str(tmp_path / "r"), check=False, env=env)
     assert result.returncode == 1 and "NNODES=2" in result.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_plan_shows_the_evaluation_after_each_stage(tmp_path: Path) -> None:
+    bench = tmp_path / "sb.jsonl"
+    bench.write_text("")
+    override = f"eval={{benchmarks: [{{kind: spinebench, path: '{bench}'}}]}}"
+    loaded = curriculum.load(CURRICULA / "smoke.yaml", [override, "stages.reports.eval=false"])
+    built = plan.build(loaded, tmp_path / "out")
+    data = built.to_json()
+    assert [s["eval"] for s in data["stages"]] == [["spinebench"], ["spinebench"], []]
+    command = built.stages[0].eval_command()
+    assert command[1:5] == ["-m", "spinegpt.cli", "eval", str(built.stages[0].final)]
+    assert "eval after  : spinebench" in built.render()

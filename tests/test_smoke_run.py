@@ -16,7 +16,9 @@ from typing import Any
 import pytest
 from spinegpt.train import manifest, weights
 
+from .bench_fixtures import write_mm25, write_spinebench
 from .conftest import REPO, run_spinegpt, spinegpt_command
+from .judge_server import JudgeServer
 
 pytestmark = pytest.mark.slow
 
@@ -169,3 +171,78 @@ def test_lora_stage_is_merged_before_the_next_stage(tmp_path: Path, tiny_model: 
     weights.check_matches(Path(lora["final"]), tiny_model)  # full weights, same tensors as the base
     assert lora["weights_sha256"] != weights.weights_sha256(tiny_model)
     assert full["started_from_sha256"] == lora["weights_sha256"] and full["status"] == "done"
+
+
+def test_eval_after_each_stage_through_the_real_engine(tmp_path: Path) -> None:
+    """Both benchmark kinds after stage 1, judged by a chat-completions server on loopback; stage 2's evaluation
+    is broken on purpose and must be recorded as failed without touching the trained stage."""
+    bench = tmp_path / "bench"
+    sb, mm = write_spinebench(bench), write_mm25(bench)
+    broken = bench / "broken.jsonl"
+    broken.write_text('{"id": "x", "type": "mcq", "question": "q"}\n')  # exists, so the plan accepts it
+    out = tmp_path / "run"
+    with JudgeServer() as server:
+        evaluation = (
+            f"eval={{benchmarks: [{{kind: spinebench, path: '{sb}', max_new_tokens: 12, report_max_new_tokens: 16}},"
+            f" {{kind: spinebench_mm25, path: '{mm}', max_new_tokens: 12}}],"
+            f" judge: {{base_url: '{server.url}', model: fake-judge}}, batch_size: 4}}"
+        )
+        stage2 = f"stages.specialise.eval={{benchmarks: [{{kind: spinebench, path: '{broken}'}}]}}"
+        result = run_spinegpt(
+            "run",
+            "curricula/smoke.yaml",
+            evaluation,
+            stage2,
+            "stages.foundation.max_steps=1",
+            "stages.specialise.max_steps=1",
+            "--nproc",
+            "2",
+            "--until",
+            "specialise",
+            "--output-dir",
+            str(out),
+        )
+    data = json.loads((out / manifest.FILE).read_text())
+    assert data["status"] == "partial"
+    first, second = data["stages"][0], data["stages"][1]
+    assert first["status"] == "done" and first["eval"]["status"] == "done"
+    assert second["status"] == "done" and second["eval"]["status"] == "failed"
+    assert (out / "stages" / "02-specialise" / "DONE.json").is_file()
+    assert "evaluation FAILED" in result.stdout
+
+    eval_dir = Path(first["dir"]) / "eval"
+    records = json.loads((eval_dir / "spinebench.json").read_text())["records"]
+    assert [r["id"] for r in records] == ["t0", "t1", "t2", "t3", "i0", "i1", "i2", "r0", "r1"]  # every item
+    assert all(isinstance(r["output"], str) for r in records)
+    summary = json.loads((eval_dir / "summary.json").read_text())["benchmarks"]
+    scores = summary["spinebench"]["scores"]
+    assert scores["text"]["n"] == 4 and scores["image"]["n"] == 3
+    assert scores["report"]["judged"] == 2 and scores["overall"] is not None
+    assert summary["spinebench"]["unparsed"] == scores["text"]["unparsed"] + scores["image"]["unparsed"]
+    mm25 = summary["spinebench_mm25"]["scores"]
+    assert mm25["diagnosis"]["n"] == 2 and mm25["localisation"]["n"] == 2
+    assert server.calls  # the judge was really asked
+    assert first["eval"]["benchmarks"]["spinebench"]["scores"] == scores  # the manifest carries the scores
+    assert (eval_dir / "spinebench.md").is_file() and (eval_dir / "spinebench_mm25.md").is_file()
+
+
+def test_standalone_eval_command(tmp_path: Path, tiny_model: Path) -> None:
+    mm = write_mm25(tmp_path / "bench")
+    out = tmp_path / "eval"
+    result = run_spinegpt(
+        "eval",
+        str(tiny_model),
+        "--benchmark",
+        "spinebench_mm25",
+        "--data",
+        str(mm),
+        "--max-new-tokens",
+        "8",
+        "--output",
+        str(out),
+        "--batch-size",
+        "2",
+    )
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["benchmarks"]["spinebench_mm25"]["items"] == 4
+    assert "| localisation |" in result.stdout

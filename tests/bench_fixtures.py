@@ -1,0 +1,119 @@
+"""Small benchmark files in both SpineBench formats, with synthetic images, written by the tests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from spinegpt.testing import smoke_data
+
+LEVEL_OPTIONS = {"A": "L1", "B": "L2", "C": "L3", "D": "L4", "E": "L5"}
+
+
+def write_spinebench(folder: Path) -> Path:
+    """4 text MCQ, 3 image MCQ (one multi-image), 2 reports."""
+    images = folder / "images"
+    for name in ("mri-sagittal-L4.png", "ct-sagittal-L2.png", "xray-sagittal-L5.png", "mri-sagittal-L5.png"):
+        smoke_data.write_image(name, images)
+    text = [
+        ("Which level is most often herniated in the lumbar spine?", {"A": "L1/L2", "B": "L4/L5", "C": "T12/L1"}, "B"),
+        ("What Cobb angle defines scoliosis?", {"A": "5 degrees", "B": "10 degrees", "C": "20 degrees"}, "B"),
+        ("Which sign suggests cauda equina syndrome?", {"A": "Saddle anaesthesia", "B": "Neck pain"}, "A"),
+        (
+            "Which are red flags for low back pain?",
+            {"A": "Fever", "B": "Weight loss", "C": "Morning stiffness < 30 min"},
+            ["A", "B"],
+        ),
+    ]
+    rows: list[dict[str, object]] = [
+        {
+            "id": f"t{i}",
+            "type": "mcq",
+            "question": q,
+            "options": o,
+            "answer": a,
+            "subspecialty": "General Considerations",
+            "source": "textbook",
+            "language": "en",
+        }
+        for i, (q, o, a) in enumerate(text)
+    ]
+    rows += [
+        {
+            "id": "i0",
+            "type": "mcq",
+            "question": "Which level is highlighted?",
+            "options": LEVEL_OPTIONS,
+            "answer": "D",
+            "images": ["images/mri-sagittal-L4.png"],
+        },
+        {
+            "id": "i1",
+            "type": "mcq",
+            "question": "Which level is highlighted?",
+            "options": LEVEL_OPTIONS,
+            "answer": "B",
+            "images": ["images/ct-sagittal-L2.png"],
+        },
+        {
+            "id": "i2",
+            "type": "mcq",
+            "question": "Both images highlight the same level. Which?",
+            "options": LEVEL_OPTIONS,
+            "answer": "E",
+            "images": ["images/xray-sagittal-L5.png", "images/mri-sagittal-L5.png"],
+        },
+        {
+            "id": "r0",
+            "type": "report",
+            "prompt": "Write a structured report for this lumbar MRI. [[good]]",
+            "images": ["images/mri-sagittal-L4.png"],
+            "reference": "Lesion at L4.",
+        },
+        {
+            "id": "r1",
+            "type": "report",
+            "prompt": "Write a structured report for this CT. [[good]]",
+            "images": ["images/ct-sagittal-L2.png"],
+        },
+    ]
+    path = folder / "spinebench.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def write_mm25(folder: Path) -> Path:
+    """2 diagnosis items (options in the question text) and 2 localisation items (answers as option texts)."""
+    images = folder / "images"
+    for name in ("mri-sagittal-L3.png", "xray-lateral-none.png"):
+        smoke_data.write_image(name, images)
+    rows = [
+        {
+            "image": "images/mri-sagittal-L3.png",
+            "task": "spine_disease_classification",
+            "answer": "B",
+            "question": "What is the diagnosis?\nA. Healthy\nB. Disc herniation\nC. Spondylolisthesis\nD. Scoliosis\n"
+            "E. Fracture",
+        },
+        {
+            "image": "images/xray-lateral-none.png",
+            "task": "spine_disease_classification",
+            "answer": "Healthy",
+            "question": "What is the diagnosis?\nA. Scoliosis\nB. Fracture\nC. Healthy\nD. Tumor\nE. Spondylolisthesis",
+        },
+        {
+            "image": "images/mri-sagittal-L3.png",
+            "task": "spine_lesion_localization",
+            "answers": ["L3/L4"],
+            "question": "Where are the lesions?\nA. L5/S1\nB. L3/L4\nC. L1/L2\nD. L4/L5\nE. L2/L3",
+        },
+        {
+            "image": "images/mri-sagittal-L3.png",
+            "task": "spine_lesion_localization",
+            "answers": ["L4/L5", "L5/S1"],
+            "question": "Where are the lesions?\nA. L1/L2\nB. L2/L3\nC. L3/L4\nD. L4/L5\nE. L5/S1",
+        },
+    ]
+    path = folder / "spinebench_mm25.json"
+    path.write_text(json.dumps(rows, indent=1))
+    return path

@@ -1,0 +1,138 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from spinegpt.eval_hooks import benchmarks, hooks
+from spinegpt.eval_hooks.benchmarks import BenchmarkError
+
+from .bench_fixtures import write_mm25, write_spinebench
+from .judge_server import GOOD, JudgeServer
+
+
+def test_spinebench_reader(tmp_path: Path) -> None:
+    items = benchmarks.read("spinebench", write_spinebench(tmp_path))
+    tasks = [i.task for i in items]
+    assert tasks.count("text_mcq") == 4 and tasks.count("image_mcq") == 3 and tasks.count("report") == 2
+    multi = next(i for i in items if i.id == "t3")
+    assert multi.multi and multi.answer == ["A", "B"]
+    two_images = next(i for i in items if i.id == "i2")
+    assert len(two_images.images) == 2 and all(Path(p).is_absolute() for p in two_images.images)
+    prompt = benchmarks.prompt_for(two_images)
+    assert prompt.startswith("<image><image>Both images") and "\nE. L5\n" in prompt and "Answer:" in prompt
+
+
+def test_mm25_reader_maps_option_texts_to_letters(tmp_path: Path) -> None:
+    items = benchmarks.read("spinebench_mm25", write_mm25(tmp_path))
+    assert [i.task for i in items] == ["diagnosis", "diagnosis", "localisation", "localisation"]
+    assert items[1].answer == ["C"]  # "Healthy" given as text
+    assert items[3].answer == ["D", "E"] and items[3].multi
+    assert items[0].options["B"] == "Disc herniation"
+    assert benchmarks.prompt_for(items[0]).count("B. Disc herniation") == 1  # options already in the question
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        (
+            '{"id": "x", "type": "mcq", "question": "q", "options": {"A": "a", "B": "b"}, "answer": "C"}',
+            "neither an option letter",
+        ),
+        ('{"id": "x", "type": "essay", "prompt": "p"}', "type must be 'mcq' or 'report'"),
+        ('{"type": "report", "prompt": "p"}', "missing 'id'"),
+        ('{"id": "x", "type": "mcq", "question": "q", "options": {"A": "a"}, "answer": "A"}', "at least two options"),
+        ('{"id": "x", "type": "report", "prompt": "p", "images": ["nope.png"]}', "image not found"),
+        ('{"id": "x", "type": "mcq"', "invalid JSON"),
+    ],
+)
+def test_spinebench_reader_errors_name_file_and_line(tmp_path: Path, line: str, message: str) -> None:
+    path = tmp_path / "b.jsonl"
+    path.write_text('{"id": "ok", "type": "report", "prompt": "fine"}\n' + line + "\n")
+    with pytest.raises(BenchmarkError, match=message) as info:
+        benchmarks.read("spinebench", path)
+    assert f"{path}:2" in str(info.value)
+
+
+def test_mm25_reader_errors(tmp_path: Path) -> None:
+    path = tmp_path / "m.json"
+    path.write_text(
+        json.dumps([{"task": "spine_disease_classification", "question": "Q\nA. x\nB. y", "answers": ["A", "B"]}])
+    )
+    with pytest.raises(BenchmarkError, match=r"m.json\[0\]: a diagnosis item has exactly one"):
+        benchmarks.read("spinebench_mm25", path)
+
+
+def _scripted(answers: dict[str, str]) -> hooks.Generator:
+    """A stand-in for the model: answers by a keyword of the prompt (the real engine is tested end to end)."""
+
+    def generate(requests, max_new_tokens):  # type: ignore[no-untyped-def]
+        out = []
+        for prompt, _ in requests:
+            out.append(next((a for key, a in answers.items() if key in prompt), "I do not know."))
+        return out
+
+    return generate
+
+
+def test_scores_every_item_and_counts_unparsed(tmp_path: Path) -> None:
+    sb = write_spinebench(tmp_path / "sb")
+    mm = write_mm25(tmp_path / "mm")
+    generate = _scripted(
+        {
+            "most often herniated": "## Thinking\nA is rare.\n## Final Response\nThe answer is B.",
+            "Cobb angle": "\\boxed{C}",
+            "red flags": "Answer: A, B",
+            "Which level is highlighted": "Answer: D",
+            "Both images": "Maybe A or E",
+            "structured report": "## Imaging findings\nLesion.",
+            "What is the diagnosis": "<answer>B</answer>",
+            "Where are the lesions": "The lesions are at L4/L5 and L5/S1.",
+        }
+    )
+    runs = [hooks.BenchmarkRun("spinebench", "spinebench", sb), hooks.BenchmarkRun("mm25", "spinebench_mm25", mm)]
+    with JudgeServer() as server:
+        judge = hooks.JudgeConfig(base_url=server.url, model="judge", backoff_s=0.01)
+        summary = hooks.evaluate("scripted", runs, tmp_path / "eval", generate, judge)
+    scores = summary["benchmarks"]["spinebench"]["scores"]
+    assert scores["text"] == {"accuracy": 50.0, "n": 4, "correct": 2, "unparsed": 1}
+    assert scores["image"]["correct"] == 1 and scores["image"]["n"] == 3 and scores["image"]["unparsed"] == 1
+    assert scores["mcq_average"] == pytest.approx((50.0 * 4 + 100 / 3 * 3) / 7)
+    report = scores["report"]
+    assert report["judged"] == 2 and report["failed"] == 0
+    assert report["score"] == pytest.approx(hooks.spinebench.report_score(GOOD))
+    assert scores["overall"] == pytest.approx((50.0 * 4 + 100 / 3 * 3 + report["score"] * 2) / 9)
+    mm25 = summary["benchmarks"]["mm25"]["scores"]
+    assert mm25["diagnosis"]["accuracy"] == 0.5
+    assert mm25["localisation"] == {"accuracy": 0.5, "precision": 0.5, "recall": 0.5, "n": 2, "unparsed": 0}
+    written = json.loads((tmp_path / "eval" / "spinebench.json").read_text())
+    assert len(written["records"]) == 9 and written["unparsed"] == 2
+    assert all("output" in r for r in written["records"])
+    assert "| overall |" in (tmp_path / "eval" / "spinebench.md").read_text()
+    assert (tmp_path / "eval" / hooks.SUMMARY).is_file()
+
+
+def test_without_a_judge_reports_are_not_scored_and_overall_is_missing(tmp_path: Path) -> None:
+    sb = write_spinebench(tmp_path / "sb")
+    summary = hooks.evaluate("m", [hooks.BenchmarkRun("sb", "spinebench", sb)], tmp_path / "eval", _scripted({}), None)
+    scores = summary["benchmarks"]["sb"]["scores"]
+    assert "not judged" in scores["report"]["status"] and "score" not in scores["report"]
+    assert scores["overall"] is None and "report" in scores["overall_missing"]
+    assert scores["text"]["unparsed"] == 4 and scores["text"]["accuracy"] == 0.0
+
+
+def test_failed_judgments_are_counted_not_scored(tmp_path: Path) -> None:
+    sb = write_spinebench(tmp_path / "sb")
+    text = sb.read_text().replace("CT. [[good]]", "CT. [[http500]]")
+    sb.write_text(text)
+    with JudgeServer() as server:
+        judge = hooks.JudgeConfig(base_url=server.url, model="judge", backoff_s=0.01, max_attempts=2)
+        summary = hooks.evaluate(
+            "m", [hooks.BenchmarkRun("sb", "spinebench", sb)], tmp_path / "eval", _scripted({}), judge
+        )
+    report = summary["benchmarks"]["sb"]["scores"]["report"]
+    assert report["judged"] == 1 and report["failed"] == 1
+    records = json.loads((tmp_path / "eval" / "sb.json").read_text())["records"]
+    failed = next(r for r in records if r["id"] == "r1")
+    assert failed["judgment"]["scores"] is None and "report_score" not in failed
+    assert "judgments failed | 1" in (tmp_path / "eval" / "sb.md").read_text()
