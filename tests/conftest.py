@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,6 +28,40 @@ def tiny_model() -> Path:
     from spinegpt.testing import tiny_model as tm
 
     return tm.ensure()
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any], str]:
+    """The smoke curriculum, as shipped, on 2 processes; the last stage evaluated on a fixture SpineBench."""
+    from .bench_fixtures import write_spinebench
+
+    root = tmp_path_factory.mktemp("smoke")
+    bench = write_spinebench(root / "bench")
+    out = root / "run"
+    spec = f"{{kind: spinebench, path: '{bench}', max_new_tokens: 8, report_max_new_tokens: 8}}"
+    evaluation = f"stages.reports.eval={{benchmarks: [{spec}]}}"
+    result = run_spinegpt("run", "curricula/smoke.yaml", evaluation, "--nproc", "2", "--output-dir", str(out))
+    return out, json.loads((out / "run_manifest.json").read_text()), result.stdout
+
+
+@pytest.fixture(scope="session")
+def lora_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The smoke curriculum with a LoRA first stage, one process, no DeepSpeed, a step or two per stage."""
+    out = tmp_path_factory.mktemp("lora") / "run"
+    overrides = [
+        "stages.foundation.tuner_type=lora",
+        "stages.foundation.lora_rank=4",
+        "stages.foundation.deepspeed=null",
+        "stages.foundation.max_steps=2",
+        "stages.specialise.deepspeed=null",
+        "stages.specialise.max_steps=1",
+        "stages.reports.max_steps=1",
+        "stages.reports.deepspeed=null",
+    ]
+    run_spinegpt(
+        "run", "curricula/smoke.yaml", *overrides, "--nproc", "1", "--until", "specialise", "--output-dir", str(out)
+    )
+    return out
 
 
 def spinegpt_command() -> list[str]:

@@ -23,13 +23,6 @@ from .judge_server import JudgeServer
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any], str]:
-    out = tmp_path_factory.mktemp("smoke") / "run"
-    result = run_spinegpt("run", "curricula/smoke.yaml", "--nproc", "2", "--output-dir", str(out))
-    return out, json.loads((out / manifest.FILE).read_text()), result.stdout
-
-
 def test_three_stages_trained_and_loadable(smoke_run: tuple[Path, dict[str, Any], str]) -> None:
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
@@ -150,21 +143,9 @@ def test_resume_after_sigkill_in_stage_two(tmp_path: Path) -> None:
     assert data["stages"][2]["started_from_sha256"] == data["stages"][1]["weights_sha256"]
 
 
-def test_lora_stage_is_merged_before_the_next_stage(tmp_path: Path, tiny_model: Path) -> None:
-    """A LoRA stage hands full (merged) weights to the next stage; one process, plain DDP-free path."""
-    out = tmp_path / "run"
-    overrides = [
-        "stages.foundation.tuner_type=lora",
-        "stages.foundation.lora_rank=4",
-        "stages.foundation.deepspeed=null",
-        "stages.foundation.max_steps=2",
-        "stages.specialise.deepspeed=null",
-        "stages.specialise.max_steps=1",
-        "stages.reports.max_steps=1",
-        "stages.reports.deepspeed=null",
-    ]
-    run_spinegpt("run", "curricula/smoke.yaml", *overrides, "--nproc", "1", "--output-dir", str(out))
-    data = json.loads((out / manifest.FILE).read_text())
+def test_lora_stage_is_merged_before_the_next_stage(lora_run: Path, tiny_model: Path) -> None:
+    """A LoRA stage hands full (merged) weights to the next stage."""
+    data = json.loads((lora_run / manifest.FILE).read_text())
     lora, full = data["stages"][0], data["stages"][1]
     assert lora["final_checkpoint"].endswith("checkpoint-2-merged")
     assert (Path(lora["dir"]) / "engine" / "checkpoint-2" / "adapter_config.json").is_file()

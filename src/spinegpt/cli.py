@@ -5,6 +5,7 @@
     spinegpt run      CURRICULUM.yaml [key=value ...] [--nproc N] [--output-dir DIR] [--resume] [--until STAGE]
     spinegpt eval     MODEL --benchmark KIND --data FILE [--judge-url URL --judge-model M] [--output DIR]
     spinegpt eval     MODEL --config EVAL.json [--output DIR]   (what `spinegpt run` calls after each stage)
+    spinegpt export   RUN|STAGE|CHECKPOINT --output DIR [--push-to-hub REPO_ID] [--private] [--dry-run]
     spinegpt tiny-model [--output DIR]                       build the offline tiny Qwen2.5-VL, print its path
 
 ``key=value`` overrides any curriculum key (YAML values; stages by name or index):
@@ -67,6 +68,23 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--attn-impl", choices=["flash_attn", "sdpa", "eager"], default="sdpa")
     ev.add_argument("--output", type=Path, default=Path("eval"), help="results folder (default ./eval)")
 
+    ex = sub.add_parser("export", help="export a run/stage/checkpoint as a verified transformers model folder")
+    ex.add_argument("source", type=Path, help="run folder, stage folder or engine checkpoint")
+    ex.add_argument("--output", type=Path, required=True, help="folder to write (must not exist, see --overwrite)")
+    ex.add_argument("--push-to-hub", metavar="REPO_ID", help="upload to this hub repo (token: $HF_TOKEN)")
+    ex.add_argument("--private", action="store_true", help="create the hub repo private")
+    ex.add_argument("--dry-run", action="store_true", help="export and verify in a temporary folder; list the files")
+    ex.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    ex.add_argument(
+        "--consolidate",
+        choices=["auto", "zero"],
+        default="auto",
+        help="'zero': rebuild fp32 weights from the ZeRO shards even when 16-bit weights were saved",
+    )
+    ex.add_argument("--max-shard-size", default="5GB", help="safetensors shard size (default 5GB)")
+    ex.add_argument("--tolerance", type=float, default=1e-4, help="max |logit difference| of the reload check")
+    ex.add_argument("--license", default="other", help="hub license id for the model card (set it!)")
+
     tiny = sub.add_parser("tiny-model", help="build (or reuse) the offline tiny Qwen2.5-VL and print its path")
     tiny.add_argument("--output", type=Path, help="folder to build into (default: the cache)")
     return parser
@@ -88,6 +106,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "eval":
             return _eval(args)
+        if args.command == "export":
+            from spinegpt.train import export
+
+            try:
+                export.export(
+                    args.source,
+                    args.output,
+                    max_shard_size=args.max_shard_size,
+                    consolidate=args.consolidate,
+                    tolerance=args.tolerance,
+                    push_to_hub=args.push_to_hub,
+                    private=args.private,
+                    dry_run=args.dry_run,
+                    overwrite=args.overwrite,
+                    license=args.license,
+                )
+            except export.ExportError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 1
+            return 0
         loaded = curriculum.load(args.curriculum, args.overrides)
         if args.command == "validate":
             print(f"{args.curriculum}: ok ({len(loaded.curriculum.stages)} stage(s))")

@@ -1,0 +1,184 @@
+"""The model card (hub ``README.md``) of an exported SpineGPT checkpoint: hub metadata, how the model was made
+(curriculum lineage from the run manifest), SpineBench results in model-index form, intended use and disclaimer."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+if TYPE_CHECKING:
+    from spinegpt.train.export import Source
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+DISCLAIMER = (
+    "This model is a research artefact. It is **not** a medical device, has not been clinically validated, and must "
+    "not be used to diagnose, treat or triage patients. Its outputs can be wrong, incomplete or outdated, including "
+    "when they sound confident. Any clinical use requires review by a qualified physician, local regulatory approval, "
+    "and evaluation on the population it would serve."
+)
+
+
+def _stages(src: Source) -> list[dict[str, Any]]:
+    if not src.run or src.stage_index is None:
+        return []
+    return [s for s in src.run["stages"] if s["index"] <= src.stage_index]
+
+
+def _base_model(src: Source) -> str | None:
+    candidate = src.base_model or (src.run or {}).get("curriculum", {}).get("model")
+    return candidate if isinstance(candidate, str) and _HUB_ID.match(candidate) else None
+
+
+def _metric(name: str, value: float | None, kind: str = "accuracy") -> dict[str, Any] | None:
+    return None if value is None else {"type": kind, "name": name, "value": round(float(value), 2)}
+
+
+def model_index(name: str, stage: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """SpineBench results of the exported stage, as the hub's model-index metadata."""
+    benches = ((stage or {}).get("eval") or {}).get("benchmarks") or {}
+    results: list[dict[str, Any]] = []
+    for bench_name, bench in benches.items():
+        scores = bench.get("scores", {})
+        dataset = {"name": bench_name, "type": bench.get("kind", bench_name)}
+        if bench.get("kind") == "spinebench":
+            mcq = [
+                _metric("Text MCQ accuracy", scores.get("text", {}).get("accuracy")),
+                _metric("Image MCQ accuracy", scores.get("image", {}).get("accuracy")),
+                _metric("MCQ average accuracy", scores.get("mcq_average")),
+            ]
+            if any(mcq):
+                results.append(
+                    {
+                        "task": {"type": "multiple-choice", "name": "Close-ended QA"},
+                        "dataset": dataset,
+                        "metrics": [m for m in mcq if m],
+                    }
+                )
+            report = [
+                _metric("Report score (0-100)", scores.get("report", {}).get("score"), "report_score"),
+                _metric("Overall", scores.get("overall"), "overall"),
+            ]
+            if any(report):
+                results.append(
+                    {
+                        "task": {"type": "text-generation", "name": "Report generation"},
+                        "dataset": dataset,
+                        "metrics": [m for m in report if m],
+                    }
+                )
+        elif bench.get("kind") == "spinebench_mm25":
+            metrics = [
+                _metric("Diagnosis accuracy", scores.get("diagnosis", {}).get("accuracy")),
+                _metric("Localisation accuracy", scores.get("localisation", {}).get("accuracy")),
+                _metric("Localisation precision", scores.get("localisation", {}).get("precision"), "precision"),
+                _metric("Localisation recall", scores.get("localisation", {}).get("recall"), "recall"),
+            ]
+            if any(metrics):
+                results.append(
+                    {
+                        "task": {"type": "multiple-choice", "name": "Spine diagnosis and localisation"},
+                        "dataset": dataset,
+                        "metrics": [m for m in metrics if m],
+                    }
+                )
+    return [{"name": name, "results": results}] if results else []
+
+
+def _lineage_table(stages: list[dict[str, Any]]) -> str:
+    rows = [
+        "| # | stage | starts from | data (sha256 of the prepared set) | lr | max length | DeepSpeed | steps | "
+        "final loss | weights sha256 |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for s in stages:
+        config = s.get("config", {})
+        data = s.get("data") or {}
+        sources = ", ".join(i["source"] for i in data.get("inputs", [])) or "?"
+        zero = f"ZeRO-{s['zero_stage']}" if s.get("zero_stage") is not None else "DDP"
+        loss = f"{s['final_loss']:.4f}" if isinstance(s.get("final_loss"), float) else "?"
+        rows.append(
+            f"| {s['index'] + 1} | {s['name']} | {s.get('starts_from', '?')} | {sources} "
+            f"(`{str(data.get('sha256', '?'))[:12]}`, {data.get('rows', '?')} rows) | {config.get('learning_rate')} | "
+            f"{config.get('max_length')} | {zero} | {s.get('global_step', '?')} | {loss} | "
+            f"`{str(s.get('weights_sha256', '?'))[:12]}` |"
+        )
+    return "\n".join(rows)
+
+
+def render(src: Source, *, name: str, license: str = "other") -> str:
+    stages = _stages(src)
+    exported = stages[-1] if stages else None
+    metadata: dict[str, Any] = {
+        "license": license,
+        "language": ["en", "zh"],
+        "library_name": "transformers",
+        "pipeline_tag": "image-text-to-text",
+        "tags": ["medical", "spine", "orthopedics", "spine-surgery", "qwen2.5-vl", "spinegpt"],
+    }
+    if base := _base_model(src):
+        metadata["base_model"] = base
+    index = model_index(name, exported)
+    if index:
+        metadata["model-index"] = index
+    front = yaml.safe_dump(metadata, sort_keys=False, allow_unicode=True)
+    curriculum = (src.run or {}).get("curriculum", {})
+    git = ((src.run or {}).get("attempts") or [{}])[-1].get("git") or {}
+    lines = [
+        f"---\n{front}---",
+        f"# {name}",
+        "",
+        "SpineGPT-style spine-surgery assistant: Qwen2.5-VL fine-tuned with a staged curriculum "
+        "(general medical → orthopedic → spine → reports and dialogue), trained with the SpineGPT training repository.",
+        "",
+        "## How it was made",
+        "",
+    ]
+    if stages:
+        lines += [
+            f"Curriculum `{curriculum.get('name', '?')}` from base model `{curriculum.get('model', '?')}`, "
+            f"{(src.run or {}).get('world_size', '?')} process(es), code commit `{git.get('commit', 'unknown')}`"
+            f"{' (with uncommitted changes)' if git.get('dirty') else ''}. Each stage started from the previous "
+            "stage's final weights.",
+            "",
+            _lineage_table(stages),
+            "",
+            f"Exported from `{src.path.name}` ({src.kind}"
+            + (f", LoRA adapters merged into `{src.base_model}`" if src.kind == "lora" else "")
+            + (", consolidated from DeepSpeed ZeRO shards" if src.kind == "zero" else "")
+            + ").",
+        ]
+    else:
+        lines.append(
+            f"Exported from checkpoint `{src.path.name}` ({src.kind}); it lies outside a spinegpt run "
+            "folder, so no training lineage is recorded."
+        )
+    lines += ["", "## Evaluation", ""]
+    if index:
+        for result in index[0]["results"]:
+            metrics = ", ".join(f"{m['name']}: {m['value']}" for m in result["metrics"])
+            lines.append(f"- {result['dataset']['name']} — {result['task']['name']}: {metrics}")
+    else:
+        lines.append("No SpineBench evaluation was recorded for this stage (see `eval:` in the curriculum).")
+    lines += [
+        "",
+        "## Intended use",
+        "",
+        "Research on medical vision-language models for spine surgery: benchmarking, ablations, and as a starting "
+        "point for further fine-tuning on institutional data under appropriate governance.",
+        "",
+        "## Medical disclaimer",
+        "",
+        DISCLAIMER,
+        "",
+        "## Usage",
+        "",
+        "```python",
+        "from transformers import AutoModelForImageTextToText, AutoProcessor",
+        f'model = AutoModelForImageTextToText.from_pretrained("{name}")',
+        f'processor = AutoProcessor.from_pretrained("{name}")',
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
