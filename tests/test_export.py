@@ -49,7 +49,7 @@ def test_export_final_stage_of_a_run(smoke_run: tuple[Path, dict[str, Any], str]
     text = card.text
     for stage in data["stages"]:  # the lineage: every stage, its data hash, its weights hash, ZeRO setting
         assert f"| {stage['name']} |" in text
-        assert stage["data"]["sha256"][:12] in text and stage["weights_sha256"][:12] in text
+        assert stage["data"]["inputs"][0]["sha256"][:12] in text and stage["weights_sha256"][:12] in text
     assert "ZeRO-3" in text and "ZeRO-2" in text and "Medical disclaimer" in text
 
 

@@ -88,19 +88,20 @@ def model_index(name: str, stage: dict[str, Any] | None) -> list[dict[str, Any]]
 
 def _lineage_table(stages: list[dict[str, Any]]) -> str:
     rows = [
-        "| # | stage | starts from | data (sha256 of the prepared set) | lr | max length | DeepSpeed | steps | "
-        "final loss | weights sha256 |",
+        "| # | stage | starts from | data (input sha256) | lr | max length | DeepSpeed | steps | final loss | "
+        "weights sha256 |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in stages:
         config = s.get("config", {})
         data = s.get("data") or {}
-        sources = ", ".join(i["source"] for i in data.get("inputs", [])) or "?"
+        # The input files' hashes, not the prepared file's: that one holds this machine's absolute image paths.
+        sources = ", ".join(f"{i['source']} `{i['sha256'][:12]}`" for i in data.get("inputs", [])) or "?"
         zero = f"ZeRO-{s['zero_stage']}" if s.get("zero_stage") is not None else "DDP"
         loss = f"{s['final_loss']:.4f}" if isinstance(s.get("final_loss"), float) else "?"
         rows.append(
             f"| {s['index'] + 1} | {s['name']} | {s.get('starts_from', '?')} | {sources} "
-            f"(`{str(data.get('sha256', '?'))[:12]}`, {data.get('rows', '?')} rows) | {config.get('learning_rate')} | "
+            f"({data.get('rows', '?')} rows) | {config.get('learning_rate')} | "
             f"{config.get('max_length')} | {zero} | {s.get('global_step', '?')} | {loss} | "
             f"`{str(s.get('weights_sha256', '?'))[:12]}` |"
         )
