@@ -124,6 +124,13 @@ def test_resume_after_sigkill_in_stage_two(tmp_path: Path) -> None:
     assert first["stages"][0]["status"] == "done"
     assert first["stages"][1]["status"] == "running"  # never marked done
     assert not (out / "stages" / "02-specialise" / "DONE.json").exists()
+    # `spinegpt report` on the interrupted run: what finished, where stage 2 stopped, what is missing.
+    report = Path(run_spinegpt("report", str(out)).stdout.strip()).read_text()
+    assert "| foundation | done |" in report and "| specialise | running |" in report
+    assert "stage 'specialise' did not finish at step" in report and "stage 'reports' has not started" in report
+    assert (out / "report" / "loss_lr.png").stat().st_size > 10_000
+    progress = json.loads((out / "progress.json").read_text())
+    assert progress["stage"] == "specialise" and progress["step"] >= 1 and progress["max_steps"] == 6
     stage1_done = (out / "stages" / "01-foundation" / "DONE.json").read_bytes()
     stage1_log_size = (out / "stages" / "01-foundation" / "engine.log").stat().st_size
 

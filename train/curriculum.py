@@ -289,7 +289,9 @@ class Curriculum(_Strict):
     attn_impl: Literal["flash_attn", "sdpa", "eager"] = "flash_attn"
     """Attention kernel; ``flash_attn`` needs the ``gpu`` extra, ``sdpa`` runs anywhere."""
     report_to: list[ReportTo] = Field(default_factory=_default_report_to)
-    """Experiment trackers every stage logs to."""
+    """Experiment trackers every stage logs to (``wandb``, ``tensorboard``, both, or ``none``)."""
+    wandb_project: str = "spinegpt"
+    """wandb project; each run is one wandb group, each stage one job type in it."""
     env: dict[str, str] = Field(default_factory=dict)
     """Environment variables set for every engine process (e.g. ``MAX_PIXELS``, NCCL settings)."""
     eval: EvalSpec | None = None

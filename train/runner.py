@@ -8,6 +8,7 @@ their hash was recorded. Anything short of that (a crash, a kill, a failed check
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
@@ -24,7 +25,7 @@ from typing import IO, Any
 
 from spinegpt.data_mixes import prepare as data_prepare
 from spinegpt.eval_hooks.hooks import SUMMARY
-from spinegpt.train import manifest, models, swift_adapter, weights
+from spinegpt.train import manifest, models, swift_adapter, tracking, weights
 from spinegpt.train.plan import FINAL, Plan, StagePlan
 
 DONE = "DONE.json"
@@ -68,17 +69,20 @@ def _split_lines(stream: IO[bytes]) -> Iterator[str]:
         yield buffer.decode("utf-8", "replace")
 
 
-def _progress(line: str, label: str) -> str | None:
-    """A one-line console summary of an engine log record, or None for other lines."""
+def _log_record(line: str) -> dict[str, Any] | None:
+    """The engine's per-step log record printed on this console line, if any."""
     match = _LOG_RECORD.search(line)
     if not match:
         return None
     try:
-        import ast
-
         record = ast.literal_eval(match.group(0))
     except (ValueError, SyntaxError):
         return None
+    return record if isinstance(record, dict) else None
+
+
+def _summary(record: dict[str, Any], label: str) -> str:
+    """A one-line console summary of an engine log record."""
     step = record.get("global_step/max_steps", "?")
     parts = [f"{label} step {step}", f"loss {record.get('loss')}"]
     if "learning_rate" in record:
@@ -88,7 +92,14 @@ def _progress(line: str, label: str) -> str | None:
     return "  ".join(parts)
 
 
-def run_engine(command: list[str], env: dict[str, str], log_path: Path, label: str) -> int:
+def run_engine(
+    command: list[str],
+    env: dict[str, str],
+    log_path: Path,
+    label: str,
+    on_record: Callable[[dict[str, Any]], None] | None = None,
+    cwd: Path | None = None,
+) -> int:
     """Run one engine process group; full output to ``log_path``, a progress line per logged step to the console.
 
     The engine stays in our process group: Ctrl-C, SLURM's scancel and a kill of the group reach every rank.
@@ -98,7 +109,7 @@ def run_engine(command: list[str], env: dict[str, str], log_path: Path, label: s
     with log_path.open("ab") as log:
         log.write(f"\n$ {shlex.join(command)}\n".encode())
         log.flush()
-        process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
         def forward(signum: int, _frame: Any) -> None:
             process.send_signal(signum)
@@ -109,9 +120,11 @@ def run_engine(command: list[str], env: dict[str, str], log_path: Path, label: s
             for line in _split_lines(process.stdout):
                 log.write(line.encode() + b"\n")
                 tail.append(line)
-                summary = _progress(line, label)
-                if summary:
-                    _say(summary)
+                record = _log_record(line)
+                if record is not None:
+                    _say(_summary(record, label))
+                    if on_record is not None:
+                        on_record(record)
                 elif line.startswith("[spinegpt"):  # progress lines of our own child processes (eval)
                     print(line, flush=True)
             code = process.wait()
@@ -124,11 +137,13 @@ def run_engine(command: list[str], env: dict[str, str], log_path: Path, label: s
     return code
 
 
-def engine_env(plan: StagePlan) -> dict[str, str]:
+def engine_env(plan: StagePlan, tracking: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
     for key, value in plan.env.items():
         env.setdefault(key, value)  # the caller's environment wins, as with ms-swift's own ENV block
     env.setdefault("PYTHONUNBUFFERED", "1")
+    # Tracking identity is the run's, not the shell's: a stale WANDB_JOB_TYPE would merge stages in the UI.
+    env.update(tracking or {})
     return env
 
 
@@ -141,7 +156,7 @@ class Runner:
         resume: bool = False,
         overrides: tuple[str, ...] = (),
         until: str | None = None,
-        engine: Callable[[list[str], dict[str, str], Path, str], int] = run_engine,
+        engine: Callable[..., int] = run_engine,
     ):
         names = [s.stage.name for s in plan.stages]
         if until is not None and until not in names:
@@ -160,6 +175,7 @@ class Runner:
         self.engine = engine
         self.manifest_path = plan.output_dir / manifest.FILE
         self.data: dict[str, Any] = {}
+        self.progress = tracking.Progress(plan.output_dir, len(plan.stages))
 
     # -- manifest -------------------------------------------------------------------------------------------------
 
@@ -184,6 +200,8 @@ class Runner:
         return {
             "format": manifest.FORMAT,
             "name": self.plan.name,
+            # One id for every attempt of this run: the experiment-tracking group of all its stages.
+            "run_id": f"{self.plan.name}-{time.strftime('%Y%m%d-%H%M%S')}",
             "curriculum_file": str(loaded.source),
             "overrides": list(self.overrides),
             "curriculum": loaded.curriculum.model_dump(mode="json"),
@@ -215,6 +233,7 @@ class Runner:
             self.data = self._fresh_manifest()
         else:
             self.data = manifest.read(self.manifest_path)
+            self.data.setdefault("run_id", f"{self.plan.name}-{self.data.get('created_at', 'unknown')}")
             self._check_resumable()
         self.data["status"] = "running"
         self.data["attempts"].append({"started_at": manifest.now(), "resume": self.resume, **manifest.environment()})
@@ -254,11 +273,13 @@ class Runner:
                     break
         except BaseException as exc:
             self.data["status"] = "failed" if isinstance(exc, Exception) else "interrupted"
+            self.progress.update(status=self.data["status"], error=str(exc))
             self.data["attempts"][-1].update(ended_at=manifest.now(), status=self.data["status"], error=str(exc))
             self._save()
             raise
         # "partial": stopped on purpose by --until; --resume continues with the next stage.
         self.data["status"] = "done" if len(results) == len(self.plan.stages) else "partial"
+        self.progress.update(status=self.data["status"], stage=results[-1].name if results else None)
         self.data["attempts"][-1].update(ended_at=manifest.now(), status=self.data["status"])
         self._save()
         _say(f"run {self.plan.name} done: {len(results)} stage(s) in {self.plan.output_dir}")
@@ -296,10 +317,18 @@ class Runner:
         how = f"resuming from {resumed_from.name}" if resumed_from else f"from {start_model}"
         _say(f"{label} training {how}; {prepared.rows} rows; log {plan.dir / ENGINE_LOG}")
         started = time.monotonic()
-        code = self.engine(command, engine_env(plan), plan.dir / ENGINE_LOG, label)
+        self.progress.update(status="starting", stage=plan.stage.name, stage_index=plan.index)
+
+        def on_record(log_record: dict[str, Any]) -> None:
+            self.progress.step(plan.stage.name, plan.index, log_record)
+
+        # The stage folder is the engine's working directory: every path it gets is absolute, and anything it
+        # drops in its working directory (wandb's config-defaults.yaml is read from there) stays with the stage.
+        code = self.engine(command, self._env(plan, record), plan.dir / ENGINE_LOG, label, on_record, plan.dir)
         record["engine_seconds"] = round(record.get("engine_seconds", 0) + time.monotonic() - started, 1)
         if code != 0:
             record.update(status="failed", error=f"engine exited with code {code}")
+            self.progress.update(status="failed", stage=plan.stage.name, stage_index=plan.index, exit_code=code)
             self._save()
             raise StageFailed(f"{label} the engine exited with code {code}; full log: {plan.dir / ENGINE_LOG}")
 
@@ -332,6 +361,30 @@ class Runner:
             )
             _say(f"{label} evaluation FAILED (the trained stage is kept as done); log: {plan.dir / EVAL_LOG}")
         self._save()
+
+    def _env(self, plan: StagePlan, record: dict[str, Any]) -> dict[str, str]:
+        curriculum = self.plan.loaded.curriculum
+        extra: dict[str, str] = {}
+        if "wandb" in curriculum.report_to:
+            config = {
+                "spinegpt": {
+                    "run_id": self.data["run_id"],
+                    "stage": plan.stage.name,
+                    "stage_index": plan.index,
+                    "curriculum": self.data["curriculum"],
+                    "data": {k: record.get("data", {}).get(k) for k in ("sha256", "rows", "inputs")},
+                    "packages": self.data["attempts"][-1]["packages"],
+                    "git": self.data["attempts"][-1]["git"],
+                }
+            }
+            extra = tracking.wandb_env(
+                project=curriculum.wandb_project,
+                group=self.data["run_id"],
+                stage=plan.stage.name,
+                stage_dir=plan.dir,
+                config=config,
+            )
+        return engine_env(plan, extra)
 
     def _source_hash(self, plan: StagePlan, start_model: str) -> str | None:
         if plan.index > 0:

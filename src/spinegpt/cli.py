@@ -6,6 +6,7 @@
     spinegpt eval     MODEL --benchmark KIND --data FILE [--judge-url URL --judge-model M] [--output DIR]
     spinegpt eval     MODEL --config EVAL.json [--output DIR]   (what `spinegpt run` calls after each stage)
     spinegpt export   RUN|STAGE|CHECKPOINT --output DIR [--push-to-hub REPO_ID] [--private] [--dry-run]
+    spinegpt report   RUN_DIR [--output DIR]                 markdown + plots of a run, finished or not
     spinegpt tiny-model [--output DIR]                       build the offline tiny Qwen2.5-VL, print its path
 
 ``key=value`` overrides any curriculum key (YAML values; stages by name or index):
@@ -85,6 +86,10 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--tolerance", type=float, default=1e-4, help="max |logit difference| of the reload check")
     ex.add_argument("--license", default="other", help="hub license id for the model card (set it!)")
 
+    rep = sub.add_parser("report", help="summarise a run (finished, running or crashed): markdown and plots")
+    rep.add_argument("run_dir", type=Path, help="the run's output folder")
+    rep.add_argument("--output", type=Path, help="where to write (default RUN_DIR/report)")
+
     tiny = sub.add_parser("tiny-model", help="build (or reuse) the offline tiny Qwen2.5-VL and print its path")
     tiny.add_argument("--output", type=Path, help="folder to build into (default: the cache)")
     return parser
@@ -106,6 +111,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "eval":
             return _eval(args)
+        if args.command == "report":
+            from spinegpt.train import report
+
+            print(report.build(args.run_dir, args.output))
+            return 0
         if args.command == "export":
             from spinegpt.train import export
 

@@ -1,0 +1,233 @@
+"""``spinegpt report RUN``: a whole curriculum run at a glance, finished or not.
+
+Reads the run manifest, the engine's per-step logs of every stage and the stage evaluations, and writes into
+``RUN/report/`` (or ``--output``):
+
+* ``report.md``: the run, each stage (start model, data, steps, final loss, wall time, weights), evaluation scores,
+  live progress of a running stage, and a list of what is missing (stages not started, interrupted, unevaluated);
+* ``loss_lr.png``: loss and learning rate of all stages on one step axis, stage boundaries marked;
+* ``eval.png``: evaluation scores per stage (when any stage was evaluated).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+from spinegpt.train import manifest, swift_adapter, tracking
+
+REPORT_DIR = "report"
+
+
+def _steps(stage_dir: Path) -> list[dict[str, Any]]:
+    """The stage's logged training steps, one per step: a resumed stage logs some steps twice, the last one wins."""
+    by_step: dict[int, dict[str, Any]] = {}
+    for record in swift_adapter.read_log(stage_dir / "engine"):
+        if "loss" in record and "global_step/max_steps" in record:
+            step = int(str(record["global_step/max_steps"]).split("/")[0])
+            by_step[step] = record
+    return [by_step[k] for k in sorted(by_step)]
+
+
+def _duration(stage: dict[str, Any]) -> float | None:
+    if stage.get("started_at") and stage.get("ended_at"):
+        start = dt.datetime.fromisoformat(stage["started_at"])
+        return (dt.datetime.fromisoformat(stage["ended_at"]) - start).total_seconds()
+    seconds = stage.get("engine_seconds")
+    return float(seconds) if seconds is not None else None
+
+
+def _fmt_seconds(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
+
+
+def _eval_metrics(stage: dict[str, Any]) -> dict[str, float]:
+    """Flat 'benchmark: metric' -> value of a stage's finished evaluation."""
+    out: dict[str, float] = {}
+    evaluation = stage.get("eval") or {}
+    for bench, result in (evaluation.get("benchmarks") or {}).items():
+        scores = result.get("scores", {})
+        for part in ("text", "image"):
+            if part in scores:
+                out[f"{bench}: {part} MCQ %"] = scores[part]["accuracy"]
+        for key, label in (("mcq_average", "MCQ avg %"), ("overall", "overall")):
+            if isinstance(scores.get(key), int | float):
+                out[f"{bench}: {label}"] = scores[key]
+        if isinstance((scores.get("report") or {}).get("score"), int | float):
+            out[f"{bench}: report"] = scores["report"]["score"]
+        if "diagnosis" in scores:
+            out[f"{bench}: diagnosis %"] = 100 * scores["diagnosis"]["accuracy"]
+        for metric in ("accuracy", "precision", "recall"):
+            if metric in scores.get("localisation", {}):
+                out[f"{bench}: localisation {metric} %"] = 100 * scores["localisation"][metric]
+    return out
+
+
+def plot_loss_lr(stages: list[dict[str, Any]], steps: list[list[dict[str, Any]]], path: Path) -> bool:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not any(steps):
+        return False
+    fig, (ax_loss, ax_lr) = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
+    offset = 0
+    for stage, records in zip(stages, steps, strict=True):
+        max_steps = stage.get("global_step") or (
+            int(str(records[-1]["global_step/max_steps"]).split("/")[1]) if records else 0
+        )
+        if records:
+            xs = [offset + int(str(r["global_step/max_steps"]).split("/")[0]) for r in records]
+            ax_loss.plot(xs, [float(r["loss"]) for r in records], marker=".", label=stage["name"])
+            ax_lr.plot(xs, [float(r.get("learning_rate", 0)) for r in records], marker=".")
+        for ax in (ax_loss, ax_lr):
+            ax.axvline(offset + 0.5, color="grey", linestyle="--", linewidth=0.8)
+        ax_loss.annotate(
+            stage["name"],
+            (offset + 0.5, 1.0),
+            xycoords=("data", "axes fraction"),
+            fontsize=8,
+            va="top",
+            ha="left",
+            rotation=90,
+            color="grey",
+        )
+        offset += max_steps or 0
+    ax_loss.set_ylabel("training loss")
+    ax_lr.set_ylabel("learning rate")
+    ax_lr.set_xlabel("optimizer step (all stages)")
+    ax_loss.legend(fontsize=8)
+    ax_loss.set_title("Loss and learning rate across the curriculum")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def plot_eval(stages: list[dict[str, Any]], path: Path) -> bool:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    per_stage = [(s["name"], _eval_metrics(s)) for s in stages]
+    per_stage = [(name, m) for name, m in per_stage if m]
+    if not per_stage:
+        return False
+    metrics = sorted({k for _, m in per_stage for k in m})
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(metrics) * len(per_stage) / 2), 4.5))
+    width = 0.8 / len(per_stage)
+    for i, (name, values) in enumerate(per_stage):
+        xs = [j + i * width for j in range(len(metrics))]
+        ax.bar(xs, [values.get(m, 0.0) for m in metrics], width=width, label=name)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(metrics))])
+    ax.set_xticklabels(metrics, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("score")
+    ax.set_title("Evaluation after each stage")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def build(run_dir: Path, out_dir: Path | None = None) -> Path:
+    """Write the report of ``run_dir``; returns the markdown file."""
+    manifest_path = run_dir / manifest.FILE
+    if not manifest_path.is_file():
+        raise FileNotFoundError(f"{run_dir} holds no {manifest.FILE}: not a spinegpt run folder (or not started)")
+    data = manifest.read(manifest_path)
+    out_dir = out_dir or run_dir / REPORT_DIR
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stages = data["stages"]
+    steps = [_steps(Path(s["dir"])) for s in stages]
+    progress = tracking.read_progress(run_dir)
+    has_loss_plot = plot_loss_lr(stages, steps, out_dir / "loss_lr.png")
+    has_eval_plot = plot_eval(stages, out_dir / "eval.png")
+
+    attempt = (data.get("attempts") or [{}])[-1]
+    git = attempt.get("git") or {}
+    packages = attempt.get("packages") or {}
+    lines = [
+        f"# Run report: {data['name']}",
+        "",
+        f"- run folder: `{run_dir}`  ",
+        f"- run id: `{data.get('run_id', '?')}`, status: **{data.get('status', '?')}**, "
+        f"{len(data.get('attempts', []))} attempt(s), {data.get('world_size', '?')} process(es)  ",
+        f"- curriculum: `{data.get('curriculum_file')}`"
+        + (f" with overrides `{' '.join(data['overrides'])}`" if data.get("overrides") else "")
+        + "  ",
+        f"- base model: `{data['curriculum'].get('model')}`  ",
+        f"- code: `{git.get('commit', 'unknown')}`{' (dirty)' if git.get('dirty') else ''}; "
+        + ", ".join(
+            f"{k} {v}" for k, v in packages.items() if v and k in ("ms-swift", "transformers", "deepspeed", "torch")
+        ),
+        "",
+        "## Stages",
+        "",
+        "| # | stage | status | starts from | data | steps | final loss | wall time | weights |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    missing: list[str] = []
+    for stage, records in zip(stages, steps, strict=True):
+        data_info = stage.get("data") or {}
+        inputs = ", ".join(f"{i['source']} `{i['sha256'][:10]}`" for i in data_info.get("inputs", [])) or "-"
+        last = records[-1] if records else None
+        done_steps = str(last["global_step/max_steps"]) if last else "-"
+        loss = f"{float(last['loss']):.4f}" if last else "-"
+        weights = f"`{stage['weights_sha256'][:12]}`" if stage.get("weights_sha256") else "-"
+        rows = f" ({data_info['rows']} rows)" if data_info.get("rows") else ""
+        lines.append(
+            f"| {stage['index'] + 1} | {stage['name']} | {stage['status']} | {stage.get('starts_from', '?')} | "
+            f"{inputs}{rows} | {done_steps} | {loss} | {_fmt_seconds(_duration(stage))} | {weights} |"
+        )
+        if stage["status"] == "pending":
+            missing.append(f"stage {stage['name']!r} has not started")
+        elif stage["status"] in ("running", "failed"):
+            where = f" at step {done_steps}" if last else " before its first logged step"
+            why = f" ({stage['error']})" if stage.get("error") else ""
+            missing.append(
+                f"stage {stage['name']!r} did not finish{where}{why}; continue with `spinegpt run "
+                f"{data.get('curriculum_file')} --output-dir {run_dir} --resume`"
+            )
+        if stage["status"] != "pending" and not records:
+            missing.append(f"stage {stage['name']!r} has no engine log (`engine/logging.jsonl`)")
+        evaluation = stage.get("eval")
+        if evaluation and evaluation.get("status") == "failed":
+            missing.append(f"the evaluation of stage {stage['name']!r} failed: {evaluation.get('error')}")
+        elif evaluation and evaluation.get("status") == "running":
+            missing.append(f"the evaluation of stage {stage['name']!r} did not finish")
+
+    evaluated = [(s["name"], _eval_metrics(s)) for s in stages]
+    evaluated = [(n, m) for n, m in evaluated if m]
+    if evaluated:
+        metrics = sorted({k for _, m in evaluated for k in m})
+        lines += ["", "## Evaluation", "", "| stage | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
+        for name, values in evaluated:
+            cells = [f"{values[m]:.2f}" if m in values else "-" for m in metrics]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if progress and data.get("status") == "running":
+        remaining = progress.get("remaining_s")
+        lines += [
+            "",
+            "## Live progress",
+            "",
+            f"stage {progress.get('stage')} ({(progress.get('stage_index') or 0) + 1}/{progress.get('n_stages')})"
+            f": step {progress.get('step')}/{progress.get('max_steps')}, loss {progress.get('loss')}, about "
+            f"{_fmt_seconds(remaining)} left in the stage (as of {progress.get('updated_at')})",
+        ]
+    lines += ["", "## Plots", ""]
+    lines.append("![loss and learning rate](loss_lr.png)" if has_loss_plot else "No training step was logged yet.")
+    if has_eval_plot:
+        lines.append("\n![evaluation](eval.png)")
+    lines += ["", "## Missing", ""]
+    lines += [f"- {m}" for m in missing] or ["Nothing: every stage finished and every configured evaluation ran."]
+    report = out_dir / "report.md"
+    report.write_text("\n".join(lines) + "\n")
+    return report
