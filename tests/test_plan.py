@@ -128,3 +128,24 @@ def test_plan_shows_the_evaluation_after_each_stage(tmp_path: Path) -> None:
     command = built.stages[0].eval_command()
     assert command[1:5] == ["-m", "spinegpt.cli", "eval", str(built.stages[0].final)]
     assert "eval after  : spinebench" in built.render()
+
+
+def test_long_context_switches_reach_the_engine(tmp_path: Path) -> None:
+    overrides = [
+        "attn_impl=flash_attn",
+        "stages.reports.use_liger_kernel=true",
+        "stages.reports.sequence_parallel_size=4",
+        "stages.reports.padding_free=true",
+    ]
+    built = plan.build(curriculum.load(CURRICULA / "smoke.yaml", overrides), tmp_path)
+    reports, foundation = built.stages[2].command, built.stages[0].command
+    assert _arg(reports, "use_liger_kernel") == "true" and _arg(reports, "padding_free") == "true"
+    assert _arg(reports, "sequence_parallel_size") == "4" and _arg(reports, "attn_impl") == "flash_attn"
+    assert "--use_liger_kernel" not in foundation and "--sequence_parallel_size" not in foundation
+    sdpa = plan.build(curriculum.load(CURRICULA / "smoke.yaml", ["stages.reports.attn_impl=sdpa"]), tmp_path)
+    assert _arg(sdpa.stages[2].command, "attn_impl") == "sdpa"
+
+
+def test_packing_without_flash_attention_is_refused() -> None:
+    with pytest.raises(curriculum.CurriculumError, match="packing / padding_free need attn_impl: flash_attn"):
+        curriculum.load(CURRICULA / "smoke.yaml", ["stages.reports.packing=true"])  # smoke runs sdpa

@@ -218,6 +218,17 @@ class Stage(_Strict):
     """AdamW weight decay."""
     gradient_checkpointing: bool = True
     """Recompute activations in the backward pass: the memory of long sequences for ~30% more compute."""
+    attn_impl: Literal["flash_attn", "sdpa", "eager"] | None = None
+    """Attention kernel for this stage; unset takes the curriculum's."""
+    use_liger_kernel: bool = False
+    """Fused Liger kernels (RMSNorm, SwiGLU, RoPE and a chunked linear+cross-entropy that never materialises the
+    vocabulary-sized logits: tens of GB at 49k tokens). Needs the ``gpu`` extra."""
+    padding_free: bool = False
+    """Concatenate a micro-batch's samples instead of padding them (needs flash attention)."""
+    packing: bool = False
+    """Pack samples into ``max_length`` sequences ahead of training (needs flash attention; implies padding-free)."""
+    sequence_parallel_size: int = Field(default=1, gt=0)
+    """Split each sequence over this many GPUs (Ulysses): activations per GPU shrink by the same factor."""
     save_steps: int = Field(default=500, gt=0)
     """Checkpoint every this many steps (a final checkpoint is always written); resume starts from the last."""
     save_total_limit: int | None = Field(default=2, gt=0)
@@ -246,7 +257,7 @@ class Stage(_Strict):
     @field_validator("engine_args")
     @classmethod
     def _engine_args_free(cls, value: dict[str, Any]) -> dict[str, Any]:
-        typed = set(Stage.model_fields) - {"name", "data", "engine_args", "eval"}
+        typed = set(Stage.model_fields) - {"name", "data", "engine_args", "eval", "attn_impl"}
         problems = []
         for key in value:
             if key in MANAGED_ENGINE_ARGS:
@@ -259,6 +270,8 @@ class Stage(_Strict):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Stage:
+        if (self.packing or self.padding_free) and self.attn_impl not in (None, "flash_attn"):
+            raise ValueError(f"packing / padding_free need attn_impl: flash_attn, not {self.attn_impl}")
         if self.tuner_type != "lora" and (
             "lora_rank" in self.model_fields_set or "lora_alpha" in self.model_fields_set
         ):
@@ -312,6 +325,13 @@ class Curriculum(_Strict):
         if isinstance(value, Mapping):
             return {str(k): str(v) for k, v in value.items()}
         return value
+
+    @model_validator(mode="after")
+    def _packing_needs_flash_attention(self) -> Curriculum:
+        for i, stage in enumerate(self.stages):
+            if (stage.packing or stage.padding_free) and (stage.attn_impl or self.attn_impl) != "flash_attn":
+                raise ValueError(f"stages[{i}] ({stage.name}): packing / padding_free need attn_impl: flash_attn")
+        return self
 
     @model_validator(mode="after")
     def _unique_stage_names(self) -> Curriculum:

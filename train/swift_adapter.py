@@ -72,7 +72,7 @@ def sft_arguments(
         "torch_dtype": curriculum.torch_dtype,
         "bf16": curriculum.torch_dtype == "bfloat16",
         "fp16": curriculum.torch_dtype == "float16",
-        "attn_impl": curriculum.attn_impl,
+        "attn_impl": stage.attn_impl or curriculum.attn_impl,
         "report_to": curriculum.report_to,
         "run_name": f"{curriculum.name}/{stage.name}",
         "learning_rate": stage.learning_rate,
@@ -91,6 +91,12 @@ def sft_arguments(
         "save_steps": stage.save_steps,
         "logging_steps": stage.logging_steps,
     }
+    # Long-context switches: passed only when on, so a plain stage's command stays short and readable.
+    for key in ("use_liger_kernel", "padding_free", "packing"):
+        if getattr(stage, key):
+            args[key] = True
+    if stage.sequence_parallel_size > 1:
+        args["sequence_parallel_size"] = stage.sequence_parallel_size
     if stage.max_steps is not None:
         args["max_steps"] = stage.max_steps
     if stage.save_total_limit is not None:
