@@ -106,7 +106,7 @@ class Plan:
 
     @property
     def world_size(self) -> int:
-        return self.launch.nproc_per_node * self.launch.nnodes
+        return self.launch.world_size
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -117,6 +117,8 @@ class Plan:
             "world_size": self.world_size,
             "nproc_per_node": self.launch.nproc_per_node,
             "nnodes": self.launch.nnodes,
+            "node_rank": self.launch.node_rank,
+            "launcher": self.launch.launcher,
             "stages": [s.to_json() for s in self.stages],
         }
 
@@ -160,15 +162,32 @@ def stage_dir(output_dir: Path, index: int, stage: Stage) -> Path:
     return output_dir / STAGES_DIR / f"{index + 1:02d}-{stage.name}"
 
 
-def launch_from_env(nproc: int | None = None) -> swift_adapter.Launch:
-    """Process layout from the arguments and the standard torchrun variables (set by launchers, SLURM)."""
+def launch_from_env(
+    nproc: int | None = None, launcher: str = "torchrun", hostfile: str | None = None, bind_cores: bool = False
+) -> swift_adapter.Launch:
+    """Process layout from the arguments and the standard torchrun variables (set by launch/ scripts and SLURM).
+
+    With the deepspeed launcher the hostfile decides: one node per host, ``slots`` processes on each."""
     env = os.environ
+    if launcher == "deepspeed":
+        if not hostfile:
+            raise ValueError("--launcher deepspeed needs --hostfile")
+        hosts = swift_adapter.read_hostfile(hostfile)
+        slots = {n for _, n in hosts}
+        if len(slots) != 1:
+            raise ValueError(f"{hostfile}: every host needs the same number of slots, got {sorted(slots)}")
+        return swift_adapter.Launch(
+            nproc_per_node=slots.pop(), nnodes=len(hosts), master_addr=env.get("MASTER_ADDR", hosts[0][0]),
+            master_port=int(env.get("MASTER_PORT", "29500")), launcher="deepspeed",
+            hostfile=str(Path(hostfile).resolve()), bind_cores=bind_cores,
+        )  # fmt: skip
     return swift_adapter.Launch(
         nproc_per_node=nproc if nproc is not None else int(env.get("NPROC_PER_NODE", "1")),
         nnodes=int(env.get("NNODES", "1")),
         node_rank=int(env.get("NODE_RANK", "0")),
         master_addr=env.get("MASTER_ADDR", "127.0.0.1"),
         master_port=int(env.get("MASTER_PORT", "29500")),
+        bind_cores=bind_cores,
     )
 
 

@@ -29,6 +29,7 @@ from spinegpt.train import manifest, models, swift_adapter, tracking, weights
 from spinegpt.train.plan import FINAL, Plan, StagePlan
 
 DONE = "DONE.json"
+LAUNCH = "launch.json"
 ENGINE_LOG = "engine.log"
 EVAL_LOG = "eval.log"
 _LOG_RECORD = re.compile(r"\{'loss': .*\}")
@@ -137,6 +138,80 @@ def run_engine(
     return code
 
 
+def run_token() -> str:
+    """Identifies one launch of a multi-node run on every node (launch/ scripts set it; SLURM gives a job id)."""
+    explicit = os.environ.get("SPINEGPT_RUN_TOKEN")
+    if explicit:
+        return explicit
+    job = os.environ.get("SLURM_JOB_ID")
+    if job:
+        return f"slurm-{job}-{os.environ.get('SLURM_RESTART_COUNT', '0')}"
+    return "unset"
+
+
+class Follower:
+    """A torchrun node other than 0: runs each stage's engine when node 0 says so, until node 0 marks it done.
+
+    Node 0 writes ``<stage>/launch.json`` (its engine arguments) right before starting its own ranks, and
+    ``DONE.json`` once the stage is verified; everything else (data, manifest, verification, eval) is node 0's.
+    A marker counts only if it carries this launch's token; without an explicit token (SPINEGPT_RUN_TOKEN or a
+    SLURM job) only markers written after this node started count, so a stale marker of an earlier attempt is
+    never replayed.
+    """
+
+    POLL_S = 1.0
+
+    def __init__(self, runner: Runner):
+        self.runner = runner
+        self.plan = runner.plan
+        self.started = time.time()
+        self.token = run_token()
+        self.timeout_s = float(os.environ.get("SPINEGPT_FOLLOWER_TIMEOUT", str(7 * 24 * 3600)))
+
+    def _fresh(self, marker: dict[str, Any]) -> bool:
+        if marker.get("token") != self.token:
+            return False
+        return self.token != "unset" or marker.get("written_at", 0) >= self.started - 120
+
+    def run(self) -> list[StageResult]:
+        rank = self.plan.launch.node_rank
+        _say(f"node {rank}: following node 0 ({self.plan.launch.master_addr}) for {len(self.plan.stages)} stage(s)")
+        results = []
+        for plan in self.plan.stages:
+            results.append(self._stage(plan, rank))
+            if plan.stage.name == self.runner.until:
+                break
+        return results
+
+    def _stage(self, plan: StagePlan, rank: int) -> StageResult:
+        label = f"[{plan.index + 1}/{len(self.plan.stages)} {plan.stage.name}] node {rank}:"
+        ran: set[int] = set()
+        deadline = time.monotonic() + self.timeout_s
+        waiting_said = False
+        while not is_done(plan.dir):
+            marker_path = plan.dir / LAUNCH
+            marker = json.loads(marker_path.read_text()) if marker_path.is_file() else None
+            if marker and self._fresh(marker) and marker["attempt"] not in ran:
+                ran.add(marker["attempt"])
+                command = swift_adapter.command(marker["engine_args"], self.plan.launch, plan.command[0])
+                _say(f"{label} starting its ranks")
+                env = engine_env(plan)
+                code = self.runner.engine(command, env, plan.dir / f"engine.node{rank}.log", label, None, plan.dir)
+                if code != 0:
+                    raise StageFailed(
+                        f"{label} the engine exited with code {code}; log {plan.dir}/engine.node{rank}.log"
+                    )
+                continue
+            if time.monotonic() > deadline:
+                raise RunError(f"{label} node 0 did not start or finish the stage within {self.timeout_s:.0f}s")
+            if not waiting_said:
+                _say(f"{label} waiting for node 0")
+                waiting_said = True
+            time.sleep(self.POLL_S)
+        _say(f"{label} node 0 marked the stage done")
+        return StageResult(plan.stage.name, "done", plan.final)
+
+
 def engine_env(plan: StagePlan, tracking: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
     for key, value in plan.env.items():
@@ -161,13 +236,6 @@ class Runner:
         names = [s.stage.name for s in plan.stages]
         if until is not None and until not in names:
             raise RunError(f"--until {until!r}: no such stage; stages: {', '.join(names)}")
-        if plan.launch.nnodes > 1:
-            # Every node would prepare data and write the manifest on the shared run folder at once; multi-node
-            # runs need node 0 to own the run and the others to follow its stage markers (launch/, not yet written).
-            raise RunError(
-                f"NNODES={plan.launch.nnodes}: `spinegpt run` drives one node; `spinegpt plan` shows each node's "
-                "commands, and the multi-node launchers in launch/ are still to be written"
-            )
         self.until = until
         self.plan = plan
         self.resume = resume
@@ -263,7 +331,15 @@ class Runner:
 
     # -- stages ---------------------------------------------------------------------------------------------------
 
+    @property
+    def leads(self) -> bool:
+        """Node 0 owns the run (data, manifest, markers, verification, eval); other torchrun nodes follow it.
+        With the deepspeed launcher there is only node 0: it starts every rank itself."""
+        return self.plan.launch.launcher == "deepspeed" or self.plan.launch.node_rank == 0
+
     def run(self) -> list[StageResult]:
+        if not self.leads:
+            return Follower(self).run()
         self._open()
         results = []
         try:
@@ -324,6 +400,13 @@ class Runner:
 
         # The stage folder is the engine's working directory: every path it gets is absolute, and anything it
         # drops in its working directory (wandb's config-defaults.yaml is read from there) stays with the stage.
+        if self.plan.launch.launcher == "torchrun" and self.plan.launch.nnodes > 1:
+            # Tell the other nodes to start the same stage with the same arguments (resume checkpoint included).
+            args = command[command.index(swift_adapter.ENGINE_MODULE) + 1 :]
+            manifest.write_json_atomic(plan.dir / LAUNCH, {
+                "token": run_token(), "written_at": time.time(), "attempt": len(self.data["attempts"]),
+                "engine_args": args, "env": plan.env,
+            })  # fmt: skip
         code = self.engine(command, self._env(plan, record), plan.dir / ENGINE_LOG, label, on_record, plan.dir)
         record["engine_seconds"] = round(record.get("engine_seconds", 0) + time.monotonic() - started, 1)
         if code != 0:
@@ -384,6 +467,11 @@ class Runner:
                 stage_dir=plan.dir,
                 config=config,
             )
+        launch = self.plan.launch
+        if launch.bind_cores and launch.launcher == "torchrun" and "OMP_NUM_THREADS" not in {**os.environ, **plan.env}:
+            # torchrun has no core binding of its own: give each rank its share of the cores instead of all of them
+            # (oversubscribed OpenMP threads make CPU-offloaded Adam steps several times slower).
+            extra["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // launch.nproc_per_node))
         return engine_env(plan, extra)
 
     def _source_hash(self, plan: StagePlan, start_model: str) -> str | None:

@@ -26,13 +26,40 @@ _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 @dataclass(frozen=True)
 class Launch:
-    """How many processes run one stage, and where they rendezvous."""
+    """How many processes run one stage, where they rendezvous, and which launcher starts them."""
 
     nproc_per_node: int = 1
     nnodes: int = 1
     node_rank: int = 0
     master_addr: str = "127.0.0.1"
     master_port: int = 29500
+    launcher: str = "torchrun"
+    """``torchrun``: every node runs the same command (node 0 leads, see runner); ``deepspeed``: node 0 alone
+    starts every rank over ssh from a hostfile."""
+    hostfile: str | None = None
+    """DeepSpeed hostfile (``host slots=N`` per line); only with the deepspeed launcher."""
+    bind_cores: bool = False
+    """Pin each rank to its own CPU cores: faster CPU-offloaded optimizer steps (DeepSpeed's cpu_adam)."""
+
+    @property
+    def world_size(self) -> int:
+        return self.nproc_per_node * self.nnodes
+
+
+def read_hostfile(path: str) -> list[tuple[str, int]]:
+    """(host, slots) pairs of a DeepSpeed hostfile; blank lines and # comments ignored."""
+    hosts = []
+    for number, line in enumerate(Path(path).read_text().splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        match = re.match(r"^(\S+)\s+slots=(\d+)$", line)
+        if not match:
+            raise ValueError(f"{path}:{number}: expected 'hostname slots=N', got {line!r}")
+        hosts.append((match.group(1), int(match.group(2))))
+    if not hosts:
+        raise ValueError(f"{path}: no hosts")
+    return hosts
 
 
 def _value(value: Any) -> list[str]:
@@ -116,10 +143,20 @@ def sft_arguments(
 
 
 def command(engine_args: Sequence[str], launch: Launch, python: str | None = None) -> list[str]:
-    """The full process command: the engine alone for one process, under torchrun for several."""
+    """The full process command of one node: the engine alone for one process, else under its launcher."""
     python = python or sys.executable
-    if launch.nproc_per_node * launch.nnodes == 1:
-        return [python, "-m", ENGINE_MODULE, *engine_args]
+    engine = ["-m", ENGINE_MODULE, *engine_args]
+    if launch.launcher == "deepspeed":
+        if not launch.hostfile:
+            raise ValueError("the deepspeed launcher needs a hostfile")
+        binding = ["--bind_cores_to_rank"] if launch.bind_cores else []
+        return [
+            python, "-m", "deepspeed.launcher.runner", f"--hostfile={launch.hostfile}",
+            f"--master_addr={launch.master_addr}", f"--master_port={launch.master_port}", *binding,
+            "--module", ENGINE_MODULE, *engine_args,
+        ]  # fmt: skip
+    if launch.world_size == 1:
+        return [python, *engine]
     if launch.nnodes == 1:
         # --standalone: torchrun picks a free rendezvous port itself, so concurrent runs on one machine never
         # collide on a fixed MASTER_PORT.
@@ -131,16 +168,7 @@ def command(engine_args: Sequence[str], launch: Launch, python: str | None = Non
             f"--master_addr={launch.master_addr}",
             f"--master_port={launch.master_port}",
         ]
-    return [
-        python,
-        "-m",
-        "torch.distributed.run",
-        *rendezvous,
-        f"--nproc_per_node={launch.nproc_per_node}",
-        "-m",
-        ENGINE_MODULE,
-        *engine_args,
-    ]
+    return [python, "-m", "torch.distributed.run", *rendezvous, f"--nproc_per_node={launch.nproc_per_node}", *engine]
 
 
 def merge_lora_command(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,6 +31,19 @@ def _curriculum_args(parser: argparse.ArgumentParser) -> None:
 def _launch_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output-dir", type=Path, help="run directory (default: the curriculum's output_dir)")
     parser.add_argument("--nproc", type=int, help="processes per node (default: $NPROC_PER_NODE or 1)")
+    parser.add_argument(
+        "--launcher",
+        choices=["torchrun", "deepspeed"],
+        default="torchrun",
+        help="torchrun (same command on every node; $NNODES, $NODE_RANK, $MASTER_ADDR, $MASTER_PORT) "
+        "or deepspeed (run on the first host only; ranks started over ssh from --hostfile)",
+    )
+    parser.add_argument("--hostfile", help="DeepSpeed hostfile ('host slots=N' lines) for --launcher deepspeed")
+    parser.add_argument(
+        "--bind-cores",
+        action="store_true",
+        help="pin each rank to its own CPU cores (speeds up CPU-offloaded optimizer steps)",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -43,6 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     _curriculum_args(plan)
     _launch_args(plan)
     plan.add_argument("--json", action="store_true", help="machine-readable output")
+    plan.add_argument("--commands", action="store_true", help="only this node's engine command per stage")
 
     run = sub.add_parser("run", help="train the curriculum's stages in order")
     _curriculum_args(run)
@@ -96,7 +111,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    # key=value overrides may come anywhere after the curriculum, also after options (as launchers pass them):
+    # argparse stops collecting positionals at the first option, so the rest arrive as unknown arguments.
+    args, rest = parser.parse_known_args(argv)
+    if rest:
+        if not hasattr(args, "overrides") or any(a.startswith("-") or "=" not in a for a in rest):
+            parser.error(f"unrecognized arguments: {' '.join(rest)}")
+        args.overrides = [*args.overrides, *rest]
     # Imports stay inside the commands: `spinegpt --help` must not pay for torch.
     from spinegpt.data_mixes.prepare import DataError
     from spinegpt.eval_hooks.benchmarks import BenchmarkError
@@ -140,9 +162,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "validate":
             print(f"{args.curriculum}: ok ({len(loaded.curriculum.stages)} stage(s))")
             return 0
-        built = build(loaded, args.output_dir, launch_from_env(args.nproc))
+        try:
+            launch = launch_from_env(args.nproc, args.launcher, args.hostfile, args.bind_cores)
+        except (ValueError, OSError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        built = build(loaded, args.output_dir, launch)
         if args.command == "plan":
-            print(json.dumps(built.to_json(), indent=2) if args.json else built.render())
+            if args.commands:
+                print("\n".join(f"{s.stage.name}: {shlex.join(s.command)}" for s in built.stages))
+            else:
+                print(json.dumps(built.to_json(), indent=2) if args.json else built.render())
             return 0
         runner.Runner(built, resume=args.resume, overrides=tuple(args.overrides), until=args.until).run()
         return 0
