@@ -58,6 +58,10 @@ def _parser() -> argparse.ArgumentParser:
     _launch_args(plan)
     plan.add_argument("--json", action="store_true", help="machine-readable output")
     plan.add_argument("--commands", action="store_true", help="only this node's engine command per stage")
+    plan.add_argument("--memory", action="store_true", help="predict each stage's peak GPU memory, term by term")
+    plan.add_argument("--gpus", type=int, help="GPUs per node for --memory (default: --nproc, else 8)")
+    plan.add_argument("--gpu-mem-gb", type=float, default=80.0, help="memory per GPU for --memory (default 80)")
+    plan.add_argument("--nodes", type=int, help="nodes for --memory (default: $NNODES or 1)")
 
     run = sub.add_parser("run", help="train the curriculum's stages in order")
     _curriculum_args(run)
@@ -169,6 +173,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         built = build(loaded, args.output_dir, launch)
         if args.command == "plan":
+            if args.memory:
+                from spinegpt.train import memory
+
+                gpus = args.gpus or args.nproc or 8
+                nodes = args.nodes or launch.nnodes
+                reports = [
+                    memory.stage_report(loaded.curriculum, s.stage, loaded.base_dir, gpus, nodes, args.gpu_mem_gb)
+                    for s in built.stages
+                ]
+                if args.json:
+                    print(json.dumps({**built.to_json(), "memory": reports}, indent=2))
+                else:
+                    print(built.render() + "\n\n" + memory.render(reports, gpus, nodes))
+                return 0
             if args.commands:
                 print("\n".join(f"{s.stage.name}: {shlex.join(s.command)}" for s in built.stages))
             else:
