@@ -92,3 +92,51 @@ def test_zero3_with_text_only_and_image_batches_on_different_ranks(tmp_path: Pat
         timeout=420,
     )
     assert json.loads((out / manifest.FILE).read_text())["stages"][0]["global_step"] == 3
+
+
+def test_interrupted_zero3_stage_consolidates_to_a_loadable_model(tmp_path: Path) -> None:
+    """Kill a ZeRO-3 (offload) stage after its first checkpoint; the partitioned shards rebuild into weights that
+    from_pretrained loads."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from transformers import AutoModelForImageTextToText
+
+    from .conftest import REPO, spinegpt_command
+
+    out = tmp_path / "run"
+    args = [
+        "run",
+        "curricula/smoke.yaml",
+        "stages.foundation.deepspeed=zero3_offload",
+        "stages.foundation.max_steps=8",
+        "stages.foundation.save_steps=2",
+        "--nproc",
+        "2",
+        "--until",
+        "foundation",
+        "--output-dir",
+        str(out),
+    ]
+    log = (tmp_path / "log").open("w")
+    process = subprocess.Popen(
+        [*spinegpt_command(), *args], cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    checkpoint = out / "stages" / "01-foundation" / "engine" / "checkpoint-2"
+    deadline = time.monotonic() + 420
+    try:
+        while not (checkpoint / "trainer_state.json").exists():
+            assert process.poll() is None, (tmp_path / "log").read_text()
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    assert json.loads((out / manifest.FILE).read_text())["stages"][0]["status"] == "running"
+    assert any(checkpoint.glob("global_step2/*model_states.pt"))
+    exported = tmp_path / "exported"
+    run_spinegpt("export", str(checkpoint), "--output", str(exported), "--consolidate", "zero")
+    model = AutoModelForImageTextToText.from_pretrained(exported)
+    assert sum(p.numel() for p in model.parameters()) > 0
