@@ -17,19 +17,14 @@ fi
 hostfile=$2; curriculum=$3; shift 3
 [[ -f "$hostfile" ]] || { echo "error: hostfile not found: $hostfile" >&2; exit 2; }
 
-here=$(cd "$(dirname "$0")/.." && pwd)
-spinegpt=${SPINEGPT:-$(command -v spinegpt || echo "$here/.venv/bin/spinegpt")}
+source "$(dirname "$0")/common.sh"
+spinegpt=$(spinegpt_bin)
 run=("$spinegpt" run "$curriculum" --launcher deepspeed --hostfile "$hostfile" "$@")
 if [[ $dry_run == 1 ]]; then
   echo "# first host only: $(grep -v '^\s*#' "$hostfile" | awk 'NF {print $1; exit}')"
   echo "${run[*]}"
-  plan_args=()
-  skip=0
-  for arg in "$@"; do
-    if [[ $skip == 1 ]]; then skip=0; continue; fi
-    case "$arg" in --resume|--until=*) ;; --until) skip=1 ;; *) plan_args+=("$arg") ;; esac
-  done
-  "$spinegpt" plan "$curriculum" --launcher deepspeed --hostfile "$hostfile" "${plan_args[@]}" --commands | sed 's/^/#   /'
+  plan_args "$@"
+  "$spinegpt" plan "$curriculum" --launcher deepspeed --hostfile "$hostfile" "${PLAN_ARGS[@]}" --commands | sed 's/^/#   /'
   exit 0
 fi
 exec "${run[@]}"

@@ -22,8 +22,8 @@ if [[ $# -lt 1 ]]; then
 fi
 curriculum=$1; shift
 
-here=$(cd "$(dirname "$0")/.." && pwd)
-spinegpt=${SPINEGPT:-$(command -v spinegpt || echo "$here/.venv/bin/spinegpt")}
+source "$(dirname "$0")/common.sh"
+spinegpt=$(spinegpt_bin)
 if [[ -z "${GPUS_PER_NODE:-}" ]]; then
   GPUS_PER_NODE=$( (nvidia-smi -L 2>/dev/null || true) | grep -c '^GPU' || true)
   [[ "$GPUS_PER_NODE" -ge 1 ]] || GPUS_PER_NODE=1
@@ -38,18 +38,8 @@ if [[ $dry_run == 1 ]]; then
   # Exactly what this node would execute, then the engine command of each stage on this node.
   echo "# node $NODE_RANK of $NNODES"
   echo "NNODES=$NNODES NODE_RANK=$NODE_RANK MASTER_ADDR=$MASTER_ADDR MASTER_PORT=$MASTER_PORT ${run[*]}"
-  plan_args=()
-  skip=0
-  for arg in "$@"; do  # spinegpt plan takes the run's arguments except the run-only ones
-    if [[ $skip == 1 ]]; then skip=0; continue; fi
-    case "$arg" in
-      --resume) ;;
-      --until) skip=1 ;;
-      --until=*) ;;
-      *) plan_args+=("$arg") ;;
-    esac
-  done
-  "$spinegpt" plan "$curriculum" --nproc "$GPUS_PER_NODE" "${plan_args[@]}" --commands | sed 's/^/#   /'
+  plan_args "$@"
+  "$spinegpt" plan "$curriculum" --nproc "$GPUS_PER_NODE" "${PLAN_ARGS[@]}" --commands | sed 's/^/#   /'
   exit 0
 fi
 exec "${run[@]}"

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -86,3 +88,21 @@ def run_spinegpt(
     if check and result.returncode != 0:
         raise AssertionError(f"spinegpt {' '.join(args)} exited {result.returncode}\n{result.stdout}\n{result.stderr}")
     return result
+
+
+def run_until_then_kill(args: list[str], marker: Path, log: Path, timeout: float = 600) -> None:
+    """Start `spinegpt ARGS` in its own process group, wait until ``marker`` exists, then SIGKILL the whole group
+    (runner, launcher and every rank), as a crash or a preempted job would."""
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [*spinegpt_command(), *args], cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    deadline = time.monotonic() + timeout
+    try:
+        while not marker.exists():
+            assert process.poll() is None, f"exited {process.returncode} before {marker}:\n{log.read_text()}"
+            assert time.monotonic() < deadline, f"no {marker} after {timeout}s"
+            time.sleep(0.5)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from spinegpt.train import manifest
 
-from .conftest import run_spinegpt
+from .conftest import run_spinegpt, run_until_then_kill
 
 pytestmark = pytest.mark.slow
 
@@ -19,26 +20,24 @@ SAME_ORDER = (
 )
 
 
+def _first_stage(out: Path, *overrides: str, **kw: float) -> dict[str, Any]:
+    """Train only the smoke curriculum's first stage on 2 processes, shrunk by overrides; its manifest record."""
+    run_spinegpt("run", "curricula/smoke.yaml", *overrides, "--nproc", "2", "--until", "foundation",
+                 "--output-dir", str(out), **kw)  # fmt: skip
+    stage: dict[str, Any] = json.loads((out / manifest.FILE).read_text())["stages"][0]
+    return stage
+
+
 def _losses(tmp_path: Path, deepspeed: str) -> list[float]:
-    out = tmp_path / deepspeed
-    run_spinegpt(
-        "run",
-        "curricula/smoke.yaml",
+    stage = _first_stage(
+        tmp_path / deepspeed,
         f"stages.foundation.deepspeed={deepspeed}",
         "stages.foundation.max_steps=4",
         "stages.foundation.warmup_ratio=0",
         SAME_ORDER,
-        "--nproc",
-        "2",
-        "--until",
-        "foundation",
-        "--output-dir",
-        str(out),
     )
-    stage = json.loads((out / manifest.FILE).read_text())["stages"][0]
-    assert (
-        stage["status"] == "done" and stage["zero_stage"] == {"null": None, "zero2": 2, "zero3_offload": 3}[deepspeed]
-    )
+    assert stage["status"] == "done"
+    assert stage["zero_stage"] == {"null": None, "zero2": 2, "zero3_offload": 3}[deepspeed]
     return [loss for _, loss in stage["losses"]]
 
 
@@ -74,66 +73,29 @@ def test_zero3_with_text_only_and_image_batches_on_different_ranks(tmp_path: Pat
         )
     data = tmp_path / "mixed.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    out = tmp_path / "run"
-    run_spinegpt(
-        "run",
-        "curricula/smoke.yaml",
+    stage = _first_stage(
+        tmp_path / "run",
         f"stages.foundation.data=[{{jsonl: '{data}'}}]",
         "stages.foundation.deepspeed=zero3_offload",
         "stages.foundation.max_steps=3",
         "stages.foundation.per_device_train_batch_size=1",
         SAME_ORDER,
-        "--nproc",
-        "2",
-        "--until",
-        "foundation",
-        "--output-dir",
-        str(out),
         timeout=420,
     )
-    assert json.loads((out / manifest.FILE).read_text())["stages"][0]["global_step"] == 3
+    assert stage["global_step"] == 3
 
 
 def test_interrupted_zero3_stage_consolidates_to_a_loadable_model(tmp_path: Path) -> None:
     """Kill a ZeRO-3 (offload) stage after its first checkpoint; the partitioned shards rebuild into weights that
     from_pretrained loads."""
-    import os
-    import signal
-    import subprocess
-    import time
-
     from transformers import AutoModelForImageTextToText
 
-    from .conftest import REPO, spinegpt_command
-
     out = tmp_path / "run"
-    args = [
-        "run",
-        "curricula/smoke.yaml",
-        "stages.foundation.deepspeed=zero3_offload",
-        "stages.foundation.max_steps=8",
-        "stages.foundation.save_steps=2",
-        "--nproc",
-        "2",
-        "--until",
-        "foundation",
-        "--output-dir",
-        str(out),
-    ]
-    log = (tmp_path / "log").open("w")
-    process = subprocess.Popen(
-        [*spinegpt_command(), *args], cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
+    args = ["run", "curricula/smoke.yaml", "stages.foundation.deepspeed=zero3_offload",
+            "stages.foundation.max_steps=8", "stages.foundation.save_steps=2", "--nproc", "2", "--until",
+            "foundation", "--output-dir", str(out)]  # fmt: skip
     checkpoint = out / "stages" / "01-foundation" / "engine" / "checkpoint-2"
-    deadline = time.monotonic() + 420
-    try:
-        while not (checkpoint / "trainer_state.json").exists():
-            assert process.poll() is None, (tmp_path / "log").read_text()
-            assert time.monotonic() < deadline
-            time.sleep(0.5)
-    finally:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+    run_until_then_kill(args, checkpoint / "trainer_state.json", tmp_path / "log", timeout=420)
     assert json.loads((out / manifest.FILE).read_text())["stages"][0]["status"] == "running"
     assert any(checkpoint.glob("global_step2/*model_states.pt"))
     exported = tmp_path / "exported"

@@ -6,10 +6,6 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import os
-import signal
-import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +13,7 @@ import pytest
 from spinegpt.train import manifest, weights
 
 from .bench_fixtures import write_mm25, write_spinebench
-from .conftest import REPO, run_spinegpt, spinegpt_command
+from .conftest import run_spinegpt, run_until_then_kill
 from .judge_server import JudgeServer
 
 pytestmark = pytest.mark.slow
@@ -105,20 +101,8 @@ def test_resume_after_sigkill_in_stage_two(tmp_path: Path) -> None:
     # Shrink by overrides: stage 2 long enough to be killed after its first checkpoint, stage 3 short.
     overrides = ["stages.specialise.max_steps=6", "stages.specialise.save_steps=2", "stages.reports.max_steps=2"]
     args = ["run", "curricula/smoke.yaml", *overrides, "--nproc", "2", "--output-dir", str(out)]
-    log = (tmp_path / "first.log").open("w")
-    process = subprocess.Popen(
-        [*spinegpt_command(), *args], cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
     stage2 = out / "stages" / "02-specialise" / "engine"
-    deadline = time.monotonic() + 600
-    try:
-        while not (stage2 / "checkpoint-2" / "trainer_state.json").exists():
-            assert process.poll() is None, (tmp_path / "first.log").read_text()
-            assert time.monotonic() < deadline, "stage 2 never reached its first checkpoint"
-            time.sleep(0.5)
-    finally:
-        os.killpg(process.pid, signal.SIGKILL)  # the whole group: runner, torchrun and both ranks
-        process.wait()
+    run_until_then_kill(args, stage2 / "checkpoint-2" / "trainer_state.json", tmp_path / "first.log")
 
     first = json.loads((out / manifest.FILE).read_text())
     assert first["stages"][0]["status"] == "done"

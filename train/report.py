@@ -12,6 +12,7 @@ Reads the run manifest, the engine's per-step logs of every stage and the stage 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +21,8 @@ from spinegpt.train import manifest, swift_adapter, tracking
 REPORT_DIR = "report"
 
 
-def _steps(stage_dir: Path) -> list[dict[str, Any]]:
-    """The stage's logged training steps, one per step: a resumed stage logs some steps twice, the last one wins."""
-    by_step: dict[int, dict[str, Any]] = {}
-    for record in swift_adapter.read_log(stage_dir / "engine"):
-        if "loss" in record and "global_step/max_steps" in record:
-            step = int(str(record["global_step/max_steps"]).split("/")[0])
-            by_step[step] = record
-    return [by_step[k] for k in sorted(by_step)]
+def _steps(stage_dir: Path) -> list[Mapping[str, Any]]:
+    return swift_adapter.step_records(swift_adapter.read_log(stage_dir / "engine"))
 
 
 def _duration(stage: dict[str, Any]) -> float | None:
@@ -68,7 +63,7 @@ def _eval_metrics(stage: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def plot_loss_lr(stages: list[dict[str, Any]], steps: list[list[dict[str, Any]]], path: Path) -> bool:
+def plot_loss_lr(stages: list[dict[str, Any]], steps: list[list[Mapping[str, Any]]], path: Path) -> bool:
     import matplotlib
 
     matplotlib.use("Agg")

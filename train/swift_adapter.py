@@ -237,14 +237,19 @@ def read_log(output_dir: Path) -> list[dict[str, Any]]:
     return records
 
 
-def losses(records: Sequence[Mapping[str, Any]]) -> list[tuple[int, float]]:
-    """(step, loss) pairs from the engine log's training records."""
-    out = []
+def step_records(records: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The engine log's training-step records, one per step in step order. A resumed stage logs the steps after
+    its checkpoint twice (once per attempt); the last attempt's record wins."""
+    by_step: dict[int, Mapping[str, Any]] = {}
     for record in records:
         if "loss" in record and "global_step/max_steps" in record:
-            step = int(str(record["global_step/max_steps"]).split("/")[0])
-            out.append((step, float(record["loss"])))
-    return out
+            by_step[int(str(record["global_step/max_steps"]).split("/")[0])] = record
+    return [by_step[step] for step in sorted(by_step)]
+
+
+def losses(records: Sequence[Mapping[str, Any]]) -> list[tuple[int, float]]:
+    """(step, loss) pairs from the engine log, one per step."""
+    return [(int(str(r["global_step/max_steps"]).split("/")[0]), float(r["loss"])) for r in step_records(records)]
 
 
 class Generator:
