@@ -9,7 +9,6 @@ collects the scores of all benchmarks and is written last: its presence means th
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from typing import Any
 from spinegpt.eval_hooks import benchmarks, spinebench, spinebench_mm25
 from spinegpt.eval_hooks.answers import parse_choices
 from spinegpt.eval_hooks.judge import Judge, JudgeConfig
+from spinegpt.train.manifest import write_json_atomic
 
 SUMMARY = "summary.json"
 Generator = Callable[[Sequence[tuple[str, Sequence[str]]], int], list[str]]
@@ -195,12 +195,6 @@ def markdown(result: dict[str, Any], model: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
-
-
 def evaluate(
     model: str,
     runs: Sequence[BenchmarkRun],
@@ -217,7 +211,7 @@ def evaluate(
         for bench in runs:
             print(f"[spinegpt eval] {bench.name}: {bench.path}", flush=True)
             result = run_benchmark(bench, generate, judge)
-            _write_json(out_dir / f"{bench.name}.json", result)
+            write_json_atomic(out_dir / f"{bench.name}.json", result)
             (out_dir / f"{bench.name}.md").write_text(markdown(result, model))
             summary["benchmarks"][bench.name] = {
                 "kind": bench.kind,
@@ -229,7 +223,7 @@ def evaluate(
     finally:
         if judge is not None:
             judge.close()
-    _write_json(out_dir / SUMMARY, summary)
+    write_json_atomic(out_dir / SUMMARY, summary)
     return summary
 
 

@@ -89,9 +89,7 @@ def environment() -> dict[str, Any]:
 
 def write(path: Path, data: dict[str, Any]) -> None:
     data["updated_at"] = now()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
-    os.replace(tmp, path)
+    write_json_atomic(path, data)
 
 
 def read(path: Path) -> dict[str, Any]:
@@ -102,6 +100,7 @@ def read(path: Path) -> dict[str, Any]:
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Write JSON through a temporary sibling and a rename: readers see the old file or the new one, never a part."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
     os.replace(tmp, path)

@@ -203,13 +203,6 @@ def checkpoints(output_dir: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def checkpoint_step(checkpoint: Path) -> int:
-    match = _CHECKPOINT.match(checkpoint.name)
-    if not match:
-        raise ValueError(f"not an engine checkpoint folder: {checkpoint}")
-    return int(match.group(1))
-
-
 def resumable_checkpoint(output_dir: Path) -> Path | None:
     """The newest checkpoint whose trainer state was fully written (a kill mid-save leaves one without)."""
     for checkpoint in reversed(checkpoints(output_dir)):
