@@ -254,7 +254,8 @@ class Runner:
             "dir": str(plan.dir),
             "status": "pending",
             "config": plan.stage.model_dump(mode="json"),
-            "config_sha256": manifest.stable_hash(plan.stage.model_dump(mode="json")),
+            # What decides the trained weights; evaluation settings may change between attempts.
+            "config_sha256": manifest.stable_hash(plan.stage.model_dump(mode="json", exclude={"eval"})),
             "model": plan.model,
             "starts_from": plan.starts_from,
             "deepspeed": str(plan.deepspeed) if plan.deepspeed else None,
