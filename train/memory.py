@@ -27,6 +27,7 @@ offline, from the published configs of Qwen2.5-VL 3B/7B/32B/72B.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from dataclasses import dataclass, field, replace
@@ -131,13 +132,12 @@ def model_shape(model_ref: str) -> ModelShape:
     resolved = models.resolve(model_ref)
     config_path = Path(resolved) / "config.json"
     if not config_path.is_file():
-        try:
-            from huggingface_hub import try_to_load_from_cache
+        from huggingface_hub import try_to_load_from_cache
 
+        # An id the hub client rejects (HFValidationError is a ValueError) simply is not in the cache.
+        with contextlib.suppress(ValueError, OSError):
             cached = try_to_load_from_cache(model_ref, "config.json")
             config_path = Path(cached) if isinstance(cached, str) else config_path
-        except Exception:  # an unusual hub id or cache layout: fall through to the published table
-            pass
     if config_path.is_file():
         return ModelShape.from_config(json.loads(config_path.read_text()))
     key = model_ref.split("@")[0]
