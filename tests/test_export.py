@@ -21,7 +21,18 @@ def test_export_final_stage_of_a_run(smoke_run: tuple[Path, dict[str, Any], str]
 
     run, data, _ = smoke_run
     out = tmp_path / "exported"
-    result = run_spinegpt("export", str(run), "--output", str(out), "--max-shard-size", "20MB")
+    result = run_spinegpt(
+        "export",
+        str(run),
+        "--output",
+        str(out),
+        "--max-shard-size",
+        "20MB",
+        "--dataset",
+        "FreedomIntelligence/PubMedVision",
+        "--dataset",
+        "hw-hwei/MedThoughts-8K",
+    )
     assert "reload parity: max |logit difference|" in result.stdout
     # Sharded safetensors with an index, plus everything from_pretrained and the chat template need.
     shards = sorted(p.name for p in out.glob("model-*.safetensors"))
@@ -39,6 +50,7 @@ def test_export_final_stage_of_a_run(smoke_run: tuple[Path, dict[str, Any], str]
     meta = card.data.to_dict()
     assert meta["pipeline_tag"] == "image-text-to-text" and meta["license"] == "other"
     assert "medical" in meta["tags"] and "base_model" not in meta  # the tiny model is not a hub id
+    assert meta["datasets"] == ["FreedomIntelligence/PubMedVision", "hw-hwei/MedThoughts-8K"]
     index = meta["model-index"][0]
     assert index["name"] == "exported"
     metrics = {m["name"]: m["value"] for r in index["results"] for m in r["metrics"]}

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -213,6 +214,7 @@ def export(
     dry_run: bool = False,
     overwrite: bool = False,
     license: str = "other",
+    datasets: Sequence[str] = (),
     hub: HubClient | None = None,
     say: Any = print,
 ) -> ExportResult:
@@ -246,7 +248,7 @@ def export(
                 f"the exported model does not reproduce the source: max |logit diff| {diff:.3g} > "
                 f"{tolerance:g}; nothing was written to {output}"
             )
-        card = model_card.render(src, name=push_to_hub or output.name, license=license)
+        card = model_card.render(src, name=push_to_hub or output.name, license=license, datasets=datasets)
         (staging / "README.md").write_text(card)
         info = {
             "source": str(src.path),

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import yaml
@@ -108,7 +109,7 @@ def _lineage_table(stages: list[dict[str, Any]]) -> str:
     return "\n".join(rows)
 
 
-def render(src: Source, *, name: str, license: str = "other") -> str:
+def render(src: Source, *, name: str, license: str = "other", datasets: Sequence[str] = ()) -> str:
     stages = _stages(src)
     exported = stages[-1] if stages else None
     metadata: dict[str, Any] = {
@@ -120,6 +121,8 @@ def render(src: Source, *, name: str, license: str = "other") -> str:
     }
     if base := _base_model(src):
         metadata["base_model"] = base
+    if datasets:
+        metadata["datasets"] = list(datasets)
     index = model_index(name, exported)
     if index:
         metadata["model-index"] = index

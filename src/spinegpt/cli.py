@@ -104,6 +104,13 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--max-shard-size", default="5GB", help="safetensors shard size (default 5GB)")
     ex.add_argument("--tolerance", type=float, default=1e-4, help="max |logit difference| of the reload check")
     ex.add_argument("--license", default="other", help="hub license id for the model card (set it!)")
+    ex.add_argument(
+        "--dataset",
+        action="append",
+        default=[],
+        metavar="HUB_ID",
+        help="a training dataset's hub id for the model card metadata (repeatable)",
+    )
 
     rep = sub.add_parser("report", help="summarise a run (finished, running or crashed): markdown and plots")
     rep.add_argument("run_dir", type=Path, help="the run's output folder")
@@ -157,6 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     dry_run=args.dry_run,
                     overwrite=args.overwrite,
                     license=args.license,
+                    datasets=args.dataset,
                 )
             except export.ExportError as exc:
                 print(f"error: {exc}", file=sys.stderr)
