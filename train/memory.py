@@ -77,11 +77,10 @@ class ModelShape:
         vh, vi = self.vision_hidden, self.vision_intermediate
         block = 4 * vh * vh + 4 * vh + 3 * vh * vi + 2 * vi + vh + 2 * vh  # qkv, proj, gate/up/down, 2 norms
         patch_embed = 3 * self.temporal_patch * self.patch**2 * vh
-        merged = vh * self.merge**2
-        merger = vh + merged * merged + merged + merged * self.vision_out + self.vision_out
-        return self.vision_depth * block + patch_embed + merger
+        return self.vision_depth * block + patch_embed + self.merger_params()
 
     def merger_params(self) -> int:
+        """The aligner: LayerNorm, then an MLP from 2x2 merged patches to the language model's width."""
         merged = self.vision_hidden * self.merge**2
         return self.vision_hidden + merged * merged + merged + merged * self.vision_out + self.vision_out
 
