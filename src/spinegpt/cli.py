@@ -134,6 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from spinegpt.data_mixes.prepare import DataError
     from spinegpt.eval_hooks.benchmarks import BenchmarkError
     from spinegpt.train import curriculum, runner
+    from spinegpt.train.export import ExportError
     from spinegpt.train.plan import build, launch_from_env
 
     try:
@@ -152,23 +153,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "export":
             from spinegpt.train import export
 
-            try:
-                export.export(
-                    args.source,
-                    args.output,
-                    max_shard_size=args.max_shard_size,
-                    consolidate=args.consolidate,
-                    tolerance=args.tolerance,
-                    push_to_hub=args.push_to_hub,
-                    private=args.private,
-                    dry_run=args.dry_run,
-                    overwrite=args.overwrite,
-                    license=args.license,
-                    datasets=args.dataset,
-                )
-            except export.ExportError as exc:
-                print(f"error: {exc}", file=sys.stderr)
-                return 1
+            export.export(
+                args.source,
+                args.output,
+                max_shard_size=args.max_shard_size,
+                consolidate=args.consolidate,
+                tolerance=args.tolerance,
+                push_to_hub=args.push_to_hub,
+                private=args.private,
+                dry_run=args.dry_run,
+                overwrite=args.overwrite,
+                license=args.license,
+                datasets=args.dataset,
+            )
             return 0
         loaded = curriculum.load(args.curriculum, args.overrides)
         if args.command == "validate":
@@ -205,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except curriculum.CurriculumError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except (runner.RunError, DataError, FileNotFoundError, BenchmarkError) as exc:
+    except (runner.RunError, DataError, FileNotFoundError, BenchmarkError, ExportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
