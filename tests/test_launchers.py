@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import signal
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
-from spinegpt.train import manifest
+from spinegpt.train import curriculum, manifest, plan, runner
 
 from .conftest import REPO, spinegpt_command
 
@@ -180,18 +182,24 @@ def test_two_nodes_in_lockstep_on_this_machine(tmp_path: Path) -> None:
         str(out),
     ]
     logs = [(tmp_path / f"node{r}.log").open("w") for r in (0, 1)]
-    nodes = [
-        subprocess.Popen(args, cwd=REPO, env={**env, "NODE_RANK": str(r)}, stdout=logs[r], stderr=subprocess.STDOUT)
+    # Own sessions, so a hang is cleaned up with every rank (torchrun and its workers), not just the front process.
+    nodes = {
+        r: subprocess.Popen(
+            args, cwd=REPO, env={**env, "NODE_RANK": str(r)}, stdout=logs[r], stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         for r in (1, 0)
-    ]  # the follower may well start first
-    try:
-        codes = [p.wait(timeout=600) for p in nodes]
-    finally:
-        for p in nodes:
-            if p.poll() is None:
-                p.kill()
+    }  # fmt: skip  # the follower may well start first
+    deadline = time.monotonic() + 480
+    while time.monotonic() < deadline and any(p.poll() is None for p in nodes.values()):
+        time.sleep(1)
+    for p in nodes.values():
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+    codes = [nodes[r].returncode for r in (0, 1)]
     text = [(tmp_path / f"node{r}.log").read_text() for r in (0, 1)]
-    assert codes == [0, 0], text
+    assert codes == [0, 0], _diagnosis(out, text)
     data = json.loads((out / manifest.FILE).read_text())
     assert data["world_size"] == 2 and data["status"] == "partial"
     assert [s["status"] for s in data["stages"][:2]] == ["done", "done"]
@@ -199,3 +207,73 @@ def test_two_nodes_in_lockstep_on_this_machine(tmp_path: Path) -> None:
         assert (Path(stage["dir"]) / "engine.node1.log").is_file()  # node 1 ran its ranks of every stage
         assert "--nnodes=2" in stage["command"]
     assert "node 0 marked the stage done" in text[1] and "waiting for node 0" in text[1]
+
+
+def _diagnosis(out: Path, node_logs: list[str]) -> str:
+    """Everything a hung or failed two-node run left behind, for the failure message."""
+    parts = [f"--- node {r} console ---\n{text[-4000:]}" for r, text in enumerate(node_logs)]
+    for log in sorted(out.glob("stages/*/engine*.log")):
+        parts.append(f"--- {log.relative_to(out)} ---\n{log.read_text(errors='replace')[-4000:]}")
+    return "\n".join(parts)
+
+
+def _smoke_plan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, node_rank: int) -> plan.Plan:
+    for key, value in {"NNODES": "2", "NODE_RANK": str(node_rank), "SPINEGPT_RUN_TOKEN": "t-1"}.items():
+        monkeypatch.setenv(key, value)
+    loaded = curriculum.load(REPO / "curricula" / "smoke.yaml")
+    return plan.build(loaded, tmp_path / "run", plan.launch_from_env(nproc=1))
+
+
+def test_node0_stops_its_engine_when_a_follower_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_model: Path
+) -> None:
+    """Node 1 giving up must stop node 0 at once, not after torchrun's rendezvous timeout; and node 0's failure
+    is written where followers look, so they stop too."""
+    built = _smoke_plan(tmp_path, monkeypatch, 0)
+    first = built.stages[0]
+    seen: list[str] = []
+
+    def engine(command: list[str], env: dict[str, str], log: Path, label: str, *rest: object) -> int:
+        stop = rest[-1]
+        assert callable(stop) and stop() is None  # no failure yet
+        launch_marker = json.loads((first.dir / runner.LAUNCH).read_text())
+        assert launch_marker["token"] == "t-1"
+        manifest.write_json_atomic(
+            first.dir / runner.NODE_FAILED.format(rank=1),
+            {"token": "t-1", "written_at": time.time(), "error": "its engine exited with code 1"},
+        )
+        seen.append(str(stop()))
+        return -15  # what the stop watcher's SIGTERM gives
+
+    with pytest.raises(runner.StageFailed, match="node 1 failed: its engine exited with code 1"):
+        runner.Runner(built, engine=engine).run()
+    assert seen == ["node 1 failed: its engine exited with code 1"]
+    abort = json.loads((built.output_dir / runner.ABORT).read_text())
+    assert abort["token"] == "t-1" and "node 1 failed" in abort["error"]
+    assert json.loads((built.output_dir / manifest.FILE).read_text())["status"] == "failed"
+
+
+def test_follower_stops_when_node0_aborts_and_ignores_stale_markers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    built = _smoke_plan(tmp_path, monkeypatch, 1)
+    built.output_dir.mkdir(parents=True)
+    abort = built.output_dir / runner.ABORT
+    # A marker of another launch (other token) or of an earlier attempt (written long before) is not this run's.
+    manifest.write_json_atomic(abort, {"token": "t-0", "written_at": time.time(), "error": "old"})
+    follower = runner.Follower(runner.Runner(built, engine=_no_engine))
+    follower.POLL_S = 0.05
+    follower.timeout_s = 1.0
+    with pytest.raises(runner.RunError, match="did not start or finish"):
+        follower.run()
+    assert json.loads((built.stages[0].dir / runner.NODE_FAILED.format(rank=1)).read_text())["token"] == "t-1"
+    manifest.write_json_atomic(abort, {"token": "t-1", "written_at": time.time() - 3600, "error": "stale"})
+    with pytest.raises(runner.RunError, match="did not start or finish"):
+        follower.run()
+    manifest.write_json_atomic(abort, {"token": "t-1", "written_at": time.time(), "error": "data check failed"})
+    with pytest.raises(runner.RunError, match="node 0 stopped the run: data check failed"):
+        follower.run()
+
+
+def _no_engine(*args: object) -> int:
+    raise AssertionError("no launch marker was written, so no engine may start")

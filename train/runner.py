@@ -9,6 +9,7 @@ their hash was recorded. Anything short of that (a crash, a kill, a failed check
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import os
 import re
@@ -16,6 +17,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -30,6 +32,8 @@ from spinegpt.train.plan import FINAL, Plan, StagePlan
 
 DONE = "DONE.json"
 LAUNCH = "launch.json"
+ABORT = "ABORT.json"
+NODE_FAILED = "FAILED.node{rank}.json"
 ENGINE_LOG = "engine.log"
 EVAL_LOG = "eval.log"
 _LOG_RECORD = re.compile(r"\{'loss': .*\}")
@@ -100,11 +104,14 @@ def run_engine(
     label: str,
     on_record: Callable[[dict[str, Any]], None] | None = None,
     cwd: Path | None = None,
+    stop: Callable[[], str | None] | None = None,
 ) -> int:
     """Run one engine process group; full output to ``log_path``, a progress line per logged step to the console.
 
     The engine stays in our process group: Ctrl-C, SLURM's scancel and a kill of the group reach every rank.
-    A SIGTERM sent to this process alone is forwarded, so ranks are never orphaned.
+    A SIGTERM sent to this process alone is forwarded, so ranks are never orphaned. ``stop`` is polled while the
+    engine runs; when it returns a reason the engine is terminated (another node failed: without this, torchrun
+    would wait out its rendezvous timeout for ranks that will never come).
     """
     tail: deque[str] = deque(maxlen=60)
     with log_path.open("ab") as log:
@@ -116,6 +123,7 @@ def run_engine(
             process.send_signal(signum)
 
         previous = signal.signal(signal.SIGTERM, forward)
+        watcher = _watch(process, stop, log_path) if stop is not None else None
         try:
             assert process.stdout is not None
             for line in _split_lines(process.stdout):
@@ -133,9 +141,43 @@ def run_engine(
             signal.signal(signal.SIGTERM, previous)
             if process.poll() is None:
                 process.kill()
+            if watcher is not None:
+                watcher.join()
     if code != 0:
         print("\n".join(f"  | {line}" for line in tail), file=sys.stderr)
     return code
+
+
+def _watch(process: subprocess.Popen[bytes], stop: Callable[[], str | None], log_path: Path) -> threading.Thread:
+    def loop() -> None:
+        while process.poll() is None:
+            reason = stop()
+            if reason is not None:
+                with log_path.open("a", encoding="utf-8") as log:
+                    log.write(f"\n[spinegpt] stopping the engine: {reason}\n")
+                process.terminate()
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                return
+            time.sleep(2.0)
+
+    thread = threading.Thread(target=loop, name="spinegpt-stop-watch", daemon=True)
+    thread.start()
+    return thread
+
+
+def _marker(path: Path, token: str, since: float) -> dict[str, Any] | None:
+    """A cross-node marker file, if it belongs to this launch and was written after ``since`` (a few seconds of
+    clock skew between nodes allowed); stale markers of earlier attempts are ignored."""
+    try:
+        marker = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(marker, dict) or marker.get("token") != token or marker.get("written_at", 0) < since - 5:
+        return None
+    return marker
 
 
 def run_token() -> str:
@@ -178,7 +220,17 @@ class Follower:
         _say(f"node {rank}: following node 0 ({self.plan.launch.master_addr}) for {len(self.plan.stages)} stage(s)")
         results = []
         for plan in self.plan.stages:
-            results.append(self._stage(plan, rank))
+            try:
+                results.append(self._stage(plan, rank))
+            except Exception as exc:
+                # Node 0 may be waiting in the rendezvous for this node's ranks: tell it, so it stops now
+                # instead of after torchrun's rendezvous timeout.
+                plan.dir.mkdir(parents=True, exist_ok=True)
+                manifest.write_json_atomic(
+                    plan.dir / NODE_FAILED.format(rank=rank),
+                    {"token": self.token, "written_at": time.time(), "node": rank, "error": str(exc)},
+                )
+                raise
             if plan.stage.name == self.runner.until:
                 break
         return results
@@ -189,6 +241,9 @@ class Follower:
         deadline = time.monotonic() + self.timeout_s
         waiting_said = False
         while not is_done(plan.dir):
+            abort = _marker(self.plan.output_dir / ABORT, self.token, self.started)
+            if abort is not None:
+                raise RunError(f"{label} node 0 stopped the run: {abort.get('error')}")
             marker_path = plan.dir / LAUNCH
             marker = json.loads(marker_path.read_text()) if marker_path.is_file() else None
             if marker and self._fresh(marker) and marker["attempt"] not in ran:
@@ -244,6 +299,7 @@ class Runner:
         self.manifest_path = plan.output_dir / manifest.FILE
         self.data: dict[str, Any] = {}
         self.progress = tracking.Progress(plan.output_dir, len(plan.stages))
+        self.opened_at = time.time()  # start of this attempt; markers of other nodes count only from here
 
     # -- manifest -------------------------------------------------------------------------------------------------
 
@@ -338,6 +394,18 @@ class Runner:
         With the deepspeed launcher there is only node 0: it starts every rank itself."""
         return self.plan.launch.launcher == "deepspeed" or self.plan.launch.node_rank == 0
 
+    @property
+    def _multi_node(self) -> bool:
+        return self.plan.launch.launcher == "torchrun" and self.plan.launch.nnodes > 1
+
+    def _follower_failure(self, plan: StagePlan) -> str | None:
+        """Why another node gave up on this stage, if one did during this attempt."""
+        for rank in range(1, self.plan.launch.nnodes):
+            marker = _marker(plan.dir / NODE_FAILED.format(rank=rank), run_token(), self.opened_at)
+            if marker is not None:
+                return f"node {rank} failed: {marker.get('error')}"
+        return None
+
     def run(self) -> list[StageResult]:
         if not self.leads:
             return Follower(self).run()
@@ -349,6 +417,11 @@ class Runner:
                 if plan.stage.name == self.until:
                     break
         except BaseException as exc:
+            if self._multi_node:
+                # Followers wait for node 0's markers; tell them the run stopped instead of leaving them waiting.
+                manifest.write_json_atomic(
+                    self.plan.output_dir / ABORT, {"token": run_token(), "written_at": time.time(), "error": str(exc)}
+                )
             self.data["status"] = "failed" if isinstance(exc, Exception) else "interrupted"
             self.progress.update(status=self.data["status"], error=str(exc))
             self.data["attempts"][-1].update(ended_at=manifest.now(), status=self.data["status"], error=str(exc))
@@ -401,20 +474,23 @@ class Runner:
 
         # The stage folder is the engine's working directory: every path it gets is absolute, and anything it
         # drops in its working directory (wandb's config-defaults.yaml is read from there) stays with the stage.
-        if self.plan.launch.launcher == "torchrun" and self.plan.launch.nnodes > 1:
+        stop = None
+        if self._multi_node:
+            stop = functools.partial(self._follower_failure, plan)
             # Tell the other nodes to start the same stage with the same arguments (resume checkpoint included).
             args = command[command.index(swift_adapter.ENGINE_MODULE) + 1 :]
             manifest.write_json_atomic(plan.dir / LAUNCH, {
                 "token": run_token(), "written_at": time.time(), "attempt": len(self.data["attempts"]),
                 "engine_args": args, "env": plan.env,
             })  # fmt: skip
-        code = self.engine(command, self._env(plan, record), plan.dir / ENGINE_LOG, label, on_record, plan.dir)
+        code = self.engine(command, self._env(plan, record), plan.dir / ENGINE_LOG, label, on_record, plan.dir, stop)
         record["engine_seconds"] = round(record.get("engine_seconds", 0) + time.monotonic() - started, 1)
         if code != 0:
-            record.update(status="failed", error=f"engine exited with code {code}")
+            why = (stop() if stop else None) or f"engine exited with code {code}"
+            record.update(status="failed", error=why)
             self.progress.update(status="failed", stage=plan.stage.name, stage_index=plan.index, exit_code=code)
             self._save()
-            raise StageFailed(f"{label} the engine exited with code {code}; full log: {plan.dir / ENGINE_LOG}")
+            raise StageFailed(f"{label} {why}; full log: {plan.dir / ENGINE_LOG}")
 
         final = self._finish(plan, record, start_model)
         _say(f"{label} done: final weights {final} (sha256 {record['weights_sha256'][:12]})")
