@@ -10,7 +10,8 @@ from __future__ import annotations
 import hashlib
 import importlib.resources
 import json
-from collections.abc import Iterable, Iterator, Sequence
+import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -35,6 +36,12 @@ class Source(Protocol):
     @property
     def ref(self) -> str: ...
 
+    @property
+    def splits(self) -> Sequence[str] | None: ...
+
+    @property
+    def set(self) -> Mapping[str, Any]: ...
+
     def label(self) -> str: ...
 
 
@@ -53,6 +60,8 @@ class PreparedData:
     rows: int
     image_rows: int
     inputs: list[InputRecord] = field(default_factory=list)
+    mixes: list[dict[str, Any]] = field(default_factory=list)
+    """For each mix the stage used: its build folder, input key and output hash (provenance in its manifest)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -61,6 +70,7 @@ class PreparedData:
             "rows": self.rows,
             "image_rows": self.image_rows,
             "inputs": [vars(i) for i in self.inputs],
+            "mixes": self.mixes,
         }
 
 
@@ -162,22 +172,53 @@ def _materialise_smoke(name: str, images_dir: Path) -> Path:
     return path
 
 
+def resolve_data_root(value: str | None, base_dir: Path) -> Path:
+    """The folder data mixes read the upstream datasets from (``builtin:smoke``: the offline smoke root)."""
+    value = value or os.environ.get("SPINEGPT_DATA_ROOT")
+    if not value:
+        raise DataError(
+            "data mixes read your copies of the upstream datasets: set `data_root` in the curriculum "
+            "(or SPINEGPT_DATA_ROOT) to the folder laid out as data_mixes/sources.yaml describes"
+        )
+    if value == "builtin:smoke":
+        from spinegpt.testing import smoke_upstream
+
+        return smoke_upstream.write(smoke_upstream.default_root())
+    path = Path(os.path.expanduser(value))
+    return path if path.is_absolute() else (base_dir / path).resolve()
+
+
+def mix_cache() -> Path:
+    return Path(os.environ.get("SPINEGPT_CACHE", Path.home() / ".cache" / "spinegpt")) / "mixes"
+
+
+def build_mix(source: Source, base_dir: Path, data_root: str | None, seed: int) -> Any:
+    """Build (or reuse, by the hash of its inputs) the mix a stage names."""
+    from spinegpt.data_mixes import build, mixes
+
+    try:
+        loaded = mixes.load(source.ref, source.set, search=[base_dir])
+        root = resolve_data_root(data_root, base_dir)
+        return build.build_cached(
+            loaded, root, mix_cache(), seed=seed if loaded.mix.seed is None else loaded.mix.seed, splits=source.splits
+        )
+    except (mixes.MixError, build.BuildError, FileNotFoundError) as exc:
+        raise DataError(str(exc)) from None
+
+
 def resolve_input(source: Source, base_dir: Path, images_dir: Path) -> tuple[Path, Path]:
-    """The JSONL file behind a data entry and the folder its relative image paths start from."""
+    """The JSONL file behind a ``jsonl`` or ``smoke`` entry and the folder its relative image paths start from."""
     if source.kind == "jsonl":
         path = (base_dir / source.ref).resolve()
         return path, path.parent
     if source.kind == "smoke":
         return _materialise_smoke(source.ref, images_dir), images_dir.parent
-    if source.kind == "mix":
-        raise DataError(
-            f"data mix {source.ref!r}: building mixes from the upstream datasets is not implemented yet; "
-            "point the stage at an ms-swift JSONL file (`- jsonl: path/to/train.jsonl`) for now"
-        )
     raise DataError(f"unknown data source kind {source.kind!r}")
 
 
-def prepare(sources: Sequence[Source], base_dir: Path, out_dir: Path) -> PreparedData:
+def prepare(
+    sources: Sequence[Source], base_dir: Path, out_dir: Path, *, data_root: str | None = None, seed: int = 42
+) -> PreparedData:
     """Check and concatenate the stage's sources into ``out_dir/train.jsonl`` (written atomically)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     images_dir = out_dir / "images"
@@ -185,17 +226,29 @@ def prepare(sources: Sequence[Source], base_dir: Path, out_dir: Path) -> Prepare
     tmp = target.with_suffix(".jsonl.tmp")
     errors: list[str] = []
     inputs: list[InputRecord] = []
+    mixes: list[dict[str, Any]] = []
     rows = image_rows = 0
     with tmp.open("w", encoding="utf-8") as out:
         for source in sources:
-            path, image_root = resolve_input(source, base_dir, images_dir)
-            count = 0
-            for row in _rows(path, image_root, errors):
-                out.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
-                count += 1
-                image_rows += bool(row.get("images"))
-            inputs.append(InputRecord(source.label(), str(path), sha256_file(path), count))
-            rows += count
+            if source.kind == "mix":
+                built = build_mix(source, base_dir, data_root, seed)
+                files = [
+                    (shard, shard.parent, s["sha256"])
+                    for shard, s in zip(built.shards, built.manifest["output"]["shards"], strict=True)
+                ]
+                mixes.append({"source": source.label(), "dir": str(built.dir), "key": built.manifest["key"],
+                              "rows": built.rows, "sha256": built.sha256, "splits": source.splits})  # fmt: skip
+            else:
+                path, image_root = resolve_input(source, base_dir, images_dir)
+                files = [(path, image_root, None)]
+            for path, image_root, digest in files:
+                count = 0
+                for row in _rows(path, image_root, errors):
+                    out.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
+                    count += 1
+                    image_rows += bool(row.get("images"))
+                inputs.append(InputRecord(source.label(), str(path), digest or sha256_file(path), count))
+                rows += count
     if errors:
         tmp.unlink()
         shown = "\n".join(f"  {e}" for e in errors[:MAX_REPORTED])
@@ -205,19 +258,28 @@ def prepare(sources: Sequence[Source], base_dir: Path, out_dir: Path) -> Prepare
         tmp.unlink()
         raise DataError(f"the stage data is empty: {', '.join(s.label() for s in sources)}")
     tmp.replace(target)
-    return PreparedData(target, sha256_file(target), rows, image_rows, inputs)
+    return PreparedData(target, sha256_file(target), rows, image_rows, inputs, mixes)
 
 
-def describe(sources: Iterable[Source], base_dir: Path) -> list[dict[str, str]]:
+def describe(sources: Iterable[Source], base_dir: Path) -> list[dict[str, Any]]:
     """What ``spinegpt plan`` shows for the data, without reading or writing anything."""
     described = []
     for source in sources:
-        entry = {"source": source.label()}
+        entry: dict[str, Any] = {"source": source.label()}
         if source.kind == "jsonl":
             entry["path"] = str((base_dir / source.ref).resolve())
         elif source.kind == "smoke":
             entry["path"] = str(smoke_file(source.ref))
         else:
-            entry["path"] = f"data_mixes/{source.ref}.yaml"
+            from spinegpt.data_mixes import mixes
+
+            try:
+                loaded = mixes.load(source.ref, source.set, search=[base_dir])
+                entry["path"] = str(loaded.files[0])
+                entry["splits"] = mixes.splits_of(loaded, source.splits)
+            except (FileNotFoundError, mixes.MixError) as exc:
+                entry["path"] = f"invalid: {exc}"
+            if source.set:
+                entry["set"] = dict(source.set)
         described.append(entry)
     return described

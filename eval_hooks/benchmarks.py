@@ -206,3 +206,19 @@ def prompt_for(item: Item) -> str:
     else:
         instruction = "Select the single best option. End with 'Answer:' followed by its letter."
     return f"{tags}{body}\n\n{instruction}"
+
+
+def questions(kind: str, path: Path) -> list[str]:
+    """Every question (MCQ) and prompt (report) of a benchmark file, without checking its images: what training
+    data is decontaminated against, so the test set's images need not be on the machine that builds data."""
+    if kind not in READERS:
+        raise BenchmarkError(f"unknown benchmark kind {kind!r}; known: {', '.join(READERS)}")
+    found = []
+    for where, record in _records(path):
+        if not isinstance(record, dict):
+            raise BenchmarkError(f"{where}: item must be a JSON object")
+        text = record.get("question", record.get("prompt"))
+        if not isinstance(text, str) or not text.strip():
+            raise BenchmarkError(f"{where}: no 'question' (or report 'prompt')")
+        found.append(text)
+    return found

@@ -97,6 +97,10 @@ def test_bad_rows_name_file_and_line(tmp_path: Path) -> None:
     assert not (tmp_path / "out" / "train.jsonl").exists()  # nothing half-written is left as the stage's data
 
 
-def test_mix_not_built_yet_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(prepare.DataError, match="stage1_foundation"):
+def test_a_mix_without_a_data_root_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SPINEGPT_DATA_ROOT", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # no hub here: the missing file is reported without a download try
+    with pytest.raises(prepare.DataError, match="set `data_root` in the curriculum"):
         prepare.prepare([src(mix="stage1_foundation")], tmp_path, tmp_path / "out")
+    with pytest.raises(prepare.DataError, match=r"source 'medical_o1_en': .* not found under the data root"):
+        prepare.prepare([src(mix="stage1_foundation")], tmp_path, tmp_path / "out", data_root=str(tmp_path))

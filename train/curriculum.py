@@ -42,6 +42,7 @@ MANAGED_ENGINE_ARGS = frozenset(
         "attn_impl",
         "report_to",
         "run_name",
+        "truncation_strategy",
     }
 )
 
@@ -69,12 +70,18 @@ class DataSource(_Strict):
     """A named data mix defined in ``data_mixes/<name>.yaml`` (general, non-spine, spine and the stage mixes)."""
     smoke: str | None = None
     """A bundled synthetic smoke set (``stage1``, ``stage2``, ``stage3``), written offline by code."""
+    splits: list[Literal["general", "non_spine", "spine"]] | None = None
+    """Mix only: train on these splits of the mix and nothing else (the Table 7 ablations); unset: all."""
+    set: dict[str, Any] = Field(default_factory=dict)
+    """Mix only: ``component.key: value`` changes to the mix (``pubmedvision.count: 1000`` for a small run)."""
 
     @model_validator(mode="after")
     def _exactly_one(self) -> DataSource:
         given = [k for k in ("jsonl", "mix", "smoke") if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError(f"set exactly one of jsonl, mix, smoke (got {', '.join(given) or 'none'})")
+        if self.mix is None and (self.splits is not None or self.set):
+            raise ValueError("splits / set apply to a mix only")
         return self
 
     @field_validator("jsonl")
@@ -105,7 +112,8 @@ class DataSource(_Strict):
         return value
 
     def label(self) -> str:
-        return f"{self.kind}:{self.ref}"
+        restricted = f"[{','.join(self.splits)}]" if self.splits else ""
+        return f"{self.kind}:{self.ref}{restricted}"
 
 
 class BenchmarkSpec(_Strict):
@@ -187,6 +195,10 @@ class Stage(_Strict):
     """Peak learning rate (paper: 1e-5, 1e-5, 1e-6)."""
     max_length: int = Field(gt=0)
     """Maximum tokens per sample, image tokens included (paper: 16,384, 16,384, 49,152)."""
+    over_length: Literal["error", "drop", "truncate"] = "drop"
+    """A record longer than ``max_length`` (exact count, images included): ``error`` stops the stage naming every
+    such record, ``drop`` removes it before training and counts it in the run manifest, ``truncate`` keeps it cut
+    at ``max_length`` (the engine's right truncation; can cut an image's tokens, so best for text-only data)."""
     num_train_epochs: float = Field(default=1.0, gt=0)
     """Epochs over the stage's data (paper: 1). Ignored when ``max_steps`` is set."""
     max_steps: int | None = Field(default=None, gt=0)
@@ -305,6 +317,10 @@ class Curriculum(_Strict):
     """Experiment trackers every stage logs to (``wandb``, ``tensorboard``, both, or ``none``)."""
     wandb_project: str = "spinegpt"
     """wandb project; each run is one wandb group, each stage one job type in it."""
+    data_root: str | None = None
+    """Root of your copies of the upstream datasets that data mixes read (layout: ``data_mixes/sources.yaml``);
+    relative paths are taken from the curriculum file's folder. Unset: ``$SPINEGPT_DATA_ROOT``.
+    ``builtin:smoke`` is a tiny offline root in the upstream schemas, written by code."""
     env: dict[str, str] = Field(default_factory=dict)
     """Environment variables set for every engine process (e.g. ``MAX_PIXELS``, NCCL settings)."""
     eval: EvalSpec | None = None
@@ -404,7 +420,7 @@ def _num(value: Any) -> str:
     return f"{value:g}" if isinstance(value, int | float) else str(value)
 
 
-def _message(error: Mapping[str, Any]) -> str:
+def error_message(error: Mapping[str, Any]) -> str:
     kind, ctx = error["type"], error.get("ctx") or {}
     if kind == "extra_forbidden":
         return "unknown key"
@@ -425,7 +441,7 @@ def _message(error: Mapping[str, Any]) -> str:
     return str(error["msg"])
 
 
-def _line_of(node: yaml.Node | None, loc: Sequence[str | int]) -> tuple[int | None, bool]:
+def line_of(node: yaml.Node | None, loc: Sequence[str | int]) -> tuple[int | None, bool]:
     """1-based line of the deepest node along ``loc`` in a YAML node tree, and whether all of ``loc`` was found."""
     line = None
     for depth, part in enumerate(loc):
@@ -583,11 +599,11 @@ def load(path: str | Path, overrides: Sequence[str] = ()) -> LoadedCurriculum:
             loc = [p for p in error["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
             # The file that holds the whole path wins (an inherited value's line is in the parent); else the
             # first file holding part of it (a missing key: the line of its enclosing block).
-            found = [(f, *_line_of(n, _local_loc(doc, n, loc))) for f, n in nodes]
+            found = [(f, *line_of(n, _local_loc(doc, n, loc))) for f, n in nodes]
             complete: list[tuple[Path, int | None]] = [(f, ln) for f, ln, whole in found if whole and ln is not None]
             partial: list[tuple[Path, int | None]] = [(f, ln) for f, ln, _ in found if ln is not None]
             file, line = (complete or partial or [(source, None)])[0]
-            issues.append(ConfigIssue(format_path(loc), _message(error), file, line))
+            issues.append(ConfigIssue(format_path(loc), error_message(error), file, line))
     if issues:
         raise CurriculumError(source, issues)
     return LoadedCurriculum(curriculum=curriculum, source=source.resolve(), raw=doc)

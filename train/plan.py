@@ -134,14 +134,14 @@ class Plan:
             stage = plan.stage
             steps = f"max_steps {stage.max_steps}" if stage.max_steps else f"{stage.num_train_epochs:g} epoch(s)"
             ds = f"{plan.deepspeed.name} (ZeRO-{plan.zero_stage})" if plan.deepspeed else "none (DDP)"
-            global_batch = stage.per_device_train_batch_size * stage.gradient_accumulation_steps * self.world_size
+            batch = global_batch(stage, self.world_size)
             lines += [
                 "",
                 f"stage {plan.index + 1}/{len(self.stages)}: {stage.name}",
                 f"  starts from : {plan.model}  [{plan.starts_from}]",
                 "  data        : " + ", ".join(f"{d['source']} -> {d['path']}" for d in plan.data),
                 f"  training    : {stage.tuner_type}, lr {stage.learning_rate:g}, max_length {stage.max_length}, "
-                f"{steps}, global batch {global_batch}",
+                f"{steps}, global batch {batch}",
                 f"  deepspeed   : {ds}" + (f"  [{plan.deepspeed}]" if plan.deepspeed else ""),
                 f"  output      : {plan.dir}",
                 f"  command     : {shlex.join(plan.command)}",
@@ -160,6 +160,13 @@ def default_output_dir(loaded: LoadedCurriculum) -> Path:
 
 def stage_dir(output_dir: Path, index: int, stage: Stage) -> Path:
     return output_dir / STAGES_DIR / f"{index + 1:02d}-{stage.name}"
+
+
+def global_batch(stage: Stage, world_size: int) -> int:
+    """Samples per optimizer step: micro-batch x accumulation x data-parallel ranks (sequence-parallel groups
+    share one sample, so they count once)."""
+    data_parallel = max(1, world_size // stage.sequence_parallel_size)
+    return stage.per_device_train_batch_size * stage.gradient_accumulation_steps * data_parallel
 
 
 def launch_from_env(

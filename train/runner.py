@@ -9,6 +9,7 @@ their hash was recorded. Anything short of that (a crash, a kill, a failed check
 from __future__ import annotations
 
 import ast
+import dataclasses
 import functools
 import json
 import os
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from spinegpt.data_mixes import audit as data_audit
 from spinegpt.data_mixes import prepare as data_prepare
 from spinegpt.eval_hooks.hooks import SUMMARY
 from spinegpt.train import manifest, models, swift_adapter, tracking, weights
@@ -452,13 +454,18 @@ class Runner:
         self._save()
 
         _say(f"{label} preparing data")
-        prepared = data_prepare.prepare(plan.stage.data, self.plan.loaded.base_dir, plan.dataset.parent)
+        curriculum = self.plan.loaded.curriculum
+        prepared = data_prepare.prepare(
+            plan.stage.data, self.plan.loaded.base_dir, plan.dataset.parent,
+            data_root=curriculum.data_root, seed=curriculum.seed,
+        )  # fmt: skip
+        prepared, lengths = self._enforce_lengths(plan, prepared, label)
         if record.get("data") and record["data"]["sha256"] != prepared.sha256:
             raise RunError(
                 f"{label} cannot resume: the stage's data changed since the run started "
                 f"({record['data']['sha256'][:12]} -> {prepared.sha256[:12]})"
             )
-        record["data"] = prepared.to_json()
+        record["data"] = {**prepared.to_json(), "lengths": lengths}
         record["started_from_sha256"] = self._source_hash(plan, start_model)
 
         command, resumed_from = self._command(plan)
@@ -497,6 +504,23 @@ class Runner:
         if plan.eval:
             self._evaluate(plan, label)
         return StageResult(plan.stage.name, "done", plan.final)
+
+    def _enforce_lengths(
+        self, plan: StagePlan, prepared: data_prepare.PreparedData, label: str
+    ) -> tuple[data_prepare.PreparedData, dict[str, Any]]:
+        """Exact token counts of the stage's rows against ``max_length``, and its over-length policy applied."""
+        curriculum = self.plan.loaded.curriculum
+        counter = data_audit.counter_for(models.materialise(curriculum.model), {**plan.env, **os.environ})
+        lengths = data_audit.enforce(prepared.path, counter, plan.stage.max_length, plan.stage.over_length)
+        if lengths["over_max_length"]:
+            _say(f"{label} {lengths['over_max_length']} record(s) over max_length {plan.stage.max_length}: "
+                 f"{'dropped' if lengths['dropped'] else 'truncated by the engine'}")  # fmt: skip
+        if lengths["dropped"]:
+            prepared = dataclasses.replace(
+                prepared, rows=lengths["rows"], image_rows=lengths["image_rows"],
+                sha256=data_prepare.sha256_file(prepared.path),
+            )  # fmt: skip
+        return prepared, lengths
 
     def _evaluate(self, plan: StagePlan, label: str) -> None:
         """Benchmarks on the stage's final weights. A failure is recorded and reported; the stage stays done."""

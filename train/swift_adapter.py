@@ -104,6 +104,9 @@ def sft_arguments(
         "run_name": f"{curriculum.name}/{stage.name}",
         "learning_rate": stage.learning_rate,
         "max_length": stage.max_length,
+        # Over-length records are already dropped (or refused) by spinegpt with exact counts; the engine's own
+        # check is the backstop for a token or two of template difference, and never truncates unless asked.
+        "truncation_strategy": "right" if stage.over_length == "truncate" else "delete",
         "num_train_epochs": stage.num_train_epochs,
         "per_device_train_batch_size": stage.per_device_train_batch_size,
         "gradient_accumulation_steps": stage.gradient_accumulation_steps,

@@ -7,6 +7,9 @@
     spinegpt eval     MODEL --config EVAL.json [--output DIR]   (what `spinegpt run` calls after each stage)
     spinegpt export   RUN|STAGE|CHECKPOINT --output DIR [--push-to-hub REPO_ID] [--private] [--dry-run]
     spinegpt report   RUN_DIR [--output DIR]                 markdown + plots of a run, finished or not
+    spinegpt data convert --source SRC INPUT --output OUT.jsonl [--image-root DIR]   engine rows from one file
+    spinegpt data build   MIX --output DIR [--data-root DIR] [--seed N] [--splits ...]  shards + manifest.json
+    spinegpt data audit   CURRICULUM.yaml [key=value ...] [--stage S] [--json]   token counts vs max_length
     spinegpt tiny-model [--output DIR]                       build the offline tiny Qwen2.5-VL, print its path
 
 ``key=value`` overrides any curriculum key (YAML values; stages by name or index):
@@ -116,6 +119,10 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("run_dir", type=Path, help="the run's output folder")
     rep.add_argument("--output", type=Path, help="where to write (default RUN_DIR/report)")
 
+    from spinegpt.data_mixes import commands as data_commands
+
+    data_commands.add_parser(sub)
+
     tiny = sub.add_parser("tiny-model", help="build (or reuse) the offline tiny Qwen2.5-VL and print its path")
     tiny.add_argument("--output", type=Path, help="folder to build into (default: the cache)")
     return parser
@@ -145,6 +152,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "eval":
             return _eval(args)
+        if args.command == "data":
+            from spinegpt.data_mixes import commands as data_commands
+
+            return data_commands.run(args)
         if args.command == "report":
             from spinegpt.train import report
 

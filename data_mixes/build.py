@@ -1,0 +1,455 @@
+"""Build a mix: engine JSONL shards plus a provenance ``manifest.json``, reproducibly and in bounded memory.
+
+Two streaming passes over each source. The first validates every item and counts, per component, the records
+that qualify (filters, benchmark decontamination); the seeded sample is then drawn as *positions* among those; the
+second pass writes exactly the drawn records. Nothing holds more than one record plus a few integers per
+qualifying record, so the full 456k-item SpineMed-450k builds in well under the memory of one copy of it.
+
+Output order is component order (first component first), then source order; the engine shuffles at training
+time with the curriculum's seed. Same inputs and seed give byte-identical shards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+import sys
+import time
+from array import array
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from spinegpt.data_mixes import readers
+from spinegpt.data_mixes.mixes import Component, LoadedMix, Mix, SourceSpec
+from spinegpt.data_mixes.records import Bad, Record, normalise_question
+from spinegpt.eval_hooks import benchmarks
+
+FORMAT = 1
+MANIFEST = "manifest.json"
+MAX_REPORTED = 20
+
+
+class BuildError(ValueError):
+    """A mix that cannot be built; the message lists every problem (file:line for bad items)."""
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class Progress:
+    """One console line every couple of seconds: which pass, which source, how far, how fast."""
+
+    def __init__(self, label: str, every_s: float = 2.0, stream: Any = None):
+        self.label, self.every_s, self.stream = label, every_s, stream or sys.stderr
+        self.last = time.monotonic()
+
+    def tick(self, what: str, done: int, started: float) -> None:
+        now = time.monotonic()
+        if now - self.last >= self.every_s:
+            self.last = now
+            rate = done / max(now - started, 1e-9)
+            print(f"[spinegpt data] {self.label} {what}: {done:,} items ({rate:,.0f}/s)", file=self.stream, flush=True)
+
+    def say(self, message: str) -> None:
+        print(f"[spinegpt data] {self.label} {message}", file=self.stream, flush=True)
+
+
+# -- sources ------------------------------------------------------------------------------------------------------
+
+
+def _under(root: Path, value: str) -> Path:
+    path = Path(os.path.expanduser(value))
+    return path if path.is_absolute() else root / path
+
+
+def source_file(name: str, spec: SourceSpec, data_root: Path) -> Path:
+    """The source's data file, fetched from the hub into the data root when it is missing and a hub id is set."""
+    path = _under(data_root, spec.path)
+    if path.is_file():
+        return path
+    if spec.hub and os.environ.get("HF_HUB_OFFLINE") != "1":
+        try:
+            from huggingface_hub import hf_hub_download
+
+            relative = Path(spec.path)
+            hf_hub_download(
+                repo_id=spec.hub, repo_type="dataset", filename=relative.name, local_dir=path.parent
+            )  # fmt: skip
+            if path.is_file():
+                return path
+        except Exception as exc:
+            raise BuildError(
+                f"source {name!r}: {path} not found, and fetching {spec.hub} from the hub failed ({exc})"
+            ) from None
+    hint = f" (hub id {spec.hub}: download it there)" if spec.hub else ""
+    raise BuildError(f"source {name!r}: {path} not found under the data root {data_root}{hint}")
+
+
+def read_options(spec: SourceSpec, data_root: Path) -> readers.ReadOptions:
+    return readers.ReadOptions(
+        image_root=_under(data_root, spec.image_root) if spec.image_root else None,
+        data_root=_under(data_root, spec.datasets_root) if spec.datasets_root else data_root,
+        language=spec.language,
+        reasoning_style=spec.reasoning_style,
+        volume_slices=spec.volume_slices,
+    )
+
+
+def check_record(record: Record) -> str | None:
+    """What the engine would choke on (roles, alternation, empty answers, ``<image>`` tags vs images)."""
+    from spinegpt.data_mixes.prepare import check_row
+
+    problems, _ = check_row(record.to_row(), Path("/"))
+    return "; ".join(problems) or None
+
+
+def _valid_records(
+    name: str, spec: SourceSpec, data_root: Path, bad: Callable[[Bad], None], progress: Progress, what: str
+) -> Iterator[Record]:
+    path = source_file(name, spec, data_root)
+    started = time.monotonic()
+    for seen, item in enumerate(readers.read(spec.reader, path, read_options(spec, data_root)), 1):
+        progress.tick(f"{what} {name}", seen, started)
+        if isinstance(item, Bad):
+            bad(item)
+            continue
+        problem = check_record(item)
+        if problem:
+            bad(Bad(f"{item.provenance.get('file')}:{item.provenance.get('line')}", "bad conversation", problem))
+            continue
+        yield item
+
+
+# -- the build ----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _ComponentState:
+    index: int
+    component: Component
+    allowed_splits: set[str] | None
+    eligible: array[int]  # positions among the source's valid records
+    counts: Counter[str]
+    selected: dict[int, int] | None = None  # position -> multiplicity
+
+    def accepts(self, record: Record) -> bool:
+        if self.allowed_splits is not None and record.split not in self.allowed_splits:
+            return False
+        return self.component.filters.accepts(
+            record.split, record.category, record.subspecialty, record.task, record.language
+        )
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    dir: Path
+    manifest: dict[str, Any]
+
+    @property
+    def shards(self) -> list[Path]:
+        return [self.dir / s["file"] for s in self.manifest["output"]["shards"]]
+
+    @property
+    def rows(self) -> int:
+        return int(self.manifest["output"]["rows"])
+
+    @property
+    def sha256(self) -> str:
+        return str(self.manifest["output"]["sha256"])
+
+
+def benchmark_questions(mix: Mix, data_root: Path) -> tuple[set[str], list[dict[str, Any]]]:
+    questions: set[str] = set()
+    described = []
+    for name in mix.decontaminate:
+        spec = mix.benchmarks[name]
+        path = _under(data_root, spec.path)
+        if not path.is_file():
+            raise BuildError(
+                f"benchmark {name!r} for decontamination: {path} not found. Training data is checked against it "
+                "so test items cannot leak into training; provide it, or set `decontaminate: []` in the mix to "
+                "build without the check (recorded in the manifest)"
+            )
+        try:
+            found = benchmarks.questions(spec.kind, path)
+        except benchmarks.BenchmarkError as exc:
+            raise BuildError(f"benchmark {name!r}: {exc}") from None
+        questions.update(normalise_question(q) for q in found)
+        described.append({"name": name, "path": str(path), "sha256": sha256_file(path), "items": len(found)})
+    questions.discard("")
+    return questions, described
+
+
+def input_fingerprint(loaded: LoadedMix, data_root: Path, seed: int, splits: Sequence[str] | None) -> dict[str, Any]:
+    """Everything the output depends on: the resolved mix, seed, split restriction and each input's sha256."""
+    mix = loaded.mix
+    used = sorted({c.source for c in mix.components})
+    inputs = []
+    for name in used:
+        path = source_file(name, mix.sources[name], data_root)
+        inputs.append(
+            {"source": name, "reader": mix.sources[name].reader, "path": str(path), "sha256": sha256_file(path)}
+        )
+    benches = [
+        {"name": b, "path": str(p), "sha256": sha256_file(p) if p.is_file() else None}
+        for b in mix.decontaminate
+        for p in [_under(data_root, mix.benchmarks[b].path)]
+    ]
+    spec = loaded.spec_json()
+    spec["sources"] = {k: v for k, v in spec["sources"].items() if k in used}
+    spec["benchmarks"] = {k: v for k, v in spec["benchmarks"].items() if k in mix.decontaminate}
+    body = {"format": FORMAT, "mix": spec, "seed": seed, "splits": sorted(splits) if splits else None,
+            "data_root": str(data_root), "inputs": inputs, "benchmarks": benches}  # fmt: skip
+    body["key"] = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+    return body
+
+
+def build(
+    loaded: LoadedMix,
+    data_root: Path,
+    output: Path,
+    *,
+    seed: int,
+    splits: Sequence[str] | None = None,
+    fingerprint: dict[str, Any] | None = None,
+    stream: Any = None,
+) -> BuildResult:
+    """Build ``loaded`` into ``output`` (written under a temporary name and renamed when complete)."""
+    mix = loaded.mix
+    data_root = data_root.resolve()
+    fingerprint = fingerprint or input_fingerprint(loaded, data_root, seed, splits)
+    progress = Progress(mix.name, stream=stream)
+    started = time.monotonic()
+    allowed = set(splits) if splits else None
+    states = [
+        _ComponentState(i, c, allowed, array("I"), Counter()) for i, c in enumerate(mix.components)
+    ]  # fmt: skip
+    by_source: dict[str, list[_ComponentState]] = defaultdict(list)
+    for state in states:
+        by_source[state.component.source].append(state)
+
+    leaked_questions, bench_info = benchmark_questions(mix, data_root)
+    source_stats: dict[str, dict[str, Any]] = {}
+    problems: list[str] = []
+
+    # Pass 1: validate, filter, decontaminate, count.
+    for name, comps in by_source.items():
+        bad_reasons: Counter[str] = Counter()
+
+        def on_bad(item: Bad, _reasons: Counter[str] = bad_reasons) -> None:
+            _reasons[item.reason] += 1
+            if mix.on_error == "error" and len(problems) < MAX_REPORTED:
+                problems.append(str(item))
+
+        valid = 0
+        for position, record in enumerate(
+            _valid_records(name, mix.sources[name], data_root, on_bad, progress, "pass 1/2")
+        ):
+            valid = position + 1
+            leaked = bool(leaked_questions) and record.question() in leaked_questions
+            for state in comps:
+                if not state.accepts(record):
+                    state.counts["filtered out"] += 1
+                elif leaked:
+                    state.counts["benchmark leak"] += 1
+                else:
+                    state.eligible.append(position)
+        source_stats[name] = {"valid": valid, "bad": dict(sorted(bad_reasons.items()))}
+        if bad_reasons and mix.on_error == "error":
+            total_bad = sum(bad_reasons.values())
+            problems.append(f"source {name!r}: {total_bad} bad item(s) in all; set `on_error: skip` to skip them")
+    if problems:
+        raise BuildError(f"data mix {mix.name!r}: bad input\n" + "\n".join(f"  {p}" for p in problems))
+
+    # Draw each component's sample (positions), seeded per component so adding one never reshuffles another.
+    for state in states:
+        state.selected, issue = _draw(state, mix, seed)
+        if issue:
+            problems.append(issue)
+    if problems:
+        raise BuildError(f"data mix {mix.name!r}:\n" + "\n".join(f"  {p}" for p in problems))
+
+    output = output.resolve()
+    partial = output.with_name(f"{output.name}.partial-{os.getpid()}")  # concurrent builders never share one
+    shutil.rmtree(partial, ignore_errors=True)
+    (partial / "components").mkdir(parents=True)
+
+    # Pass 2: write the drawn records of each component to its own file (a source serves several components).
+    for name, comps in by_source.items():
+        handles = {s.index: (partial / "components" / f"{s.index:03d}.tsv").open("w", encoding="utf-8") for s in comps}
+        try:
+            for position, record in enumerate(
+                _valid_records(name, mix.sources[name], data_root, lambda _b: None, progress, "pass 2/2")
+            ):
+                line = None
+                for state in comps:
+                    assert state.selected is not None
+                    times = state.selected.get(position)
+                    if times:
+                        line = line or json.dumps(record.to_row(), ensure_ascii=False, sort_keys=True)
+                        handles[state.index].write(f"{times}\t{record.split}\t{line}\n")
+        finally:
+            for handle in handles.values():
+                handle.close()
+
+    output_info = _write_shards(partial, states, mix)
+    shutil.rmtree(partial / "components")
+    manifest = {
+        **{k: fingerprint[k] for k in ("format", "key", "seed", "splits", "data_root", "inputs")},
+        "mix": mix.name,
+        "files": [str(f) for f in loaded.files],
+        "spec": fingerprint["mix"],
+        "benchmarks": bench_info,
+        "sources": source_stats,
+        "components": [_component_report(s) for s in states],
+        "output": output_info,
+        "build_seconds": round(time.monotonic() - started, 1),
+    }
+    (partial / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    if output.exists() and _key_of(output) != manifest["key"]:
+        shutil.rmtree(output)  # an earlier build with other inputs: replaced
+    try:
+        partial.rename(output)
+    except OSError:
+        if _key_of(output) != manifest["key"]:
+            raise
+        shutil.rmtree(partial)  # another process built the same thing first: its bytes are ours
+        manifest = json.loads((output / MANIFEST).read_text(encoding="utf-8"))
+    progress.say(f"built {output_info['rows']:,} rows in {manifest['build_seconds']}s -> {output}")
+    return BuildResult(output, manifest)
+
+
+def _key_of(folder: Path) -> str | None:
+    try:
+        return str(json.loads((folder / MANIFEST).read_text(encoding="utf-8")).get("key"))
+    except (OSError, ValueError):
+        return None
+
+
+def _draw(state: _ComponentState, mix: Mix, seed: int) -> tuple[dict[int, int], str | None]:
+    c, n = state.component, len(state.eligible)
+    where = f"components[{state.index}] ({c.label})"
+    if c.count is not None:
+        wanted, key = c.count, "count"
+    elif c.fraction is not None:
+        wanted, key = round(c.fraction * n), "fraction"
+    elif c.weight is not None:
+        assert mix.total is not None
+        wanted, key = round(c.weight * mix.total), "weight"
+    else:
+        return {p: 1 for p in state.eligible}, None
+    state.counts["requested"] = wanted
+    if wanted > n and not c.replace:
+        return {}, (
+            f"{where}.{key}: {wanted:,} records requested but only {n:,} of source {c.source!r} qualify; "
+            "lower it or set `replace: true`"
+        )
+    if n == 0:
+        return {}, None
+    rng = random.Random(f"{seed}/{mix.name}/{c.label}")
+    if c.replace:
+        return dict(Counter(state.eligible[i] for i in rng.choices(range(n), k=wanted))), None
+    return {state.eligible[i]: 1 for i in rng.sample(range(n), wanted)}, None
+
+
+def _write_shards(folder: Path, states: list[_ComponentState], mix: Mix) -> dict[str, Any]:
+    seen: set[bytes] = set()
+    total = hashlib.sha256()
+    shards: list[dict[str, Any]] = []
+    rows_in_shard = 0
+    out = None
+    shard_hash = hashlib.sha256()
+
+    def close() -> None:
+        nonlocal out
+        if out is not None:
+            out.close()
+            shards[-1].update(rows=rows_in_shard, sha256=shard_hash.hexdigest())
+            out = None
+
+    for state in states:
+        kept_by_split: Counter[str] = Counter()
+        with (folder / "components" / f"{state.index:03d}.tsv").open(encoding="utf-8") as handle:
+            for entry in handle:
+                times_text, split, line = entry.rstrip("\n").split("\t", 2)
+                key = hashlib.blake2b(line.encode(), digest_size=16).digest()
+                if mix.dedupe and key in seen:
+                    state.counts["duplicate"] += int(times_text)
+                    continue
+                seen.add(key)
+                data = (line + "\n").encode()
+                for _ in range(int(times_text)):
+                    if out is None or rows_in_shard >= mix.shard_rows:
+                        close()
+                        name = f"part-{len(shards):05d}.jsonl"
+                        shards.append({"file": name})
+                        out = (folder / name).open("wb")
+                        rows_in_shard, shard_hash = 0, hashlib.sha256()
+                    out.write(data)
+                    shard_hash.update(data)
+                    total.update(data)
+                    rows_in_shard += 1
+                    kept_by_split[split] += 1
+        state.counts["kept"] = sum(kept_by_split.values())
+        state.counts.update({f"kept {k}": v for k, v in kept_by_split.items()})
+    close()
+    rows = sum(s["rows"] for s in shards)
+    if rows == 0:
+        raise BuildError(f"data mix {mix.name!r}: no records left after filters, decontamination and dedupe")
+    return {"rows": rows, "sha256": total.hexdigest(), "shards": shards}
+
+
+def _component_report(state: _ComponentState) -> dict[str, Any]:
+    c, counts = state.component, state.counts
+    eligible = len(state.eligible)
+    selected = sum((state.selected or {}).values())
+    dropped = {
+        reason: counts[reason] for reason in ("filtered out", "benchmark leak", "duplicate") if counts.get(reason)
+    }
+    if selected < eligible:
+        dropped["not sampled"] = eligible - selected
+    return {
+        "name": c.label,
+        "source": c.source,
+        "filters": c.filters.model_dump(exclude_none=True),
+        "amount": {k: getattr(c, k) for k in ("count", "fraction", "weight") if getattr(c, k) is not None} or "all",
+        "replace": c.replace,
+        "read": eligible + counts.get("filtered out", 0) + counts.get("benchmark leak", 0),
+        "qualifying": eligible,
+        "selected": selected,
+        "kept": counts.get("kept", 0),
+        "kept_by_split": {k[5:]: v for k, v in sorted(counts.items()) if k.startswith("kept ")},
+        "dropped": dropped,
+    }
+
+
+def build_cached(
+    loaded: LoadedMix,
+    data_root: Path,
+    cache_root: Path,
+    *,
+    seed: int,
+    splits: Sequence[str] | None = None,
+    stream: Any = None,
+) -> BuildResult:
+    """Reuse an earlier build whose inputs hash the same; otherwise build into the cache."""
+    fingerprint = input_fingerprint(loaded, data_root.resolve(), seed, splits)
+    target = cache_root / f"{loaded.mix.name}-{fingerprint['key'][:16]}"
+    manifest_path = target / MANIFEST
+    if manifest_path.is_file():
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        if manifest.get("key") == fingerprint["key"]:
+            Progress(loaded.mix.name, stream=stream).say(f"reusing {target} (same inputs, same seed)")
+            return BuildResult(target, manifest)
+    return build(loaded, data_root, target, seed=seed, splits=splits, fingerprint=fingerprint, stream=stream)

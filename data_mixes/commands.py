@@ -1,0 +1,116 @@
+"""``spinegpt data convert | build | audit``: the data commands, kept apart from the training CLI."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+import yaml
+from spinegpt.data_mixes import build, mixes, readers
+from spinegpt.data_mixes.prepare import DataError, resolve_data_root
+from spinegpt.data_mixes.records import REASONING_STYLES, SPLITS, Bad
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    data = sub.add_parser("data", help="convert upstream datasets, build data mixes, audit token lengths")
+    cmds = data.add_subparsers(dest="data_command", required=True)
+
+    conv = cmds.add_parser("convert", help="write engine rows (messages + images) from one upstream file")
+    conv.add_argument("--source", required=True, choices=sorted(readers.readers()), help="the file's dataset")
+    conv.add_argument("input", type=Path, help="JSON / JSONL / parquet file in the dataset's own schema")
+    conv.add_argument("--output", type=Path, required=True, help="JSONL file to write")
+    conv.add_argument("--image-root", type=Path, help="folder relative image paths start from (default: INPUT's)")
+    conv.add_argument("--data-root", type=Path, help="SpineMed: folder holding the public datasets pointers name")
+    conv.add_argument("--reasoning-style", choices=REASONING_STYLES, default="thinking_sections")
+    conv.add_argument("--volume-slices", type=int, default=25, help="slices sampled from a 3-D volume pointer")
+    conv.add_argument("--on-error", choices=["error", "skip"], default="error", help="stop on bad items, or skip them")
+
+    bld = cmds.add_parser("build", help="build a mix (data_mixes/<name>.yaml or a path) into engine JSONL shards")
+    bld.add_argument("mix", help="mix name or YAML path")
+    bld.add_argument("--output", type=Path, required=True, help="folder to write (shards + manifest.json)")
+    bld.add_argument("--data-root", help="root of the upstream datasets (default $SPINEGPT_DATA_ROOT)")
+    bld.add_argument("--seed", type=int, default=42, help="sampling seed (a mix's own `seed` wins)")
+    bld.add_argument("--splits", help="comma-separated: keep only these splits (general, non_spine, spine)")
+    bld.add_argument("--set", action="append", default=[], metavar="COMPONENT.KEY=VALUE", help="change the mix")
+
+    aud = cmds.add_parser("audit", help="exact token counts of a curriculum's stage data against max_length")
+    aud.add_argument("curriculum", type=Path)
+    aud.add_argument("overrides", nargs="*", metavar="key=value")
+    aud.add_argument("--stage", action="append", help="only these stages (repeatable)")
+    aud.add_argument("--nproc", type=int, default=None, help="processes per node (for optimizer steps; default 8)")
+    aud.add_argument("--nodes", type=int, default=1)
+    aud.add_argument("--json", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        if args.data_command == "convert":
+            return _convert(args)
+        if args.data_command == "build":
+            return _build(args)
+        from spinegpt.data_mixes import audit
+
+        return audit.command(args)
+    except (mixes.MixError, build.BuildError, readers.SourceError, DataError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _convert(args: argparse.Namespace) -> int:
+    options = readers.ReadOptions(
+        image_root=args.image_root.resolve() if args.image_root else None,
+        data_root=args.data_root.resolve() if args.data_root else None,
+        reasoning_style=args.reasoning_style,
+        volume_slices=args.volume_slices,
+    )
+    bad: list[Bad] = []
+    written = 0
+    tmp = args.output.with_name(args.output.name + ".partial")
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    with tmp.open("w", encoding="utf-8") as out:
+        for item in readers.read(args.source, args.input, options):
+            problem = item if isinstance(item, Bad) else None
+            if problem is None and (why := build.check_record(item)):  # type: ignore[arg-type]
+                problem = Bad(f"{item.provenance.get('file')}:{item.provenance.get('line')}", "bad conversation", why)  # type: ignore[union-attr]
+            if problem is not None:
+                bad.append(problem)
+                continue
+            out.write(json.dumps(item.to_row(), ensure_ascii=False, sort_keys=True) + "\n")  # type: ignore[union-attr]
+            written += 1
+    if bad and args.on_error == "error":
+        tmp.unlink()
+        shown = "\n".join(f"  {b}" for b in bad[:20])
+        more = f"\n  ... and {len(bad) - 20} more" if len(bad) > 20 else ""
+        print(f"error: {len(bad)} bad item(s) in {args.input} (nothing written):\n{shown}{more}", file=sys.stderr)
+        return 1
+    tmp.replace(args.output)
+    reasons = Counter(b.reason for b in bad)
+    skipped = f"; skipped {sum(reasons.values())} ({dict(reasons)})" if bad else ""
+    print(f"{args.output}: {written} rows from {args.input}{skipped}")
+    return 0
+
+
+def _build(args: argparse.Namespace) -> int:
+    settings = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            print(f"error: --set {item!r} must read component.key=value", file=sys.stderr)
+            return 2
+        settings[key] = yaml.safe_load(value)
+    splits = [s.strip() for s in args.splits.split(",")] if args.splits else None
+    unknown = [s for s in splits or [] if s not in SPLITS]
+    if unknown:
+        print(f"error: --splits: unknown {unknown}; use {', '.join(SPLITS)}", file=sys.stderr)
+        return 2
+    loaded = mixes.load(args.mix, settings)
+    root = resolve_data_root(args.data_root, Path.cwd())
+    result = build.build(
+        loaded, root, args.output, seed=args.seed if loaded.mix.seed is None else loaded.mix.seed, splits=splits
+    )
+    print(json.dumps({"output": str(result.dir), "rows": result.rows, "sha256": result.sha256,
+                      "components": result.manifest["components"]}, indent=2))  # fmt: skip
+    return 0

@@ -1,0 +1,340 @@
+"""Native readers for the upstream datasets, streaming: one record in memory at a time, whatever the file size.
+
+Files are JSON arrays (read incrementally), JSONL or parquet. Each reader checks the fields it relies on and yields
+:class:`~spinegpt.data_mixes.records.Bad` (file:line + reason) for an item it cannot use -- upstream field names
+are validated loudly rather than trusted. The SpineMed-450k reader lives in :mod:`spinegpt.data_mixes.spinemed`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from spinegpt.data_mixes.records import IMAGE_TAG, Bad, Record, detect_language, render_reasoning
+
+_CHUNK = 1 << 20
+_MAX_ITEM = 64 << 20  # an item larger than this is a broken file, not an item: stop instead of buffering it all
+
+
+class SourceError(ValueError):
+    """A source file that cannot be read at all (missing, unreadable, not JSON / JSONL / parquet)."""
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    image_root: Path | None = None
+    """Folder that relative image paths start from (default: the input file's folder)."""
+    data_root: Path | None = None
+    """Root of the user's downloads of public datasets (SpineMed metadata pointers resolve under it)."""
+    language: str | None = None
+    """Force a language tag (``en``/``zh``); unset detects it per record."""
+    reasoning_style: str = "thinking_sections"
+    """How a chain of thought is rendered into the answer: ``thinking_sections`` (``## Thinking`` /
+    ``## Final Response``, the medical-o1 authors' layout), ``think_tags`` or ``answer_only``."""
+    volume_slices: int = 25
+    """Slices sampled evenly through a 3-D volume pointer (the paper: 25)."""
+    check_images: bool = True
+    """Fail an item whose image file is missing (off only for counting passes that never emit the item)."""
+
+
+# -- files --------------------------------------------------------------------------------------------------------
+
+
+def iter_items(path: Path) -> Iterator[tuple[str, Any]]:
+    """``(where, item)`` for every item of a JSON array, JSONL or parquet file; a syntax error yields a
+    :class:`Bad` in place of the item (a JSON array cannot be resynchronised after one, so it ends there)."""
+    if not path.is_file():
+        raise SourceError(f"{path}: no such file")
+    if path.suffix == ".parquet":
+        yield from _parquet(path)
+        return
+    with path.open("rb") as probe:
+        head = probe.read(4096).lstrip(b"\xef\xbb\xbf").lstrip()
+    if head.startswith(b"["):
+        yield from _json_array(path)
+    else:
+        yield from _jsonl(path)
+
+
+def _jsonl(path: Path) -> Iterator[tuple[str, Any]]:
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{number}"
+            try:
+                yield where, json.loads(line)
+            except json.JSONDecodeError as exc:
+                yield where, Bad(where, "invalid JSON", f"{exc.msg} (column {exc.colno})")
+
+
+def _json_array(path: Path) -> Iterator[tuple[str, Any]]:
+    decoder = json.JSONDecoder()
+    with path.open(encoding="utf-8-sig") as handle:
+        buffer = handle.read(_CHUNK)
+        line = 1
+        pos = buffer.index("[") + 1
+        line += buffer.count("\n", 0, pos)
+        eof = False
+        expect_item = True
+        while True:
+            # Skip whitespace and one separator; refill when the buffer runs dry.
+            while True:
+                while pos < len(buffer) and buffer[pos] in " \t\r\n":
+                    line += buffer[pos] == "\n"
+                    pos += 1
+                if pos < len(buffer) or eof:
+                    break
+                buffer, pos = handle.read(_CHUNK), 0
+                eof = not buffer
+            if pos >= len(buffer):
+                yield f"{path}:{line}", Bad(f"{path}:{line}", "invalid JSON", "the array is not closed")
+                return
+            char = buffer[pos]
+            if char == "]":
+                return
+            if char == "," and not expect_item:
+                pos += 1
+                expect_item = True
+                continue
+            if not expect_item:
+                yield f"{path}:{line}", Bad(f"{path}:{line}", "invalid JSON", f"expected ',' or ']', found {char!r}")
+                return
+            while True:
+                try:
+                    item, end = decoder.raw_decode(buffer, pos)
+                    break
+                except json.JSONDecodeError as exc:
+                    if eof or len(buffer) - pos > _MAX_ITEM:
+                        where = f"{path}:{line + buffer.count(chr(10), pos, exc.pos)}"
+                        yield where, Bad(where, "invalid JSON", exc.msg)
+                        return
+                    more = handle.read(_CHUNK)
+                    eof = not more
+                    buffer, pos = buffer[pos:] + more, 0
+            yield f"{path}:{line}", item
+            line += buffer.count("\n", pos, end)
+            pos = end
+            expect_item = False
+            if pos > _CHUNK:  # drop what was consumed so the buffer stays about one chunk
+                buffer, pos = buffer[pos:], 0
+
+
+def _parquet(path: Path) -> Iterator[tuple[str, Any]]:
+    import pyarrow.parquet as pq  # datasets' dependency; imported here so JSON users never pay for it
+
+    row = 0
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
+        for item in batch.to_pylist():
+            yield f"{path}[row {row}]", item
+            row += 1
+
+
+# -- field checks ---------------------------------------------------------------------------------------------------
+
+
+def _text(item: dict[str, Any], key: str) -> str | None:
+    value = item.get(key)
+    return value if isinstance(value, str) and value.strip() else None
+
+
+def _missing(where: str, item: Any, keys: tuple[str, ...]) -> Bad | None:
+    if not isinstance(item, dict):
+        return Bad(where, "not a JSON object")
+    absent = [k for k in keys if _text(item, k) is None]
+    if absent:
+        present = ", ".join(sorted(map(str, item))) or "none"
+        return Bad(where, "missing field", f"{', '.join(repr(k) for k in absent)} empty or absent (fields: {present})")
+    return None
+
+
+def _file_and_line(where: str) -> dict[str, Any]:
+    file, _, line = where.rpartition(":")
+    if file and line.isdigit():
+        return {"file": file, "line": int(line)}
+    return {"file": where}
+
+
+def _conversation(question: str, answer: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": question.strip()}, {"role": "assistant", "content": answer}]
+
+
+# -- general medical sources -----------------------------------------------------------------------------------------
+
+
+def read_medical_o1(path: Path, options: ReadOptions) -> Iterator[Record | Bad]:
+    """``FreedomIntelligence/medical-o1-reasoning-SFT`` (configs en / zh): ``{Question, Complex_CoT, Response}``."""
+    for index, (where, item) in enumerate(iter_items(path)):
+        if isinstance(item, Bad):
+            yield item
+            continue
+        if bad := _missing(where, item, ("Question", "Complex_CoT", "Response")):
+            yield bad
+            continue
+        answer = render_reasoning(item["Complex_CoT"], item["Response"], options.reasoning_style)
+        yield Record(
+            id=f"medical_o1-{index}",
+            source="medical_o1",
+            split="general",
+            task="reasoning",
+            language=options.language or detect_language(item["Question"]),
+            messages=_conversation(item["Question"], answer),
+            provenance={"dataset": "FreedomIntelligence/medical-o1-reasoning-SFT", **_file_and_line(where)},
+        )
+
+
+R1_QUESTION, R1_REASONING, R1_RESPONSE = "question", "reasoning (reasoning_content)", "response (content)"
+
+
+def read_medical_r1_distill(path: Path, options: ReadOptions) -> Iterator[Record | Bad]:
+    """``FreedomIntelligence/Medical-R1-Distill-Data``: keys really are ``question``,
+    ``reasoning (reasoning_content)`` and ``response (content)``."""
+    for index, (where, item) in enumerate(iter_items(path)):
+        if isinstance(item, Bad):
+            yield item
+            continue
+        if bad := _missing(where, item, (R1_QUESTION, R1_REASONING, R1_RESPONSE)):
+            yield bad
+            continue
+        answer = render_reasoning(item[R1_REASONING], item[R1_RESPONSE], options.reasoning_style)
+        yield Record(
+            id=f"medical_r1_distill-{index}",
+            source="medical_r1_distill",
+            split="general",
+            task="reasoning",
+            language=options.language or detect_language(item[R1_QUESTION]),
+            messages=_conversation(item[R1_QUESTION], answer),
+            provenance={"dataset": "FreedomIntelligence/Medical-R1-Distill-Data", **_file_and_line(where)},
+        )
+
+
+MCQ_INSTRUCTION = "Answer with the letter of the correct option."
+
+
+def mcq_prompt(question: str, options: dict[str, str]) -> str:
+    lines = "\n".join(f"{letter}. {text.strip()}" for letter, text in options.items())
+    return f"{question.strip()}\n\nOptions:\n{lines}\n\n{MCQ_INSTRUCTION}"
+
+
+def read_medthoughts(path: Path, options: ReadOptions) -> Iterator[Record | Bad]:
+    """``hw-hwei/MedThoughts-8K``: ``question_id, question, options{A..E}, answer_idx, ds_answer, ds_think, source``;
+    the options become a multiple-choice prompt, the thinking and the answer are kept."""
+    for where, item in iter_items(path):
+        if isinstance(item, Bad):
+            yield item
+            continue
+        if bad := _missing(where, item, ("question", "answer_idx", "ds_answer", "ds_think")):
+            yield bad
+            continue
+        choices = item.get("options")
+        if not isinstance(choices, dict) or len(choices) < 2 or not all(isinstance(v, str) for v in choices.values()):
+            yield Bad(where, "bad options", "'options' must map at least two letters to option texts")
+            continue
+        choices = {str(k).strip().upper(): v for k, v in sorted(choices.items())}
+        letter = item["answer_idx"].strip().upper()
+        if letter not in choices:
+            yield Bad(where, "bad answer", f"answer_idx {letter!r} is not one of the options {sorted(choices)}")
+            continue
+        answer = render_reasoning(item["ds_think"], item["ds_answer"], options.reasoning_style)
+        yield Record(
+            id=f"medthoughts-{item.get('question_id', where)}",
+            source="medthoughts",
+            split="general",
+            task="mcq",
+            language=options.language or detect_language(item["question"]),
+            messages=_conversation(mcq_prompt(item["question"], choices), answer),
+            provenance={
+                "dataset": "hw-hwei/MedThoughts-8K",
+                "origin": item.get("source"),
+                "question_id": item.get("question_id"),
+                "answer": letter,
+                **_file_and_line(where),
+            },
+        )
+
+
+_PMV_ROLES = {"human": "user", "gpt": "assistant"}
+
+
+def read_pubmedvision(path: Path, options: ReadOptions) -> Iterator[Record | Bad]:
+    """``FreedomIntelligence/PubMedVision``: ``image: [relative paths]``, ``conversations: [{from: human|gpt,
+    value}]``, ``modality``, ``body_part``. Images are relative to ``image_root`` (the unzipped archives); a text
+    without ``<image>`` placeholders gets one per image at the start of the first human turn."""
+    root = options.image_root or path.parent
+    for index, (where, item) in enumerate(iter_items(path)):
+        if isinstance(item, Bad):
+            yield item
+            continue
+        if not isinstance(item, dict):
+            yield Bad(where, "not a JSON object")
+            continue
+        turns, images = item.get("conversations"), item.get("image", [])
+        if isinstance(images, str):
+            images = [images]
+        if not isinstance(turns, list) or not turns:
+            yield Bad(where, "missing field", "'conversations' must be a non-empty list")
+            continue
+        if not isinstance(images, list) or not all(isinstance(i, str) for i in images):
+            yield Bad(where, "bad images", "'image' must be a path or a list of paths")
+            continue
+        messages: list[dict[str, str]] = []
+        bad = None
+        for i, turn in enumerate(turns):
+            role = _PMV_ROLES.get(str(turn.get("from"))) if isinstance(turn, dict) else None
+            if role is None or not isinstance(turn.get("value"), str):
+                got = turn.get("from") if isinstance(turn, dict) else turn
+                bad = Bad(where, "unknown role", f"conversations[{i}].from is {got!r}, expected human or gpt")
+                break
+            messages.append({"role": role, "content": turn["value"]})
+        if bad:
+            yield bad
+            continue
+        if images and not any(IMAGE_TAG in m["content"] for m in messages):
+            first = next((m for m in messages if m["role"] == "user"), None)
+            if first is not None:
+                first["content"] = IMAGE_TAG * len(images) + "\n" + first["content"]
+        resolved = [str(Path(p) if Path(p).is_absolute() else (root / p).resolve()) for p in images]
+        if options.check_images and (gone := next((p for p in resolved if not Path(p).is_file()), None)):
+            yield Bad(where, "image not found", gone)
+            continue
+        body_part = item.get("body_part")
+        yield Record(
+            id=f"pubmedvision-{item.get('id', index)}",
+            source="pubmedvision",
+            split="general",
+            task="vqa",
+            language=options.language or "en",
+            messages=messages,
+            images=resolved,
+            provenance={
+                "dataset": "FreedomIntelligence/PubMedVision",
+                "modality": item.get("modality"),
+                "body_part": body_part,
+                **_file_and_line(where),
+            },
+        )
+
+
+Reader = Callable[[Path, ReadOptions], Iterator[Record | Bad]]
+
+
+def readers() -> dict[str, Reader]:
+    from spinegpt.data_mixes import spinemed
+
+    return {
+        "medical_o1": read_medical_o1,
+        "medical_r1_distill": read_medical_r1_distill,
+        "medthoughts": read_medthoughts,
+        "pubmedvision": read_pubmedvision,
+        "spinemed": spinemed.read_spinemed,
+    }
+
+
+def read(kind: str, path: Path, options: ReadOptions) -> Iterator[Record | Bad]:
+    known = readers()
+    if kind not in known:
+        raise SourceError(f"unknown reader {kind!r}; known: {', '.join(known)}")
+    return known[kind](path, options)

@@ -1,0 +1,222 @@
+"""SpineMed-450k reader: our schema (``data_mixes/SPINEMED_SCHEMA.md``), with metadata pointers resolved against the
+user's own downloads of the public imaging datasets.
+
+An image entry is a path (relative to the image root) or a pointer ``{dataset, case, file}`` /
+``{dataset, case, volume, slice}`` / ``{dataset, case, volume}`` resolved under ``<data_root>/<dataset>/<case>/``.
+A volume is a folder of 2-D slices; without ``slice`` it is sampled to ``volume_slices`` slices evenly through it,
+and its one ``<image>`` tag becomes one tag per sampled slice.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from spinegpt.data_mixes.readers import ReadOptions, _file_and_line, iter_items
+from spinegpt.data_mixes.records import (
+    CATEGORIES,
+    IMAGE_TAG,
+    SPINE_CATEGORY,
+    SUBSPECIALTIES,
+    TASKS,
+    Bad,
+    Record,
+    render_reasoning,
+    split_for,
+)
+
+SLICE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+REPORT_SECTIONS = {
+    "imaging_findings": "Structured imaging findings",
+    "diagnosis": "AI-assisted diagnosis",
+    "treatment": "Treatment recommendations",
+    "risk_prognosis": "Risk and prognosis",
+    "postoperative": "Post-operative issue management",
+    "rationale_disclaimer": "Diagnostic rationale and disclaimer",
+}
+SOURCE_TYPES = ("literature", "textbook", "case_report", "question_bank", "open_dataset", "hospital")
+_ROLES = ("system", "user", "assistant")
+
+
+class PointerError(ValueError):
+    """An image pointer that does not resolve in the user's download."""
+
+
+def _natural(path: Path) -> list[Any]:
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.name)]
+
+
+def sample_evenly(count: int, wanted: int) -> list[int]:
+    """``wanted`` indices spread evenly over ``range(count)``, first and last included (all when fewer)."""
+    if count <= wanted:
+        return list(range(count))
+    if wanted == 1:
+        return [count // 2]
+    return [round(i * (count - 1) / (wanted - 1)) for i in range(wanted)]
+
+
+def resolve_pointer(pointer: dict[str, Any], options: ReadOptions) -> list[str]:
+    """The image file(s) a metadata pointer names in the user's download."""
+    dataset, case = pointer.get("dataset"), pointer.get("case")
+    if not isinstance(dataset, str) or not isinstance(case, str):
+        raise PointerError(f"a pointer needs 'dataset' and 'case' strings, got {pointer}")
+    if options.data_root is None:
+        raise PointerError(f"{dataset} case {case}: pointers need a data root (--data-root) holding {dataset}/")
+    case_dir = options.data_root / dataset / case
+    where = f"dataset {dataset}, case {case}"
+    if not case_dir.is_dir():
+        hint = "" if (options.data_root / dataset).is_dir() else f" (is {dataset} downloaded into {options.data_root}?)"
+        raise PointerError(f"{where}: {case_dir} not found{hint}")
+    if ("file" in pointer) == ("volume" in pointer):
+        raise PointerError(f"{where}: a pointer names exactly one of 'file' or 'volume' (with an optional 'slice')")
+    if "file" in pointer:
+        path = case_dir / str(pointer["file"])
+        if not path.is_file():
+            raise PointerError(f"{where}: file {pointer['file']!r} not found under {case_dir}")
+        return [str(path.resolve())]
+    slices = _slices(case_dir / str(pointer["volume"]), where)
+    if "slice" in pointer:
+        index = pointer["slice"]
+        if not isinstance(index, int) or not 0 <= index < len(slices):
+            raise PointerError(f"{where}: slice {index!r} out of range (the volume has {len(slices)} slices)")
+        return [str(slices[index].resolve())]
+    return [str(slices[i].resolve()) for i in sample_evenly(len(slices), options.volume_slices)]
+
+
+def _slices(folder: Path, where: str) -> list[Path]:
+    if folder.is_file() and folder.name.endswith((".nii", ".nii.gz", ".mha", ".nrrd")):
+        raise PointerError(
+            f"{where}: {folder.name} is a volume file; export it to a folder of 2-D slices "
+            f"({folder.name.split('.')[0]}/000.png, 001.png, ...) and point the item at that folder"
+        )
+    if not folder.is_dir():
+        raise PointerError(f"{where}: volume {folder} not found")
+    slices = sorted((p for p in folder.iterdir() if p.suffix.lower() in SLICE_SUFFIXES), key=_natural)
+    if not slices:
+        raise PointerError(f"{where}: {folder} holds no slice images ({', '.join(SLICE_SUFFIXES)})")
+    return slices
+
+
+def _images(entries: Any, options: ReadOptions, root: Path) -> tuple[list[str], list[int]]:
+    """Resolved images, and how many files each entry became (a volume becomes many)."""
+    if not isinstance(entries, list):
+        raise PointerError("'images' must be a list of paths and pointers")
+    images: list[str] = []
+    sizes: list[int] = []
+    for entry in entries:
+        if isinstance(entry, str):
+            path = Path(entry) if Path(entry).is_absolute() else root / entry
+            if options.check_images and not path.is_file():
+                raise PointerError(f"image not found: {path}")
+            files = [str(path.resolve())]
+        elif isinstance(entry, dict):
+            files = resolve_pointer(entry, options)
+        else:
+            raise PointerError(f"an image entry must be a path or a pointer object, got {entry!r}")
+        images += files
+        sizes.append(len(files))
+    return images, sizes
+
+
+def _expand_tags(messages: list[dict[str, str]], sizes: list[int]) -> list[dict[str, str]]:
+    """One ``<image>`` tag per resolved file: the tag of a volume entry is repeated once per sampled slice."""
+    tags = sum(m["content"].count(IMAGE_TAG) for m in messages)
+    if tags == 0 and sizes:
+        first = next(m for m in messages if m["role"] == "user")
+        first["content"] = IMAGE_TAG * sum(sizes) + "\n" + first["content"]
+        return messages
+    if tags != len(sizes):
+        raise PointerError(f"{tags} {IMAGE_TAG} tag(s) but {len(sizes)} image entries")
+    remaining = iter(sizes)
+    for message in messages:
+        parts = message["content"].split(IMAGE_TAG)
+        message["content"] = parts[0] + "".join(IMAGE_TAG * next(remaining) + p for p in parts[1:])
+    return messages
+
+
+def _messages(item: dict[str, Any], options: ReadOptions) -> list[dict[str, str]]:
+    raw = item.get("messages")
+    if not isinstance(raw, list) or not raw:
+        raise ValueError("'messages' must be a non-empty list")
+    messages = []
+    for i, m in enumerate(raw):
+        if not isinstance(m, dict) or m.get("role") not in _ROLES or not isinstance(m.get("content"), str):
+            raise ValueError(f"messages[{i}] needs role (system, user, assistant) and string content, got {m!r}")
+        messages.append({"role": m["role"], "content": m["content"]})
+    reasoning = item.get("reasoning")
+    report = item.get("report")
+    if isinstance(report, dict) and messages[-1]["role"] == "user":
+        unknown = set(report) - set(REPORT_SECTIONS)
+        if unknown:
+            raise ValueError(f"unknown report section(s) {sorted(unknown)}; known: {', '.join(REPORT_SECTIONS)}")
+        body = "\n\n".join(
+            f"## {REPORT_SECTIONS[k]}\n\n{str(report[k]).strip()}" for k in REPORT_SECTIONS if k in report
+        )
+        messages.append({"role": "assistant", "content": body})
+    if isinstance(reasoning, str) and reasoning.strip() and messages[-1]["role"] == "assistant":
+        last = messages[-1]
+        last["content"] = render_reasoning(reasoning, last["content"], options.reasoning_style)
+    return messages
+
+
+def read_spinemed(path: Path, options: ReadOptions) -> Iterator[Record | Bad]:
+    """SpineMed-450k-format JSONL (or JSON array / parquet); see ``data_mixes/SPINEMED_SCHEMA.md``."""
+    root = options.image_root or path.parent
+    for where, item in iter_items(path):
+        if isinstance(item, Bad):
+            yield item
+            continue
+        if not isinstance(item, dict):
+            yield Bad(where, "not a JSON object")
+            continue
+        item_id, category, task = item.get("id"), item.get("category"), item.get("task")
+        if not isinstance(item_id, str) or not item_id:
+            yield Bad(where, "missing field", "'id'")
+            continue
+        if category not in CATEGORIES:
+            yield Bad(where, "unknown category", f"{category!r}; one of: {', '.join(CATEGORIES)}")
+            continue
+        if task not in TASKS:
+            yield Bad(where, "unknown task", f"{task!r}; one of: {', '.join(TASKS)}")
+            continue
+        subspecialty = item.get("subspecialty")
+        if subspecialty is not None and (category != SPINE_CATEGORY or subspecialty not in SUBSPECIALTIES):
+            detail = "only Spine Surgery items have one" if category != SPINE_CATEGORY else "not one of the 14"
+            yield Bad(where, "bad subspecialty", f"{subspecialty!r}: {detail}")
+            continue
+        try:
+            messages = _messages(item, options)
+        except ValueError as exc:
+            yield Bad(where, "bad messages", str(exc))
+            continue
+        try:
+            images, sizes = _images(item.get("images", []), options, root)
+            messages = _expand_tags(messages, sizes)
+        except PointerError as exc:
+            yield Bad(where, "image not found" if "not found" in str(exc) else "bad image", f"item {item_id}: {exc}")
+            continue
+        provenance = item.get("provenance") or {}
+        if not isinstance(provenance, dict):
+            yield Bad(where, "bad provenance", "'provenance' must be an object")
+            continue
+        if provenance.get("source_type") not in (None, *SOURCE_TYPES):
+            yield Bad(where, "bad provenance", f"source_type {provenance['source_type']!r}; one of {SOURCE_TYPES}")
+            continue
+        language = item.get("language") or options.language
+        if language not in ("en", "zh"):
+            yield Bad(where, "bad language", f"{language!r}; en or zh")
+            continue
+        yield Record(
+            id=item_id,
+            source="spinemed",
+            split=split_for(category),
+            task=task,
+            language=language,
+            messages=messages,
+            images=images,
+            category=category,
+            subspecialty=subspecialty,
+            provenance={**provenance, **_file_and_line(where)},
+        )

@@ -1,0 +1,163 @@
+"""A tiny data root in the *upstream* schemas, written offline by code: what the smoke curriculum's mixes read.
+
+It holds every source the shipped mixes name (medical-o1 en/zh, Medical-R1-Distill, MedThoughts-8K, PubMedVision,
+SpineMed-450k with hospital images, a metadata pointer to a file and one to a 3-D volume of an open dataset) and a
+SpineBench file one of whose questions also sits in the SpineMed training items, so decontamination has work.
+The conversations come from the bundled engine-format smoke sets (``data_mixes/smoke/*.jsonl``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from spinegpt.data_mixes.prepare import smoke_file
+from spinegpt.testing import smoke_data
+
+VERSION = "1"
+NON_SPINE = ["Hand and Upper Extremity Surgery", "Orthopedic Trauma", "Foot and Ankle Surgery", "Joint Reconstruction"]
+SUBSPECIALTIES = ["The Thoracic and Lumbar Degenerative Spine", "Trauma", "Spondylolisthesis", "Idiopathic Scoliosis"]
+LEAKED_QUESTION = "Which sign suggests cauda equina syndrome?"
+OPTIONS = {"A": "Radiograph", "B": "MRI", "C": "CT", "D": "Ultrasound"}
+VERSE_FILE = {"dataset": "VerSe", "case": "sub-verse004", "file": "ct-sagittal-L3.png"}
+
+
+def _rows(name: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in smoke_file(name).read_text().splitlines() if line.strip()]
+
+
+def _turns(row: dict[str, Any]) -> tuple[str, str]:
+    user, answer = (m["content"] for m in row["messages"] if m["role"] in ("user", "assistant"))
+    return user, answer
+
+
+def _image(root: Path, relative: str) -> str:
+    smoke_data.write_image(Path(relative).name, (root / relative).parent)
+    return relative
+
+
+def write(root: Path) -> Path:
+    """Write the data root into ``root`` (idempotent) and return it."""
+    stamp = root / ".complete"
+    if stamp.is_file() and stamp.read_text() == VERSION:
+        return root
+    root.mkdir(parents=True, exist_ok=True)
+    stage1, stage2, stage3 = _rows("stage1"), _rows("stage2"), _rows("stage3")
+    text1 = [r for r in stage1 if not r.get("images")]
+    images1 = [r for r in stage1 if r.get("images")]
+
+    def cot(question: str) -> str:
+        return f"The question asks: {question.strip()} Recall the relevant anatomy and the usual first step."
+
+    o1 = [{"Question": q, "Complex_CoT": cot(q), "Response": a} for q, a in map(_turns, text1[:3])]
+    _dump(root / "medical-o1-reasoning-SFT" / "medical_o1_sft.json", o1)
+    zh = [
+        {
+            "Question": "腰椎间盘突出症最常见于哪个节段？",
+            "Complex_CoT": "腰椎活动度最大的节段负荷最大。",
+            "Response": "L4/L5 和 L5/S1。",
+        }
+    ]
+    _dump(root / "medical-o1-reasoning-SFT" / "medical_o1_sft_Chinese.json", zh)
+    r1 = [
+        {"question": q, "reasoning (reasoning_content)": cot(q), "response (content)": a}
+        for q, a in map(_turns, text1[3:5])
+    ]
+    _dump(root / "Medical-R1-Distill-Data" / "medical_r1_distill_sft.json", r1)
+    thoughts = [
+        {"question_id": f"mt-{i}", "question": q, "options": OPTIONS, "answer_idx": "A", "ds_answer": f"A. {a}",
+         "ds_think": cot(q), "source": "smoke"}
+        for i, (q, a) in enumerate(map(_turns, text1[5:7]))
+    ]  # fmt: skip
+    (root / "MedThoughts-8K").mkdir(exist_ok=True)
+    (root / "MedThoughts-8K" / "MedThoughts-8K.jsonl").write_text("".join(json.dumps(t) + "\n" for t in thoughts))
+    pmv = []
+    for i, row in enumerate(images1):
+        q, a = _turns(row)
+        images = [_image(root / "PubMedVision", f"images/{Path(p).name}") for p in row["images"]]
+        if i % 2:  # half without placeholders: the reader adds them
+            q = q.replace("<image>", "")
+        pmv.append({"id": f"pmv-{i}", "image": images, "modality": "X-ray", "body_part": "spine",
+                    "conversations": [{"from": "human", "value": q}, {"from": "gpt", "value": a}]})  # fmt: skip
+    _dump(root / "PubMedVision" / "PubMedVision_Alignment_VQA.json", pmv)
+
+    spinemed: list[dict[str, Any]] = []
+    for i, row in enumerate(text1[7:]):
+        q, a = _turns(row)
+        spinemed.append(_item(f"sm-ns-{i}", NON_SPINE[i % len(NON_SPINE)], None, "open_qa", q, a, []))
+    for i, row in enumerate(stage2):
+        q, a = _turns(row)
+        pictures: list[Any] = [_image(root / "SpineMed-450k", f"images/{Path(p).name}") for p in row.get("images", [])]
+        task = "mcq" if "\nA." in q else "open_qa"
+        spinemed.append(_item(f"sm-s-{i}", "Spine Surgery", SUBSPECIALTIES[i % 4], task, q, a, pictures))
+    # An open-dataset case by pointer (one file) and a 3-D volume sampled to slices.
+    for level in ("L1", "L2", "L3", "L4", "L5", "none"):
+        _image(root / "open_datasets" / "VerSe" / "sub-verse010" / "ct", f"ct-sagittal-{level}.png")
+    _image(root / "open_datasets" / "VerSe" / "sub-verse004", "ct-sagittal-L3.png")
+    spinemed.append(_item("sm-verse-file", "Spine Surgery", "Trauma", "vqa", "<image>Which level is highlighted?",
+                          "L3.", [VERSE_FILE]))  # fmt: skip
+    spinemed.append(_item("sm-verse-volume", "Spine Surgery", "Trauma", "open_qa",
+                          "<image>Scroll through this CT. Is any vertebra highlighted?",
+                          "Yes: the series highlights each lumbar level in turn.",
+                          [{"dataset": "VerSe", "case": "sub-verse010", "volume": "ct"}]))  # fmt: skip
+    reasoning = spinemed[-4]
+    reasoning["task"], reasoning["reasoning"] = "reasoning", "Weigh red flags first, then the level of the lesion."
+    for i, row in enumerate(stage3):
+        messages = [m for m in row["messages"]]
+        images = [_image(root / "SpineMed-450k", f"images/{Path(p).name}") for p in row.get("images", [])]
+        user_turns = sum(m["role"] == "user" for m in messages)
+        task = (
+            "report"
+            if "report" in messages[0]["content"].lower()
+            else "consultation"
+            if user_turns > 1
+            else "reasoning"
+        )
+        item = {"id": f"sm-r-{i}", "language": "en", "category": "Spine Surgery", "subspecialty": "Trauma",
+                "task": task, "messages": messages, "images": images,
+                "provenance": {"source_type": "hospital", "case_id": f"case-{i}"}}  # fmt: skip
+        if task == "report" and i == 1:  # one report given by sections: the reader writes the assistant turn
+            item["messages"] = messages[:-1]
+            item["report"] = {"imaging_findings": "Sagittal CT: L2 stands out.", "diagnosis": "Finding at L2.",
+                              "rationale_disclaimer": "Synthetic smoke data; not medical advice."}  # fmt: skip
+        if task == "reasoning":
+            item["reasoning"] = "List the findings, weigh them, then decide."
+        spinemed.append(item)
+    (root / "SpineMed-450k").mkdir(exist_ok=True)
+    (root / "SpineMed-450k" / "train.jsonl").write_text("".join(json.dumps(s) + "\n" for s in spinemed))
+    bench = [
+        {"id": "sb-1", "type": "mcq", "question": LEAKED_QUESTION, "options": {"A": "Saddle anaesthesia", "B": "Fever"},
+         "answer": "A"},
+        {"id": "sb-2", "type": "mcq", "question": "Which level lies just above the sacrum?",
+         "options": {"A": "L4", "B": "L5"}, "answer": "B"},
+        {"id": "sb-r-1", "type": "report", "prompt": "Write a report for a normal lumbar radiograph."},
+    ]  # fmt: skip
+    (root / "SpineBench").mkdir(exist_ok=True)
+    (root / "SpineBench" / "spinebench.jsonl").write_text("".join(json.dumps(b) + "\n" for b in bench))
+    stamp.write_text(VERSION)
+    return root
+
+
+def _item(
+    item_id: str, category: str, subspecialty: str | None, task: str, question: str, answer: str, images: list[Any]
+) -> dict[str, Any]:
+    return {
+        "id": item_id, "language": "en", "category": category, "subspecialty": subspecialty, "task": task,
+        "messages": [{"role": "user", "content": question}, {"role": "assistant", "content": answer}],
+        "images": images, "provenance": {"source_type": "textbook", "book": "Smoke Orthopaedics", "case_id": item_id},
+    }  # fmt: skip
+
+
+def _dump(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, ensure_ascii=False, indent=1))
+
+
+def default_root() -> Path:
+    """Where ``data_root: builtin:smoke`` lives: the spinegpt cache, keyed by this module's content."""
+    cache = Path(os.environ.get("SPINEGPT_CACHE", Path.home() / ".cache" / "spinegpt"))
+    digest = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
+    return cache / "smoke-data" / f"upstream-{digest}"

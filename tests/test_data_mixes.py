@@ -1,0 +1,319 @@
+"""Data mixes: every reader on fixture files written here in the upstream schemas, mix validation, seeded and
+reproducible builds with provenance, dedupe and decontamination, bad-input policy, and exact token counts checked
+against the real processor."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from spinegpt.data_mixes import audit, build, mixes, readers, spinemed
+from spinegpt.data_mixes.records import Bad, Record
+from spinegpt.train import manifest
+
+from spinegpt.testing import smoke_data, smoke_upstream
+
+from .conftest import REPO, spinegpt_command
+
+
+def _read(kind: str, path: Path, **options: Any) -> list[Record | Bad]:
+    return list(readers.read(kind, path, readers.ReadOptions(**options)))
+
+
+def _write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return smoke_upstream.write(tmp_path_factory.mktemp("upstream"))
+
+
+# -- readers --------------------------------------------------------------------------------------------------------
+
+
+def test_medical_o1_keeps_the_chain_of_thought_and_names_lines_of_bad_items(tmp_path: Path) -> None:
+    items = [
+        {"Question": "Q1?", "Complex_CoT": "think 1", "Response": "A1"},
+        {"Question": "Q2?", "Response": "A2"},  # no chain of thought
+        {"Question": "问题？", "Complex_CoT": "想", "Response": "答"},
+    ]
+    path = _write(tmp_path / "o1.json", json.dumps(items, ensure_ascii=False, indent=2))
+    got = _read("medical_o1", path)
+    assert isinstance(got[0], Record) and got[0].messages[1]["content"] == (
+        "## Thinking\n\nthink 1\n\n## Final Response\n\nA1"
+    )
+    assert got[0].provenance["line"] == 2 and got[0].split == "general" and got[0].task == "reasoning"
+    assert isinstance(got[1], Bad) and got[1].where == f"{path}:7" and "'Complex_CoT'" in got[1].detail
+    assert isinstance(got[2], Record) and got[2].language == "zh"
+    tags = _read("medical_o1", path, reasoning_style="think_tags")[0]
+    assert isinstance(tags, Record) and tags.messages[1]["content"].startswith("<think>\nthink 1\n</think>")
+
+
+def test_a_broken_json_array_is_reported_at_its_line(tmp_path: Path) -> None:
+    path = _write(tmp_path / "o1.json", '[\n{"Question": "a", "Complex_CoT": "b", "Response": "c"},\n{"Question": \n]')
+    got = _read("medical_o1", path)
+    assert isinstance(got[0], Record)
+    assert isinstance(got[1], Bad) and got[1].reason == "invalid JSON" and got[1].where.endswith(":4")
+
+
+def test_r1_distill_keys_and_medthoughts_options(tmp_path: Path) -> None:
+    r1 = [{"question": "Q?", "reasoning (reasoning_content)": "R", "response (content)": "A"}, {"question": "Q?"}]
+    got = _read("medical_r1_distill", _write(tmp_path / "r1.json", json.dumps(r1)))
+    assert isinstance(got[0], Record) and "## Thinking\n\nR" in got[0].messages[1]["content"]
+    assert isinstance(got[1], Bad) and "'reasoning (reasoning_content)'" in got[1].detail
+    rows = [
+        {"question_id": 1, "question": "Which?", "options": {"A": "x", "B": "y"}, "answer_idx": "B",
+         "ds_answer": "B. y", "ds_think": "hmm", "source": "MedQA"},
+        {"question_id": 2, "question": "Which?", "options": {"A": "x", "B": "y"}, "answer_idx": "E",
+         "ds_answer": "E", "ds_think": "hmm", "source": "MedQA"},
+    ]  # fmt: skip
+    got = _read("medthoughts", _write(tmp_path / "mt.jsonl", "\n".join(json.dumps(r) for r in rows)))
+    assert isinstance(got[0], Record) and got[0].task == "mcq"
+    assert "Options:\nA. x\nB. y" in got[0].messages[0]["content"] and got[0].provenance["answer"] == "B"
+    assert isinstance(got[1], Bad) and got[1].reason == "bad answer" and got[1].where.endswith(":2")
+
+
+def test_pubmedvision_placeholders_image_root_and_errors(tmp_path: Path) -> None:
+    smoke_data.write_image("xray-ap-none.png", tmp_path / "imgs" / "a")
+    rows = [
+        {"id": "p1", "image": ["a/xray-ap-none.png"], "conversations": [
+            {"from": "human", "value": "What is shown?"}, {"from": "gpt", "value": "An X-ray."}]},
+        {"id": "p2", "image": ["a/missing.png"], "conversations": [
+            {"from": "human", "value": "<image>x"}, {"from": "gpt", "value": "y"}]},
+        {"id": "p3", "image": [], "conversations": [{"from": "doctor", "value": "x"}]},
+    ]  # fmt: skip
+    path = _write(tmp_path / "pmv.json", json.dumps(rows, indent=1))
+    got = _read("pubmedvision", path, image_root=tmp_path / "imgs")
+    assert isinstance(got[0], Record)
+    assert got[0].messages[0]["content"] == "<image>\nWhat is shown?"
+    assert got[0].images == [str((tmp_path / "imgs" / "a" / "xray-ap-none.png").resolve())]
+    assert isinstance(got[1], Bad) and got[1].reason == "image not found" and "missing.png" in got[1].detail
+    assert isinstance(got[2], Bad) and got[2].reason == "unknown role" and "'doctor'" in got[2].detail
+
+
+def test_spinemed_pointers_volumes_reports_and_missing_datasets(root: Path) -> None:
+    options = dict(image_root=root / "SpineMed-450k", data_root=root / "open_datasets")
+    got = {
+        r.id: r for r in _read("spinemed", root / "SpineMed-450k" / "train.jsonl", **options) if isinstance(r, Record)
+    }
+    volume = got["sm-verse-volume"]
+    assert len(volume.images) == 6 and volume.messages[0]["content"].count("<image>") == 6  # all 6 slices (< 25)
+    assert [Path(p).name for p in volume.images][:2] == ["ct-sagittal-L1.png", "ct-sagittal-L2.png"]
+    assert got["sm-verse-file"].images[0].endswith("VerSe/sub-verse004/ct-sagittal-L3.png")
+    report = next(
+        r for r in got.values() if r.task == "report" and "## Structured imaging findings" in r.messages[-1]["content"]
+    )
+    assert "## Diagnostic rationale and disclaimer" in report.messages[-1]["content"]
+    assert {r.split for r in got.values()} == {"spine", "non_spine"}
+    three = list(readers.read("spinemed", root / "SpineMed-450k" / "train.jsonl",
+                              readers.ReadOptions(**options, volume_slices=3)))  # fmt: skip
+    assert [len(r.images) for r in three if isinstance(r, Record) and r.id == "sm-verse-volume"] == [3]
+    evenly = spinemed.sample_evenly(100, 25)
+    assert evenly[:3] == [0, 4, 8] and evenly[-1] == 99
+    elsewhere = _read("spinemed", root / "SpineMed-450k" / "train.jsonl", image_root=root / "SpineMed-450k",
+                      data_root=root / "elsewhere")  # fmt: skip
+    missing = [r for r in elsewhere if isinstance(r, Bad)]
+    assert any("dataset VerSe, case sub-verse004" in b.detail and "VerSe" in b.detail for b in missing)
+
+
+def test_spinemed_schema_errors_name_the_line(tmp_path: Path) -> None:
+    good = {"id": "x", "language": "en", "category": "Spine Surgery", "task": "mcq",
+            "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}  # fmt: skip
+    lines = [
+        good,
+        {**good, "category": "Spine"},
+        {**good, "task": "essay"},
+        {**good, "category": "Orthopedic Trauma", "subspecialty": "Trauma"},
+        {**good, "images": ["nope.png"]},
+    ]
+    path = _write(tmp_path / "sm.jsonl", "\n".join(json.dumps(x) for x in lines) + "\n{broken\n")
+    got = _read("spinemed", path)
+    assert isinstance(got[0], Record)
+    reasons = [(b.where.rsplit(":", 1)[1], b.reason) for b in got[1:] if isinstance(b, Bad)]
+    assert reasons == [("2", "unknown category"), ("3", "unknown task"), ("4", "bad subspecialty"),
+                       ("5", "image not found"), ("6", "invalid JSON")]  # fmt: skip
+
+
+def test_convert_command_writes_engine_rows(root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "rows.jsonl"
+    result = subprocess.run(
+        [*spinegpt_command(), "data", "convert", "--source", "pubmedvision",
+         str(root / "PubMedVision" / "PubMedVision_Alignment_VQA.json"), "--output", str(out)],
+        capture_output=True, text=True, cwd=REPO, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert len(rows) == 4 and all(r["messages"][0]["content"].count("<image>") == len(r["images"]) for r in rows)
+
+
+# -- mixes ----------------------------------------------------------------------------------------------------------
+
+
+def test_mix_validation_reports_every_error_with_its_path(tmp_path: Path) -> None:
+    _write(
+        tmp_path / "bad.yaml",
+        """name: bad
+total: 10
+components:
+  - source: medical_o1_en
+    weight: 0.5
+  - source: nowhere
+    weight: 0.2
+  - source: spinemed
+    filters: {task: essay, category: Spine}
+    count: 3
+    fraction: 0.5
+""",
+    )
+    with pytest.raises(mixes.MixError) as err:
+        mixes.load(str(tmp_path / "bad.yaml"))
+    text = str(err.value)
+    assert "components[2].filters.task" in text and "bad.yaml:9" in text
+    assert "components[2].filters.category" in text and "unknown category" in text
+    assert "at most one of count, fraction, weight" in text
+    assert "weights sum to 0.7, not 1" in text and "unknown source 'nowhere'" in text
+
+
+def _build(root: Path, out: Path, name: str = "stage1_foundation", seed: int = 42, **kw: Any) -> build.BuildResult:
+    settings = kw.pop("settings", {"pubmedvision.count": 2})
+    return build.build(mixes.load(name, settings), root, out, seed=seed, **kw)
+
+
+def test_same_seed_same_bytes_other_seed_other_sample(root: Path, tmp_path: Path) -> None:
+    a, b = _build(root, tmp_path / "a"), _build(root, tmp_path / "b")
+    assert a.sha256 == b.sha256 and [s.read_bytes() for s in a.shards] == [s.read_bytes() for s in b.shards]
+    picks = {_build(root, tmp_path / f"s{seed}", seed=seed).sha256 for seed in range(6)}
+    assert len(picks) > 1  # 2 of 4 PubMedVision records: six seeds cannot all draw the same pair
+    m = a.manifest
+    assert m["seed"] == 42 and {i["source"] for i in m["inputs"]} >= {"pubmedvision", "spinemed", "medthoughts"}
+    assert all(len(i["sha256"]) == 64 for i in m["inputs"])
+    pmv = next(c for c in m["components"] if c["name"] == "pubmedvision")
+    assert pmv["qualifying"] == 4 and pmv["kept"] == 2 and pmv["dropped"] == {"not sampled": 2}
+    non_spine = next(c for c in m["components"] if c["name"] == "spinemed_non_spine")
+    assert non_spine["kept_by_split"] == {"non_spine": non_spine["kept"]} and non_spine["dropped"]["filtered out"] > 0
+    assert m["output"]["rows"] == sum(c["kept"] for c in m["components"])
+
+
+def test_count_above_the_source_is_an_error_unless_replacing(root: Path, tmp_path: Path) -> None:
+    with pytest.raises(
+        build.BuildError, match=r"components\[4\] \(pubmedvision\)\.count: 9 records requested but only 4"
+    ):
+        _build(root, tmp_path / "x", settings={"pubmedvision.count": 9})
+    assert not (tmp_path / "x").exists()
+    with_replacement = _build(root, tmp_path / "y", settings={"pubmedvision.count": 9, "pubmedvision.replace": True})
+    pmv = next(c for c in with_replacement.manifest["components"] if c["name"] == "pubmedvision")
+    assert pmv["selected"] == 9 and pmv["kept"] == 9
+
+
+def test_benchmark_leakage_and_duplicates_are_removed_and_counted(root: Path, tmp_path: Path) -> None:
+    spine = _build(root, tmp_path / "spine", "stage2_spine", settings={})
+    component = spine.manifest["components"][0]
+    assert component["dropped"]["benchmark leak"] == 1
+    rows = "".join(s.read_text() for s in spine.shards)
+    assert smoke_upstream.LEAKED_QUESTION not in rows
+    # The same source twice: the second copy of every record is an exact duplicate.
+    _write(tmp_path / "twice.yaml", "name: twice\ninclude: [spine]\ncomponents:\n"
+           "  - {name: again, source: spinemed, filters: {split: spine}}\n")  # fmt: skip
+    twice = build.build(mixes.load(str(tmp_path / "twice.yaml")), root, tmp_path / "twice", seed=1)
+    again = twice.manifest["components"][1]
+    assert again["kept"] == 0 and again["dropped"]["duplicate"] == component["kept"]
+
+
+def test_bad_items_stop_the_build_or_are_skipped_and_counted(root: Path, tmp_path: Path) -> None:
+    data = tmp_path / "root"
+    shutil.copytree(root, data)
+    train = data / "SpineMed-450k" / "train.jsonl"
+    train.write_text(train.read_text() + '{"id": "bad", "category": "Spine Surgery", "task": "mcq", "language": "en", '
+                     '"messages": [{"role": "user", "content": "only a question"}]}\n')  # fmt: skip
+    lines = len(train.read_text().splitlines())
+    with pytest.raises(build.BuildError, match=rf"train.jsonl:{lines}: bad conversation"):
+        _build(data, tmp_path / "a", "spine", settings={})
+    _write(tmp_path / "skip.yaml", "name: skip\ninclude: [spine]\non_error: skip\n")
+    result = build.build(mixes.load(str(tmp_path / "skip.yaml")), data, tmp_path / "b", seed=1)
+    assert result.manifest["sources"]["spinemed"]["bad"] == {"bad conversation": 1}
+
+
+def test_split_restriction_for_ablations(root: Path, tmp_path: Path) -> None:
+    general_only = _build(root, tmp_path / "g", splits=["general"])
+    assert {k for c in general_only.manifest["components"] for k in c["kept_by_split"]} == {"general"}
+    loaded = mixes.load("stage1_foundation")
+    assert mixes.splits_of(loaded) == ["general", "non_spine"] and mixes.splits_of(loaded, ["spine"]) == []
+
+
+def test_build_command_and_cached_reuse(root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "cli"
+    result = subprocess.run(
+        [*spinegpt_command(), "data", "build", "stage3_reports", "--data-root", str(root), "--output", str(out)],
+        capture_output=True, text=True, cwd=REPO, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert json.loads((out / build.MANIFEST).read_text())["output"]["rows"] == json.loads(result.stdout)["rows"]
+    first = build.build_cached(mixes.load("stage3_reports"), root, tmp_path / "cache", seed=3)
+    again = build.build_cached(mixes.load("stage3_reports"), root, tmp_path / "cache", seed=3)
+    assert again.dir == first.dir and again.manifest == first.manifest
+
+
+# -- length audit -----------------------------------------------------------------------------------------------------
+
+
+def test_token_counts_match_the_real_processor(root: Path, tmp_path: Path, tiny_model: Path) -> None:
+    from PIL import Image
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(tiny_model)
+    # An odd-sized image exercises the resize rule (rounding and the pixel limits), not just 112x112 squares.
+    Image.new("RGB", (250, 131), (90, 90, 90)).save(tmp_path / "odd.png")
+    built = _build(root, tmp_path / "m", "stage2_spine", settings={})
+    every = [json.loads(x) for s in built.shards for x in s.read_text().splitlines()]
+    rows = [r for r in every if r.get("images")][:8] + [r for r in every if not r.get("images")][:4]
+    rows.append({"messages": [{"role": "user", "content": "<image>odd"}, {"role": "assistant", "content": "ok"}],
+                 "images": [str(tmp_path / "odd.png")]})  # fmt: skip
+    assert any(r.get("images") for r in rows) and any(not r.get("images") for r in rows)
+    for low, high in ((3136, 50176), (3136, 12845056)):
+        counter = audit.Counter(processor.tokenizer, low, high)
+        processor.image_processor.min_pixels, processor.image_processor.max_pixels = low, high
+        processor.image_processor.size = {"shortest_edge": low, "longest_edge": high}
+        for row in rows:
+            text = processor.tokenizer.apply_chat_template(
+                [{"role": m["role"], "content": m["content"].replace("<image>", audit.VISION_PLACEHOLDER)}
+                 for m in row["messages"]], tokenize=False,
+            )  # fmt: skip
+            images = [Image.open(p).convert("RGB") for p in row.get("images", [])] or None
+            real = processor(text=[text], images=images, return_tensors="pt")["input_ids"].shape[1]
+            assert counter.count(row) == real, row
+
+
+def test_over_length_policies(tmp_path: Path, tiny_model: Path) -> None:
+    from transformers import AutoTokenizer
+
+    counter = audit.Counter(AutoTokenizer.from_pretrained(tiny_model), 3136, 50176)
+    rows = [
+        {"messages": [{"role": "user", "content": "q " * n}, {"role": "assistant", "content": "a"}]} for n in (5, 500)
+    ]
+    text = "".join(json.dumps(r) + "\n" for r in rows)
+    path = _write(tmp_path / "train.jsonl", text)
+    with pytest.raises(Exception, match=r"train.jsonl:2: \d+ tokens"):
+        audit.enforce(path, counter, 100, "error")
+    assert path.read_text() == text  # nothing lost
+    kept = audit.enforce(path, counter, 100, "truncate")
+    assert kept["truncated"] == 1 and path.read_text() == text
+    dropped = audit.enforce(path, counter, 100, "drop")
+    assert dropped["dropped"] == 1 and dropped["rows"] == 1 and len(path.read_text().splitlines()) == 1
+
+
+def test_the_smoke_run_trained_on_mixes_built_by_these_loaders(smoke_run: Path) -> None:
+    data = json.loads((smoke_run / manifest.FILE).read_text())
+    for stage, mix in zip(data["stages"], ["stage1_foundation", "stage2_spine", "stage3_reports"], strict=True):
+        built = stage["data"]["mixes"]
+        assert [m["source"] for m in built] == [f"mix:{mix}"] and len(built[0]["key"]) == 64
+        mix_manifest = json.loads((Path(built[0]["dir"]) / build.MANIFEST).read_text())
+        assert mix_manifest["output"]["sha256"] == built[0]["sha256"]
+        assert stage["data"]["rows"] == mix_manifest["output"]["rows"] - stage["data"]["lengths"]["dropped"]
+        assert stage["data"]["lengths"]["policy"] == "drop" and stage["data"]["lengths"]["percentiles"]["max"] > 0
