@@ -308,8 +308,9 @@ def test_over_length_policies(tmp_path: Path, tiny_model: Path) -> None:
     assert dropped["dropped"] == 1 and dropped["rows"] == 1 and len(path.read_text().splitlines()) == 1
 
 
-def test_the_smoke_run_trained_on_mixes_built_by_these_loaders(smoke_run: Path) -> None:
-    data = json.loads((smoke_run / manifest.FILE).read_text())
+def test_the_smoke_run_trained_on_mixes_built_by_these_loaders(smoke_run: tuple[Path, dict[str, Any], str]) -> None:
+    out, data, _console = smoke_run
+    assert data == json.loads((out / manifest.FILE).read_text())
     for stage, mix in zip(data["stages"], ["stage1_foundation", "stage2_spine", "stage3_reports"], strict=True):
         built = stage["data"]["mixes"]
         assert [m["source"] for m in built] == [f"mix:{mix}"] and len(built[0]["key"]) == 64
