@@ -27,6 +27,7 @@ from typing import Any
 
 from spinegpt.data_mixes import readers
 from spinegpt.data_mixes.mixes import Component, LoadedMix, Mix, SourceSpec
+from spinegpt.data_mixes.prepare import check_row, sha256_file
 from spinegpt.data_mixes.records import Bad, Record, normalise_question
 from spinegpt.eval_hooks import benchmarks
 
@@ -37,14 +38,6 @@ MAX_REPORTED = 20
 
 class BuildError(ValueError):
     """A mix that cannot be built; the message lists every problem (file:line for bad items)."""
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class Progress:
@@ -108,8 +101,6 @@ def read_options(spec: SourceSpec, data_root: Path) -> readers.ReadOptions:
 
 def check_record(record: Record) -> str | None:
     """What the engine would choke on (roles, alternation, empty answers, ``<image>`` tags vs images)."""
-    from spinegpt.data_mixes.prepare import check_row
-
     problems, _ = check_row(record.to_row(), Path("/"))
     return "; ".join(problems) or None
 

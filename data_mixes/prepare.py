@@ -189,7 +189,9 @@ def resolve_data_root(value: str | None, base_dir: Path) -> Path:
 
 
 def mix_cache() -> Path:
-    return Path(os.environ.get("SPINEGPT_CACHE", Path.home() / ".cache" / "spinegpt")) / "mixes"
+    from spinegpt.testing.tiny_model import cache_root
+
+    return cache_root() / "mixes"
 
 
 def build_mix(source: Source, base_dir: Path, data_root: str | None, seed: int) -> Any:

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from spinegpt.data_mixes.prepare import smoke_file
-from spinegpt.testing import smoke_data
+from spinegpt.testing import smoke_data, tiny_model
 
 VERSION = "1"
 NON_SPINE = ["Hand and Upper Extremity Surgery", "Orthopedic Trauma", "Foot and Ankle Surgery", "Joint Reconstruction"]
@@ -158,6 +157,6 @@ def _dump(path: Path, data: Any) -> None:
 
 def default_root() -> Path:
     """Where ``data_root: builtin:smoke`` lives: the spinegpt cache, keyed by this module's content."""
-    cache = Path(os.environ.get("SPINEGPT_CACHE", Path.home() / ".cache" / "spinegpt"))
+    cache = tiny_model.cache_root()
     digest = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
     return cache / "smoke-data" / f"upstream-{digest}"
