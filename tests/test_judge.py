@@ -13,13 +13,14 @@ from .judge_server import GOOD, JudgeServer
 
 
 def judge(server: JudgeServer, tmp_path: Path | None = None, **kw: object) -> Judge:
+    # A generous timeout: on a loaded 2-core CI machine a healthy reply can take well over half a second, and a
+    # timed-out "good" reply would be retried (the slow-once case sleeps past this timeout on purpose).
+    settings: dict[str, object] = {"timeout_s": 2.0, "backoff_s": 0.01, **kw}
     config = JudgeConfig(
         base_url=server.url,
         model="judge-x",
-        timeout_s=0.5,
-        backoff_s=0.01,
         cache_path=tmp_path / "cache.sqlite" if tmp_path else None,
-        **kw,
+        **settings,
     )  # type: ignore[arg-type]
     return Judge(config)
 
@@ -68,7 +69,7 @@ def test_retries_records_failures_and_never_invents_scores(monkeypatch: pytest.M
         "http500",
         "not-chat",
     ]
-    with JudgeServer() as server:
+    with JudgeServer(slow_s=4.0) as server:
         j = judge(server, max_attempts=3, concurrency=3)
         results = j.judge_many([("Write a report.", f"report [[{b}]]", None) for b in behaviours])
     by = dict(zip(behaviours, results, strict=True))
