@@ -1,9 +1,10 @@
 """Build a mix: engine JSONL shards plus a provenance ``manifest.json``, reproducibly and in bounded memory.
 
-Two streaming passes over each source. The first validates every item and counts, per component, the records
-that qualify (filters, benchmark decontamination); the seeded sample is then drawn as *positions* among those; the
-second pass writes exactly the drawn records. Nothing holds more than one record plus a few integers per
-qualifying record, so the full 456k-item SpineMed-450k builds in well under the memory of one copy of it.
+Each source is parsed once, streaming: every item is validated, and each record that qualifies for a component
+(filters, benchmark decontamination) is spooled to disk as its engine row, keyed by its index in the source. The
+seeded sample is then drawn as *indices*, and the drawn rows are copied from the spool without being parsed again.
+Memory holds one record plus a few integers per qualifying record, so the full 456k-item SpineMed-450k builds in
+a small fraction of the memory of one copy of it.
 
 Output order is component order (first component first), then source order; the engine shuffles at training
 time with the curriculum's seed. Same inputs and seed give byte-identical shards.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import os
 import random
 import shutil
@@ -21,17 +23,18 @@ import time
 from array import array
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from spinegpt.data_mixes import readers
-from spinegpt.data_mixes.mixes import Component, LoadedMix, Mix, SourceSpec
+from spinegpt.data_mixes import mixes, readers
+from spinegpt.data_mixes.mixes import Component, Filters, LoadedMix, Mix, SourceSpec
 from spinegpt.data_mixes.prepare import check_row, sha256_file
 from spinegpt.data_mixes.records import Bad, Record, normalise_question
 from spinegpt.eval_hooks import benchmarks
 
-FORMAT = 1
+FORMAT = 2  # 2: image paths absolute but not symlink-resolved; items addressed by index in the source
 MANIFEST = "manifest.json"
 MAX_REPORTED = 20
 
@@ -99,19 +102,28 @@ def read_options(spec: SourceSpec, data_root: Path) -> readers.ReadOptions:
     )
 
 
+_ROOT = Path("/")
+
+
 def check_record(record: Record) -> str | None:
-    """What the engine would choke on (roles, alternation, empty answers, ``<image>`` tags vs images)."""
-    problems, _ = check_row(record.to_row(), Path("/"))
+    """What the engine would choke on (roles, alternation, empty answers, ``<image>`` tags vs images); the reader
+    has already resolved and checked the image files."""
+    problems, _ = check_row(record.to_row(), _ROOT, check_files=False)
     return "; ".join(problems) or None
 
 
 def _valid_records(
-    name: str, spec: SourceSpec, data_root: Path, bad: Callable[[Bad], None], progress: Progress, what: str
+    name: str,
+    path: Path,
+    spec: SourceSpec,
+    options: readers.ReadOptions,
+    bad: Callable[[Bad], None],
+    progress: Progress,
 ) -> Iterator[Record]:
-    path = source_file(name, spec, data_root)
+    """Each valid record of the source (or of its part ``options.byte_range``); bad items go to ``bad``."""
     started = time.monotonic()
-    for seen, item in enumerate(readers.read(spec.reader, path, read_options(spec, data_root)), 1):
-        progress.tick(f"{what} {name}", seen, started)
+    for seen, item in enumerate(readers.read(spec.reader, path, options), 1):
+        progress.tick(f"reading {name}", seen, started)
         if isinstance(item, Bad):
             bad(item)
             continue
@@ -122,6 +134,94 @@ def _valid_records(
         yield item
 
 
+@dataclass
+class _Part:
+    """What reading one source (or one part of it) found: counts per component, the eligible indices, the spool."""
+
+    spool: Path
+    valid: int = 0
+    bad: Counter[str] = field(default_factory=Counter)
+    problems: list[str] = field(default_factory=list)
+    counts: list[Counter[str]] = field(default_factory=list)
+    eligible: list[array[int]] = field(default_factory=list)
+
+
+def _read_part(
+    name: str,
+    spec: SourceSpec,
+    data_root: Path,
+    byte_range: tuple[int, int] | None,
+    selectors: list[tuple[set[str] | None, Filters]],
+    leaked_questions: set[str],
+    spool: Path,
+    label: str,
+) -> _Part:
+    """Validate, filter and decontaminate the items of one source (part); spool each qualifying row, keyed by the
+    item's index in the source. Runs in a worker process when a big JSONL source is read in parts."""
+    path = source_file(name, spec, data_root)
+    options = replace(read_options(spec, data_root), byte_range=byte_range)
+    part = _Part(spool, counts=[Counter() for _ in selectors], eligible=[array("I") for _ in selectors])
+
+    def on_bad(item: Bad) -> None:
+        part.bad[item.reason] += 1
+        if len(part.problems) < MAX_REPORTED:
+            part.problems.append(str(item))
+
+    with spool.open("w", encoding="utf-8") as out:
+        for record in _valid_records(name, path, spec, options, on_bad, Progress(label)):
+            part.valid += 1
+            accepting = []
+            for k, (allowed, filters) in enumerate(selectors):
+                if (allowed is None or record.split in allowed) and filters.accepts(
+                    record.split, record.category, record.subspecialty, record.task, record.language
+                ):
+                    accepting.append(k)
+                else:
+                    part.counts[k]["filtered out"] += 1
+            if not accepting:
+                continue  # never normalised nor serialised: most components filter out most of SpineMed
+            if leaked_questions and record.question() in leaked_questions:
+                for k in accepting:
+                    part.counts[k]["benchmark leak"] += 1
+                continue
+            for k in accepting:
+                part.eligible[k].append(record.index)
+            row = json.dumps(record.to_row(), ensure_ascii=False, sort_keys=True)
+            out.write(f"{record.index}\t{record.split}\t{row}\n")
+    return part
+
+
+PARALLEL_MIN_BYTES = 64 << 20
+"""JSONL sources at least this big are read in parallel parts (SpineMed-450k is ~700 MB)."""
+
+
+def data_workers() -> int:
+    """Processes reading one big source: ``$SPINEGPT_DATA_WORKERS``, else the CPUs (at most 8)."""
+    configured = os.environ.get("SPINEGPT_DATA_WORKERS")
+    return max(1, int(configured)) if configured else max(1, min(8, os.cpu_count() or 1))
+
+
+def _read_source(
+    name: str, spec: SourceSpec, data_root: Path, states: list[_ComponentState], leaked: set[str], folder: Path,
+    label: str, workers: int, min_bytes: int,
+) -> list[_Part]:  # fmt: skip
+    selectors = [(state.allowed_splits, state.component.filters) for state in states]
+    path = source_file(name, spec, data_root)
+    ranges: list[tuple[int, int] | None] = [None]
+    if workers > 1 and path.stat().st_size >= min_bytes and readers._is_jsonl(path):
+        ranges = list(readers.byte_ranges(path, workers))
+    labels = [f"{label} [part {k + 1}/{len(ranges)}]" if len(ranges) > 1 else label for k in range(len(ranges))]
+    jobs = [
+        (name, spec, data_root, r, selectors, leaked, folder / f"{name}.{k:03d}.tsv", labels[k])
+        for k, r in enumerate(ranges)
+    ]
+    if len(jobs) == 1:
+        return [_read_part(*jobs[0])]
+    # spawn, not fork: the caller (the runner) may hold threads, and a forked copy of a lock can deadlock.
+    with ProcessPoolExecutor(len(jobs), mp_context=multiprocessing.get_context("spawn")) as pool:
+        return list(pool.map(_read_part, *zip(*jobs, strict=True)))
+
+
 # -- the build ----------------------------------------------------------------------------------------------------
 
 
@@ -130,7 +230,7 @@ class _ComponentState:
     index: int
     component: Component
     allowed_splits: set[str] | None
-    eligible: array[int]  # positions among the source's valid records
+    eligible: array[int]  # indices (in the source file) of the items this component may draw
     counts: Counter[str]
     selected: dict[int, int] | None = None  # position -> multiplicity
 
@@ -185,7 +285,8 @@ def benchmark_questions(mix: Mix, data_root: Path) -> tuple[set[str], list[dict[
 def input_fingerprint(loaded: LoadedMix, data_root: Path, seed: int, splits: Sequence[str] | None) -> dict[str, Any]:
     """Everything the output depends on: the resolved mix, seed, split restriction and each input's sha256."""
     mix = loaded.mix
-    used = sorted({c.source for c in mix.components})
+    kept = set(splits) if splits else None
+    used = sorted({c.source for c in mix.components if kept is None or mixes.component_splits(mix, c) & kept})
     inputs = []
     for name in used:
         path = source_file(name, mix.sources[name], data_root)
@@ -215,8 +316,12 @@ def build(
     splits: Sequence[str] | None = None,
     fingerprint: dict[str, Any] | None = None,
     stream: Any = None,
+    workers: int | None = None,
+    min_parallel_bytes: int = PARALLEL_MIN_BYTES,
 ) -> BuildResult:
-    """Build ``loaded`` into ``output`` (written under a temporary name and renamed when complete)."""
+    """Build ``loaded`` into ``output`` (written under a temporary name and renamed when complete). Output bytes do
+    not depend on ``workers`` (default :func:`data_workers`)."""
+    workers = workers or data_workers()
     mix = loaded.mix
     data_root = data_root.resolve()
     fingerprint = fingerprint or input_fingerprint(loaded, data_root, seed, splits)
@@ -228,74 +333,80 @@ def build(
     ]  # fmt: skip
     by_source: dict[str, list[_ComponentState]] = defaultdict(list)
     for state in states:
+        if allowed is not None and not mixes.component_splits(mix, state.component) & allowed:
+            state.selected = {}  # a split restriction leaves it nothing: not read, not sampled, reported as such
+            state.counts["outside splits"] = 1
+            continue
         by_source[state.component.source].append(state)
 
     leaked_questions, bench_info = benchmark_questions(mix, data_root)
     source_stats: dict[str, dict[str, Any]] = {}
     problems: list[str] = []
 
-    # Pass 1: validate, filter, decontaminate, count.
-    for name, comps in by_source.items():
-        bad_reasons: Counter[str] = Counter()
-
-        def on_bad(item: Bad, _reasons: Counter[str] = bad_reasons) -> None:
-            _reasons[item.reason] += 1
-            if mix.on_error == "error" and len(problems) < MAX_REPORTED:
-                problems.append(str(item))
-
-        valid = 0
-        for position, record in enumerate(
-            _valid_records(name, mix.sources[name], data_root, on_bad, progress, "pass 1/2")
-        ):
-            valid = position + 1
-            leaked = bool(leaked_questions) and record.question() in leaked_questions
-            for state in comps:
-                if not state.accepts(record):
-                    state.counts["filtered out"] += 1
-                elif leaked:
-                    state.counts["benchmark leak"] += 1
-                else:
-                    state.eligible.append(position)
-        source_stats[name] = {"valid": valid, "bad": dict(sorted(bad_reasons.items()))}
-        if bad_reasons and mix.on_error == "error":
-            total_bad = sum(bad_reasons.values())
-            problems.append(f"source {name!r}: {total_bad} bad item(s) in all; set `on_error: skip` to skip them")
-    if problems:
-        raise BuildError(f"data mix {mix.name!r}: bad input\n" + "\n".join(f"  {p}" for p in problems))
-
-    # Draw each component's sample (positions), seeded per component so adding one never reshuffles another.
-    for state in states:
-        state.selected, issue = _draw(state, mix, seed)
-        if issue:
-            problems.append(issue)
-    if problems:
-        raise BuildError(f"data mix {mix.name!r}:\n" + "\n".join(f"  {p}" for p in problems))
-
     output = output.resolve()
     partial = output.with_name(f"{output.name}.partial-{os.getpid()}")  # concurrent builders never share one
     shutil.rmtree(partial, ignore_errors=True)
     (partial / "components").mkdir(parents=True)
+    spool_dir = partial / "spool"
+    spool_dir.mkdir()
 
-    # Pass 2: write the drawn records of each component to its own file (a source serves several components).
-    for name, comps in by_source.items():
-        handles = {s.index: (partial / "components" / f"{s.index:03d}.tsv").open("w", encoding="utf-8") for s in comps}
-        try:
-            for position, record in enumerate(
-                _valid_records(name, mix.sources[name], data_root, lambda _b: None, progress, "pass 2/2")
-            ):
-                line = None
-                for state in comps:
-                    assert state.selected is not None
-                    times = state.selected.get(position)
-                    if times:
-                        line = line or json.dumps(record.to_row(), ensure_ascii=False, sort_keys=True)
-                        handles[state.index].write(f"{times}\t{record.split}\t{line}\n")
-        finally:
-            for handle in handles.values():
-                handle.close()
+    try:
+        # Read each source once (a big JSONL source in parallel parts): validate, filter, decontaminate, count;
+        # spool the rows that qualify for any component.
+        spools: dict[str, list[Path]] = {}
+        for name, comps in by_source.items():
+            parts = _read_source(name, mix.sources[name], data_root, comps, leaked_questions, spool_dir,
+                                 f"{mix.name}", workers, min_parallel_bytes)  # fmt: skip
+            bad_reasons: Counter[str] = Counter()
+            for part in parts:  # in file order: the merged lists are what one reader would have produced
+                bad_reasons.update(part.bad)
+                if mix.on_error == "error":
+                    problems.extend(part.problems[: MAX_REPORTED - len(problems)])
+                for state, counts, eligible in zip(comps, part.counts, part.eligible, strict=True):
+                    state.counts.update(counts)
+                    state.eligible.extend(eligible)
+            spools[name] = [part.spool for part in parts]
+            source_stats[name] = {"valid": sum(p.valid for p in parts), "bad": dict(sorted(bad_reasons.items()))}
+            if bad_reasons and mix.on_error == "error":
+                total_bad = sum(bad_reasons.values())
+                problems.append(f"source {name!r}: {total_bad} bad item(s) in all; set `on_error: skip` to skip them")
+        if problems:
+            raise BuildError(f"data mix {mix.name!r}: bad input\n" + "\n".join(f"  {p}" for p in problems))
 
-    output_info = _write_shards(partial, states, mix)
-    shutil.rmtree(partial / "components")
+        # Draw each component's sample (item indices), seeded per component so adding one never reshuffles another.
+        for state in states:
+            if state.counts.get("outside splits"):
+                continue
+            state.selected, issue = _draw(state, mix, seed)
+            if issue:
+                problems.append(issue)
+        if problems:
+            raise BuildError(f"data mix {mix.name!r}:\n" + "\n".join(f"  {p}" for p in problems))
+
+        # Copy the drawn rows from the spool into each component's file (a source can serve several components).
+        for name, comps in by_source.items():
+            handles = {
+                s.index: (partial / "components" / f"{s.index:03d}.tsv").open("w", encoding="utf-8") for s in comps
+            }
+            try:
+                for entry in _lines(spools[name]):
+                    index_text, rest = entry.split("\t", 1)
+                    index = int(index_text)
+                    for state in comps:
+                        assert state.selected is not None
+                        times = state.selected.get(index)
+                        if times:
+                            handles[state.index].write(f"{times}\t{rest}")
+            finally:
+                for handle in handles.values():
+                    handle.close()
+        shutil.rmtree(spool_dir)
+
+        output_info = _write_shards(partial, states, mix)
+        shutil.rmtree(partial / "components")
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)  # a failed build leaves nothing behind
+        raise
     manifest = {
         **{k: fingerprint[k] for k in ("format", "key", "seed", "splits", "data_root", "inputs")},
         "mix": mix.name,
@@ -319,6 +430,12 @@ def build(
         manifest = json.loads((output / MANIFEST).read_text(encoding="utf-8"))
     progress.say(f"built {output_info['rows']:,} rows in {manifest['build_seconds']}s -> {output}")
     return BuildResult(output, manifest)
+
+
+def _lines(paths: list[Path]) -> Iterator[str]:
+    for path in paths:
+        with path.open(encoding="utf-8") as handle:
+            yield from handle
 
 
 def _key_of(folder: Path) -> str | None:
@@ -370,6 +487,8 @@ def _write_shards(folder: Path, states: list[_ComponentState], mix: Mix) -> dict
             out = None
 
     for state in states:
+        if state.counts.get("outside splits"):
+            continue
         kept_by_split: Counter[str] = Counter()
         with (folder / "components" / f"{state.index:03d}.tsv").open(encoding="utf-8") as handle:
             for entry in handle:
@@ -410,6 +529,8 @@ def _component_report(state: _ComponentState) -> dict[str, Any]:
     }
     if selected < eligible:
         dropped["not sampled"] = eligible - selected
+    if counts.get("outside splits"):
+        return {"name": c.label, "source": c.source, "excluded": "yields none of the splits the build keeps"}
     return {
         "name": c.label,
         "source": c.source,

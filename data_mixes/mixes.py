@@ -384,16 +384,21 @@ READER_SPLITS = {"spinemed": ("non_spine", "spine")}
 """Splits a reader can yield; the general-medical readers yield ``general`` only."""
 
 
+def component_splits(mix: Mix, c: Component) -> set[str]:
+    """The splits a component can yield, read from its source's reader and its filters."""
+    possible = set(READER_SPLITS.get(mix.sources[c.source].reader, ("general",)))
+    if c.filters.split is not None:
+        possible &= set(c.filters.split)
+    if c.filters.category is not None and mix.sources[c.source].reader == "spinemed":
+        possible &= {"spine" if cat == "Spine Surgery" else "non_spine" for cat in c.filters.category}
+    return possible
+
+
 def splits_of(loaded: LoadedMix, restriction: Sequence[str] | None = None) -> list[str]:
     """The splits a mix trains on (after an optional restriction), in canonical order, read from its definition."""
     found: set[str] = set()
     for c in loaded.mix.components:
-        possible = set(READER_SPLITS.get(loaded.mix.sources[c.source].reader, ("general",)))
-        if c.filters.split is not None:
-            possible &= set(c.filters.split)
-        if c.filters.category is not None and loaded.mix.sources[c.source].reader == "spinemed":
-            possible &= {"spine" if cat == "Spine Surgery" else "non_spine" for cat in c.filters.category}
-        found |= possible
+        found |= component_splits(loaded.mix, c)
     if restriction is not None:
         found &= set(restriction)
     return [s for s in ("general", "non_spine", "spine") if s in found]

@@ -7,7 +7,9 @@ are validated loudly rather than trusted. The SpineMed-450k reader lives in :mod
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,37 +40,75 @@ class ReadOptions:
     """Slices sampled evenly through a 3-D volume pointer (the paper: 25)."""
     check_images: bool = True
     """Fail an item whose image file is missing (off only for counting passes that never emit the item)."""
+    byte_range: tuple[int, int] | None = None
+    """JSONL only: read just the lines that start in ``[start, end)`` (a build reads a big file in parallel
+    parts; :func:`byte_ranges` cuts them at line boundaries)."""
 
 
 # -- files --------------------------------------------------------------------------------------------------------
 
 
-def iter_items(path: Path) -> Iterator[tuple[str, Any]]:
-    """``(where, item)`` for every item of a JSON array, JSONL or parquet file; a syntax error yields a
-    :class:`Bad` in place of the item (a JSON array cannot be resynchronised after one, so it ends there)."""
+def iter_items(path: Path, byte_range: tuple[int, int] | None = None) -> Iterator[tuple[int, str, Any]]:
+    """``(index, where, item)`` for every item of a JSON array, JSONL or parquet file; a syntax error yields a
+    :class:`Bad` in place of the item (a JSON array cannot be resynchronised after one, so it ends there).
+
+    ``index`` orders the items: their position in a JSON array or parquet file, their 0-based line in a JSONL
+    file (so a part of a JSONL file read on its own gets the same indices as the whole file read at once)."""
     if not path.is_file():
         raise SourceError(f"{path}: no such file")
-    if path.suffix == ".parquet":
-        yield from _parquet(path)
+    if _is_jsonl(path):
+        yield from _jsonl(path, byte_range)
         return
+    if byte_range is not None:
+        raise SourceError(f"{path}: only JSONL files can be read in parts")
+    items = _parquet(path) if path.suffix == ".parquet" else _json_array(path)
+    for index, (where, item) in enumerate(items):
+        yield index, where, item
+
+
+def _is_jsonl(path: Path) -> bool:
+    if path.suffix == ".parquet":
+        return False
     with path.open("rb") as probe:
         head = probe.read(4096).lstrip(b"\xef\xbb\xbf").lstrip()
-    if head.startswith(b"["):
-        yield from _json_array(path)
-    else:
-        yield from _jsonl(path)
+    return not head.startswith(b"[")
 
 
-def _jsonl(path: Path) -> Iterator[tuple[str, Any]]:
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
+def byte_ranges(path: Path, parts: int) -> list[tuple[int, int]]:
+    """``parts`` byte ranges covering a JSONL file, each starting at the beginning of a line."""
+    size = path.stat().st_size
+    cuts = [0]
+    with path.open("rb") as handle:
+        for k in range(1, parts):
+            handle.seek(max(cuts[-1], size * k // parts))
+            handle.readline()  # to the start of the next line
+            cuts.append(min(handle.tell(), size))
+    cuts.append(size)
+    return [(a, b) for a, b in itertools.pairwise(cuts) if b > a]
+
+
+def _jsonl(path: Path, byte_range: tuple[int, int] | None = None) -> Iterator[tuple[int, str, Any]]:
+    start, end = byte_range or (0, None)
+    with path.open("rb") as handle:
+        number = 0
+        while handle.tell() < start:  # line numbers stay the file's own when reading a later part
+            chunk = handle.read(min(1 << 24, start - handle.tell()))
+            number += chunk.count(b"\n")
+        position = start
+        for raw in handle:
+            if end is not None and position >= end:
+                return
+            position += len(raw)
+            number += 1
+            if not raw.strip():
                 continue
             where = f"{path}:{number}"
             try:
-                yield where, json.loads(line)
+                yield number - 1, where, json.loads(raw)
             except json.JSONDecodeError as exc:
-                yield where, Bad(where, "invalid JSON", f"{exc.msg} (column {exc.colno})")
+                yield number - 1, where, Bad(where, "invalid JSON", f"{exc.msg} (column {exc.colno})")
+            except UnicodeDecodeError as exc:
+                yield number - 1, where, Bad(where, "invalid JSON", f"not UTF-8 ({exc.reason})")
 
 
 def _json_array(path: Path) -> Iterator[tuple[str, Any]]:
@@ -136,6 +176,26 @@ def _parquet(path: Path) -> Iterator[tuple[str, Any]]:
 # -- field checks ---------------------------------------------------------------------------------------------------
 
 
+class FileCheck:
+    """Absolute image paths and whether each exists, asked once per distinct path: the same files recur across
+    hundreds of thousands of items, and a stat per mention dominated the read."""
+
+    def __init__(self, root: Path, check: bool):
+        self.root, self.check = str(root), check
+        self._exists: dict[str, bool] = {}
+
+    def path(self, entry: str) -> str:
+        return os.path.abspath(entry if os.path.isabs(entry) else os.path.join(self.root, entry))
+
+    def missing(self, path: str) -> bool:
+        if not self.check:
+            return False
+        found = self._exists.get(path)
+        if found is None:
+            found = self._exists[path] = os.path.isfile(path)
+        return not found
+
+
 def _text(item: dict[str, Any], key: str) -> str | None:
     value = item.get(key)
     return value if isinstance(value, str) and value.strip() else None
@@ -167,7 +227,7 @@ def _conversation(question: str, answer: str) -> list[dict[str, str]]:
 
 def read_medical_o1(path: Path, options: ReadOptions) -> Iterator[Record | Bad]:
     """``FreedomIntelligence/medical-o1-reasoning-SFT`` (configs en / zh): ``{Question, Complex_CoT, Response}``."""
-    for index, (where, item) in enumerate(iter_items(path)):
+    for index, where, item in iter_items(path, options.byte_range):
         if isinstance(item, Bad):
             yield item
             continue
@@ -176,6 +236,7 @@ def read_medical_o1(path: Path, options: ReadOptions) -> Iterator[Record | Bad]:
             continue
         answer = render_reasoning(item["Complex_CoT"], item["Response"], options.reasoning_style)
         yield Record(
+            index=index,
             id=f"medical_o1-{index}",
             source="medical_o1",
             split="general",
@@ -192,7 +253,7 @@ R1_QUESTION, R1_REASONING, R1_RESPONSE = "question", "reasoning (reasoning_conte
 def read_medical_r1_distill(path: Path, options: ReadOptions) -> Iterator[Record | Bad]:
     """``FreedomIntelligence/Medical-R1-Distill-Data``: keys really are ``question``,
     ``reasoning (reasoning_content)`` and ``response (content)``."""
-    for index, (where, item) in enumerate(iter_items(path)):
+    for index, where, item in iter_items(path, options.byte_range):
         if isinstance(item, Bad):
             yield item
             continue
@@ -201,6 +262,7 @@ def read_medical_r1_distill(path: Path, options: ReadOptions) -> Iterator[Record
             continue
         answer = render_reasoning(item[R1_REASONING], item[R1_RESPONSE], options.reasoning_style)
         yield Record(
+            index=index,
             id=f"medical_r1_distill-{index}",
             source="medical_r1_distill",
             split="general",
@@ -222,7 +284,7 @@ def mcq_prompt(question: str, options: dict[str, str]) -> str:
 def read_medthoughts(path: Path, options: ReadOptions) -> Iterator[Record | Bad]:
     """``hw-hwei/MedThoughts-8K``: ``question_id, question, options{A..E}, answer_idx, ds_answer, ds_think, source``;
     the options become a multiple-choice prompt, the thinking and the answer are kept."""
-    for where, item in iter_items(path):
+    for index, where, item in iter_items(path, options.byte_range):
         if isinstance(item, Bad):
             yield item
             continue
@@ -240,6 +302,7 @@ def read_medthoughts(path: Path, options: ReadOptions) -> Iterator[Record | Bad]
             continue
         answer = render_reasoning(item["ds_think"], item["ds_answer"], options.reasoning_style)
         yield Record(
+            index=index,
             id=f"medthoughts-{item.get('question_id', where)}",
             source="medthoughts",
             split="general",
@@ -263,8 +326,8 @@ def read_pubmedvision(path: Path, options: ReadOptions) -> Iterator[Record | Bad
     """``FreedomIntelligence/PubMedVision``: ``image: [relative paths]``, ``conversations: [{from: human|gpt,
     value}]``, ``modality``, ``body_part``. Images are relative to ``image_root`` (the unzipped archives); a text
     without ``<image>`` placeholders gets one per image at the start of the first human turn."""
-    root = options.image_root or path.parent
-    for index, (where, item) in enumerate(iter_items(path)):
+    files = FileCheck(options.image_root or path.parent, options.check_images)
+    for index, where, item in iter_items(path, options.byte_range):
         if isinstance(item, Bad):
             yield item
             continue
@@ -296,12 +359,13 @@ def read_pubmedvision(path: Path, options: ReadOptions) -> Iterator[Record | Bad
             first = next((m for m in messages if m["role"] == "user"), None)
             if first is not None:
                 first["content"] = IMAGE_TAG * len(images) + "\n" + first["content"]
-        resolved = [str(Path(p) if Path(p).is_absolute() else (root / p).resolve()) for p in images]
-        if options.check_images and (gone := next((p for p in resolved if not Path(p).is_file()), None)):
+        resolved = [files.path(p) for p in images]
+        if gone := next((p for p in resolved if files.missing(p)), None):
             yield Bad(where, "image not found", gone)
             continue
         body_part = item.get("body_part")
         yield Record(
+            index=index,
             id=f"pubmedvision-{item.get('id', index)}",
             source="pubmedvision",
             split="general",

@@ -68,6 +68,8 @@ class Record:
     subspecialty: str | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
     """Dataset id or DOI, book, case id, and always the source file and line."""
+    index: int = -1
+    """The item's position in its source file (``readers.iter_items``): what a build samples and spools by."""
 
     def to_row(self) -> dict[str, Any]:
         row: dict[str, Any] = {"messages": self.messages}

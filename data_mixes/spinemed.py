@@ -9,12 +9,13 @@ and its one ``<image>`` tag becomes one tag per sampled slice.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from spinegpt.data_mixes.readers import ReadOptions, _file_and_line, iter_items
+from spinegpt.data_mixes.readers import FileCheck, ReadOptions, _file_and_line, iter_items
 from spinegpt.data_mixes.records import (
     CATEGORIES,
     IMAGE_TAG,
@@ -99,30 +100,43 @@ def _slices(folder: Path, where: str) -> list[Path]:
     return slices
 
 
-def _images(entries: Any, options: ReadOptions, root: Path) -> tuple[list[str], list[int]]:
-    """Resolved images, and how many files each entry became (a volume becomes many)."""
-    if not isinstance(entries, list):
-        raise PointerError("'images' must be a list of paths and pointers")
-    images: list[str] = []
-    sizes: list[int] = []
-    for entry in entries:
-        if isinstance(entry, str):
-            path = Path(entry) if Path(entry).is_absolute() else root / entry
-            if options.check_images and not path.is_file():
-                raise PointerError(f"image not found: {path}")
-            files = [str(path.resolve())]
-        elif isinstance(entry, dict):
-            files = resolve_pointer(entry, options)
-        else:
-            raise PointerError(f"an image entry must be a path or a pointer object, got {entry!r}")
-        images += files
-        sizes.append(len(files))
-    return images, sizes
+class _Images:
+    """Resolves an item's image entries; pointers are cached by what they name (a case recurs across items)."""
+
+    def __init__(self, options: ReadOptions, root: Path):
+        self.options = options
+        self.files = FileCheck(root, options.check_images)
+        self._pointers: dict[str, list[str]] = {}
+
+    def __call__(self, entries: Any) -> tuple[list[str], list[int]]:
+        """Resolved images, and how many files each entry became (a volume becomes many)."""
+        if not isinstance(entries, list):
+            raise PointerError("'images' must be a list of paths and pointers")
+        images: list[str] = []
+        sizes: list[int] = []
+        for entry in entries:
+            if isinstance(entry, str):
+                path = self.files.path(entry)
+                if self.files.missing(path):
+                    raise PointerError(f"image not found: {path}")
+                files = [path]
+            elif isinstance(entry, dict):
+                key = json.dumps(entry, sort_keys=True, default=str)
+                if key not in self._pointers:
+                    self._pointers[key] = resolve_pointer(entry, self.options)
+                files = self._pointers[key]
+            else:
+                raise PointerError(f"an image entry must be a path or a pointer object, got {entry!r}")
+            images += files
+            sizes.append(len(files))
+        return images, sizes
 
 
 def _expand_tags(messages: list[dict[str, str]], sizes: list[int]) -> list[dict[str, str]]:
     """One ``<image>`` tag per resolved file: the tag of a volume entry is repeated once per sampled slice."""
     tags = sum(m["content"].count(IMAGE_TAG) for m in messages)
+    if tags == len(sizes) == sum(sizes):
+        return messages  # one file per tag (or no images at all): nothing to expand
     if tags == 0 and sizes:
         first = next(m for m in messages if m["role"] == "user")
         first["content"] = IMAGE_TAG * sum(sizes) + "\n" + first["content"]
@@ -163,8 +177,8 @@ def _messages(item: dict[str, Any], options: ReadOptions) -> list[dict[str, str]
 
 def read_spinemed(path: Path, options: ReadOptions) -> Iterator[Record | Bad]:
     """SpineMed-450k-format JSONL (or JSON array / parquet); see ``data_mixes/SPINEMED_SCHEMA.md``."""
-    root = options.image_root or path.parent
-    for where, item in iter_items(path):
+    resolve_images = _Images(options, options.image_root or path.parent)
+    for index, where, item in iter_items(path, options.byte_range):
         if isinstance(item, Bad):
             yield item
             continue
@@ -192,7 +206,7 @@ def read_spinemed(path: Path, options: ReadOptions) -> Iterator[Record | Bad]:
             yield Bad(where, "bad messages", str(exc))
             continue
         try:
-            images, sizes = _images(item.get("images", []), options, root)
+            images, sizes = resolve_images(item.get("images", []))
             messages = _expand_tags(messages, sizes)
         except PointerError as exc:
             yield Bad(where, "image not found" if "not found" in str(exc) else "bad image", f"item {item_id}: {exc}")
@@ -209,6 +223,7 @@ def read_spinemed(path: Path, options: ReadOptions) -> Iterator[Record | Bad]:
             yield Bad(where, "bad language", f"{language!r}; en or zh")
             continue
         yield Record(
+            index=index,
             id=item_id,
             source="spinemed",
             split=split_for(category),
