@@ -14,7 +14,7 @@ import math
 import os
 import sys
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -132,14 +132,22 @@ def count_file(path: Path, counter: Counter) -> Iterable[tuple[int, int, dict[st
 
 
 def audit_rows(
-    stage: str, path: Path, counter: Counter, max_length: int, global_batch: int, epochs: float, max_steps: int | None
+    stage: str,
+    path: Path,
+    counter: Counter,
+    max_length: int,
+    global_batch: int,
+    epochs: float,
+    max_steps: int | None,
+    over_length: str = "drop",
 ) -> StageAudit:
     lengths, over = [], []
     for number, tokens, _row in count_file(path, counter):
         lengths.append(tokens)
         if tokens > max_length:
             over.append(f"{path}:{number} ({tokens} tokens)")
-    steps = max_steps if max_steps else math.ceil(math.ceil(len(lengths) / global_batch) * epochs)
+    trained = len(lengths) - (len(over) if over_length == "drop" else 0)  # what the optimizer steps will see
+    steps = max_steps if max_steps else math.ceil(math.ceil(trained / global_batch) * epochs)
     return StageAudit(
         stage=stage, records=len(lengths), total_tokens=sum(lengths), percentiles=percentiles(lengths),
         max_length=max_length, over_max_length=len(over), global_batch=global_batch, optimizer_steps=steps,
@@ -170,21 +178,23 @@ def render(audits: list[StageAudit]) -> str:
     return "\n".join(lines)
 
 
-def command(args: argparse.Namespace) -> int:
-    """``spinegpt data audit``: prepare each stage's data (mixes are built or reused) and count it."""
+def audit_curriculum(
+    loaded: Any, world_size: int, stages: Sequence[str] | None = None, stream: Any = None
+) -> list[StageAudit]:
+    """Prepare each planned stage's data (mixes built, or reused by hash) and count it exactly, for ``world_size``
+    ranks. Stages the curriculum's ``splits`` skip are not counted; restricted ones are counted restricted."""
     from spinegpt.data_mixes import prepare
-    from spinegpt.train import curriculum, models, plan
+    from spinegpt.train import models, plan
 
-    loaded = curriculum.load(args.curriculum, args.overrides)
     cur = loaded.curriculum
+    planned = [p.stage for p in plan.build(loaded).stages]
     model_dir = models.materialise(cur.model)
     tokenizer = load_tokenizer(str(model_dir))
     local = Path(str(model_dir))
-    world = (args.nproc or 8) * args.nodes
     audits = []
     with tempfile.TemporaryDirectory(prefix="spinegpt-audit-") as tmp:
-        for index, stage in enumerate(cur.stages):
-            if args.stage and stage.name not in args.stage:
+        for index, stage in enumerate(planned):
+            if stages and stage.name not in stages:
                 continue
             env = {**cur.env, **os.environ}
             counter = Counter(tokenizer, *pixel_limits(env, local if local.is_dir() else None))
@@ -196,12 +206,22 @@ def command(args: argparse.Namespace) -> int:
                     prepared.path,
                     counter,
                     stage.max_length,
-                    plan.global_batch(stage, world),
+                    plan.global_batch(stage, world_size),
                     stage.num_train_epochs,
                     stage.max_steps,
+                    stage.over_length,
                 )
             )
-            print(f"[spinegpt data] audited {stage.name}: {audits[-1].records:,} records", file=sys.stderr)
+            print(f"[spinegpt data] audited {stage.name}: {audits[-1].records:,} records", file=stream or sys.stderr)
+    return audits
+
+
+def command(args: argparse.Namespace) -> int:
+    """``spinegpt data audit``: prepare each stage's data (mixes are built or reused) and count it."""
+    from spinegpt.train import curriculum
+
+    loaded = curriculum.load(args.curriculum, args.overrides)
+    audits = audit_curriculum(loaded, (args.nproc or 8) * args.nodes, args.stage)
     print(json.dumps([a.to_json() for a in audits], indent=2) if args.json else render(audits))
     return 0
 

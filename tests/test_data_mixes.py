@@ -242,9 +242,35 @@ def test_bad_items_stop_the_build_or_are_skipped_and_counted(root: Path, tmp_pat
 
 def test_split_restriction_for_ablations(root: Path, tmp_path: Path) -> None:
     general_only = _build(root, tmp_path / "g", splits=["general"])
-    assert {k for c in general_only.manifest["components"] for k in c["kept_by_split"]} == {"general"}
+    assert {k for c in general_only.manifest["components"] for k in c.get("kept_by_split", {})} == {"general"}
     loaded = mixes.load("stage1_foundation")
     assert mixes.splits_of(loaded) == ["general", "non_spine"] and mixes.splits_of(loaded, ["spine"]) == []
+    # Components that cannot yield a kept split are not read at all: PubMedVision's count of 2 is no error here,
+    # and the general sources need not even exist for a non-spine build.
+    data = tmp_path / "root"
+    shutil.copytree(root, data)
+    shutil.rmtree(data / "PubMedVision")
+    non_spine = _build(data, tmp_path / "n", splits=["non_spine"])
+    assert non_spine.rows == sum(c.get("kept", 0) for c in non_spine.manifest["components"]) > 0
+    excluded = [c["name"] for c in non_spine.manifest["components"] if "excluded" in c]
+    assert excluded == ["medical_o1_en", "medical_o1_zh", "medical_r1_distill", "medthoughts", "pubmedvision"]
+    assert {i["source"] for i in non_spine.manifest["inputs"]} == {"spinemed"}
+
+
+def test_parallel_read_gives_the_same_bytes(root: Path, tmp_path: Path) -> None:
+    # A big JSONL source is read in parts by worker processes; the output must not depend on how many.
+    data = tmp_path / "root"
+    shutil.copytree(root, data)
+    train = data / "SpineMed-450k" / "train.jsonl"
+    train.write_text(train.read_text().replace("\n", "\n\n", 3))  # blank lines: indices and line numbers stay the file's
+    one = _build(data, tmp_path / "one", "stage2_spine", settings={}, workers=1)
+    three = _build(data, tmp_path / "three", "stage2_spine", settings={}, workers=3, min_parallel_bytes=1)
+    assert one.sha256 == three.sha256 and one.manifest["components"] == three.manifest["components"]
+    assert one.manifest["sources"] == three.manifest["sources"]
+    ranges = readers.byte_ranges(train, 3)
+    assert ranges[0][0] == 0 and ranges[-1][1] == train.stat().st_size and len(ranges) == 3
+    whole = [(i, w) for i, w, _ in readers.iter_items(train)]
+    assert [(i, w) for r in ranges for i, w, _ in readers.iter_items(train, r)] == whole
 
 
 def test_build_command_and_cached_reuse(root: Path, tmp_path: Path) -> None:
@@ -306,6 +332,31 @@ def test_over_length_policies(tmp_path: Path, tiny_model: Path) -> None:
     assert kept["truncated"] == 1 and path.read_text() == text
     dropped = audit.enforce(path, counter, 100, "drop")
     assert dropped["dropped"] == 1 and dropped["rows"] == 1 and len(path.read_text().splitlines()) == 1
+
+
+def test_plan_audits_each_stage_exactly(tiny_model: Path) -> None:
+    """`spinegpt plan --audit`: per stage, exact totals and percentiles, records over max_length, optimizer steps
+    for the stage's global batch at this world size."""
+    from .conftest import run_spinegpt
+
+    result = run_spinegpt("plan", str(REPO / "curricula" / "smoke.yaml"), "--nproc", "2", "--audit", "--json",
+                          "stages.foundation.max_length=60", "stages.foundation.max_steps=null")  # fmt: skip
+    data = json.loads(result.stdout)
+    audits = {a["stage"]: a for a in data["audit"]}
+    assert list(audits) == [s["name"] for s in data["stages"]]
+    for stage in data["stages"]:
+        a = audits[stage["name"]]
+        assert a["global_batch"] == stage["global_batch"] and a["records"] > 0
+        assert a["percentiles"]["p50"] <= a["percentiles"]["p99"] <= a["percentiles"]["max"] <= a["total_tokens"]
+    foundation = audits["foundation"]
+    assert foundation["max_length"] == 60 and 0 < foundation["over_max_length"] < foundation["records"]
+    assert len(foundation["over_length_rows"]) == foundation["over_max_length"] or foundation["over_max_length"] > 5
+    # one epoch, no max_steps: ceil(records kept / global batch) steps (over-length ones are dropped)
+    kept = foundation["records"] - foundation["over_max_length"]
+    assert foundation["optimizer_steps"] == -(-kept // foundation["global_batch"])
+    assert audits["specialise"]["optimizer_steps"] == 3  # max_steps wins
+    text = run_spinegpt("plan", str(REPO / "curricula" / "smoke.yaml"), "--audit").stdout
+    assert "Data audit (exact tokens; 1 rank(s))" in text and "over max_length" not in text
 
 
 def test_the_smoke_run_trained_on_mixes_built_by_these_loaders(smoke_run: tuple[Path, dict[str, Any], str]) -> None:

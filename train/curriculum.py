@@ -321,6 +321,10 @@ class Curriculum(_Strict):
     """Root of your copies of the upstream datasets that data mixes read (layout: ``data_mixes/sources.yaml``);
     relative paths are taken from the curriculum file's folder. Unset: ``$SPINEGPT_DATA_ROOT``.
     ``builtin:smoke`` is a tiny offline root in the upstream schemas, written by code."""
+    splits: list[Literal["general", "non_spine", "spine"]] | None = None
+    """Train only on these data splits, in every stage: the Table 7 ablations (``curricula/ablations/``). Each mix
+    entry keeps the splits it shares with this list; a stage left without data is skipped, and the next stage
+    starts from the last one that ran. ``[]`` trains nothing (the untrained base row). Unset: every split."""
     env: dict[str, str] = Field(default_factory=dict)
     """Environment variables set for every engine process (e.g. ``MAX_PIXELS``, NCCL settings)."""
     eval: EvalSpec | None = None
@@ -347,6 +351,20 @@ class Curriculum(_Strict):
         for i, stage in enumerate(self.stages):
             if (stage.packing or stage.padding_free) and (stage.attn_impl or self.attn_impl) != "flash_attn":
                 raise ValueError(f"stages[{i}] ({stage.name}): packing / padding_free need attn_impl: flash_attn")
+        return self
+
+    @model_validator(mode="after")
+    def _splits_need_mixes(self) -> Curriculum:
+        if self.splits is None:
+            return self
+        fixed = [
+            f"stages[{i}].data[{j}] ({source.label()})"
+            for i, stage in enumerate(self.stages)
+            for j, source in enumerate(stage.data)
+            if source.mix is None
+        ]
+        if fixed:
+            raise ValueError(f"splits restrict data mixes only; these sources have no splits: {', '.join(fixed)}")
         return self
 
     @model_validator(mode="after")
@@ -528,22 +546,27 @@ def _merge_stages(base: list[Any], over: list[Any], issues: list[ConfigIssue], f
     return merged
 
 
-def _resolve_extends(path: Path, seen: tuple[Path, ...] = ()) -> tuple[dict[str, Any], list[tuple[Path, Any]]]:
-    """Load ``path`` and everything it ``extends``; returns the merged document and (file, node) pairs, child first."""
+def _resolve_extends(
+    path: Path, seen: tuple[Path, ...] = (), base: Path | None = None
+) -> tuple[dict[str, Any], list[tuple[Path, Any]]]:
+    """Load ``path`` and everything it ``extends`` (``base``, when given, instead of what ``path`` itself extends);
+    returns the merged document and (file, node) pairs, child first."""
     path = path.resolve()
     if path in seen:
         chain = " -> ".join(str(p) for p in (*seen, path))
         raise CurriculumError(path, [ConfigIssue("extends", f"circular extends: {chain}", path)])
     doc, node = _read_yaml(path)
     parent = doc.pop("extends", None)
+    if base is not None:
+        parent = str(base.resolve())
     if parent is None:
         return doc, [(path, node)]
     if not isinstance(parent, str):
         raise CurriculumError(path, [ConfigIssue("extends", "must be a path to another curriculum", path)])
     parent_path = (path.parent / parent).resolve()
-    base, nodes = _resolve_extends(parent_path, (*seen, path))
+    parent_doc, nodes = _resolve_extends(parent_path, (*seen, path))
     issues: list[ConfigIssue] = []
-    merged = _merge(base, doc, "", issues, path)
+    merged = _merge(parent_doc, doc, "", issues, path)
     if issues:
         raise CurriculumError(path, issues)
     return merged, [(path, node), *nodes]
@@ -587,10 +610,13 @@ def apply_overrides(doc: dict[str, Any], overrides: Sequence[str]) -> list[Confi
     return issues
 
 
-def load(path: str | Path, overrides: Sequence[str] = ()) -> LoadedCurriculum:
-    """Read, merge, override and validate a curriculum; raises :class:`CurriculumError` listing every problem."""
+def load(path: str | Path, overrides: Sequence[str] = (), base: str | Path | None = None) -> LoadedCurriculum:
+    """Read, merge, override and validate a curriculum; raises :class:`CurriculumError` listing every problem.
+
+    ``base``: merge the file onto this curriculum instead of the one it ``extends`` -- the same differences at
+    another scale (a sweep runs Table 7's rows, which extend the full curriculum, on the smoke one)."""
     source = Path(path)
-    doc, nodes = _resolve_extends(source)
+    doc, nodes = _resolve_extends(source, base=Path(base) if base is not None else None)
     issues = apply_overrides(doc, overrides)
     try:
         curriculum = Curriculum.model_validate(doc, context={"base_dir": source.resolve().parent})

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,8 @@ class StagePlan:
     env: dict[str, str] = field(default_factory=dict)
     eval: EvalSettings | None = None
     """Benchmarks run on the stage's final weights once it is done."""
+    splits: list[str] | None = None
+    """The data splits the stage trains on (``general``, ``non_spine``, ``spine``); None for plain JSONL data."""
 
     @property
     def engine_dir(self) -> Path:
@@ -78,6 +81,7 @@ class StagePlan:
             "model": self.model,
             "starts_from": self.starts_from,
             "data": self.data,
+            "splits": self.splits,
             "learning_rate": stage.learning_rate,
             "max_length": stage.max_length,
             "num_train_epochs": stage.num_train_epochs,
@@ -94,11 +98,20 @@ class StagePlan:
 
 
 @dataclass(frozen=True)
+class SkippedStage:
+    """A stage of the curriculum that the curriculum's ``splits`` leave without data."""
+
+    name: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class Plan:
     loaded: LoadedCurriculum
     output_dir: Path
     launch: swift_adapter.Launch
     stages: list[StagePlan]
+    skipped: list[SkippedStage] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -119,7 +132,9 @@ class Plan:
             "nnodes": self.launch.nnodes,
             "node_rank": self.launch.node_rank,
             "launcher": self.launch.launcher,
-            "stages": [s.to_json() for s in self.stages],
+            "splits": self.loaded.curriculum.splits,
+            "stages": [{**s.to_json(), "global_batch": global_batch(s.stage, self.world_size)} for s in self.stages],
+            "skipped": [vars(s) for s in self.skipped],
         }
 
     def render(self) -> str:
@@ -140,6 +155,7 @@ class Plan:
                 f"stage {plan.index + 1}/{len(self.stages)}: {stage.name}",
                 f"  starts from : {plan.model}  [{plan.starts_from}]",
                 "  data        : " + ", ".join(f"{d['source']} -> {d['path']}" for d in plan.data),
+                "  splits      : " + (", ".join(plan.splits) if plan.splits is not None else "n/a (plain JSONL)"),
                 f"  training    : {stage.tuner_type}, lr {stage.learning_rate:g}, max_length {stage.max_length}, "
                 f"{steps}, global batch {batch}",
                 f"  deepspeed   : {ds}" + (f"  [{plan.deepspeed}]" if plan.deepspeed else ""),
@@ -150,6 +166,14 @@ class Plan:
                 judge = f"judge {plan.eval.judge.model}" if plan.eval.judge else "no judge: reports not scored"
                 names = ", ".join(f"{r.name} ({r.path})" for r in plan.eval.runs)
                 lines.append(f"  eval after  : {names}; {judge}")
+        if curriculum.splits is not None:
+            lines += [
+                "",
+                f"splits {curriculum.splits}: "
+                + (f"{len(self.stages)} stage(s) train" if self.stages else "nothing trains (the base model as it is)"),
+            ]
+        for skipped in self.skipped:
+            lines.append(f"  skipped stage {skipped.name}: {skipped.reason}")
         return "\n".join(lines)
 
 
@@ -227,6 +251,38 @@ def resolve_eval(spec: EvalSpec | None, loaded: LoadedCurriculum) -> EvalSetting
     )
 
 
+def restrict(stage: Stage, splits: Sequence[str] | None, base_dir: Path) -> tuple[Stage | None, list[str] | None]:
+    """``stage`` limited to the curriculum's ``splits`` (None: the stage as it is), and the splits it trains on.
+
+    Each mix entry's own ``splits`` and the curriculum's intersect; an entry left with none is dropped, and a stage
+    left with no entry is None (skipped). Splits are read from the mix definitions, so planning reads no data."""
+    from spinegpt.data_mixes import mixes
+
+    kept, trained = [], set()
+    known = True
+    for source in stage.data:
+        if source.mix is None:
+            kept.append(source)
+            known = False
+            continue
+        try:
+            loaded = mixes.load(source.mix, source.set, search=[base_dir])
+        except (FileNotFoundError, mixes.MixError):
+            kept.append(source)  # `describe` reports the broken mix; planning goes on
+            known = False
+            continue
+        restriction = source.splits if splits is None else [s for s in splits if s in (source.splits or splits)]
+        found = mixes.splits_of(loaded, restriction)
+        if splits is not None and not found:
+            continue
+        trained.update(found)
+        kept.append(source if splits is None else source.model_copy(update={"splits": found}))
+    if not kept:
+        return None, []
+    stage = stage if splits is None else stage.model_copy(update={"data": kept})
+    return stage, [s for s in ("general", "non_spine", "spine") if s in trained] if known else None
+
+
 def build(
     loaded: LoadedCurriculum,
     output_dir: Path | None = None,
@@ -238,8 +294,15 @@ def build(
     launch = launch or swift_adapter.Launch()
     model = models.resolve(curriculum.model)
     starts_from = "base"
-    stages = []
-    for index, stage in enumerate(curriculum.stages):
+    stages: list[StagePlan] = []
+    skipped: list[SkippedStage] = []
+    for configured in curriculum.stages:
+        stage, splits = restrict(configured, curriculum.splits, loaded.base_dir)
+        if stage is None:
+            reason = f"its data holds none of the splits {curriculum.splits}"
+            skipped.append(SkippedStage(configured.name, reason))
+            continue
+        index = len(stages)
         folder = stage_dir(output_dir, index, stage)
         ds_path = deepspeed_configs.resolve(stage.deepspeed, loaded.base_dir) if stage.deepspeed else None
         dataset = folder / "data" / "train.jsonl"
@@ -266,7 +329,8 @@ def build(
                 command=swift_adapter.command(engine_args, launch, python),
                 env=dict(curriculum.env),
                 eval=resolve_eval(curriculum.eval_for(stage), loaded),
+                splits=splits,
             )
         )
         model, starts_from = str(folder / FINAL), f"stage:{stage.name}"
-    return Plan(loaded=loaded, output_dir=output_dir, launch=launch, stages=stages)
+    return Plan(loaded=loaded, output_dir=output_dir, launch=launch, stages=stages, skipped=skipped)

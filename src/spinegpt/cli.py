@@ -1,12 +1,14 @@
 """The ``spinegpt`` command.
 
     spinegpt validate CURRICULUM.yaml [key=value ...]        check a curriculum, report every error at once
-    spinegpt plan     CURRICULUM.yaml [key=value ...] [--json] [--nproc N] [--output-dir DIR]
+    spinegpt plan     CURRICULUM.yaml [key=value ...] [--json] [--nproc N] [--memory] [--audit]
     spinegpt run      CURRICULUM.yaml [key=value ...] [--nproc N] [--output-dir DIR] [--resume] [--until STAGE]
     spinegpt eval     MODEL --benchmark KIND --data FILE [--judge-url URL --judge-model M] [--output DIR]
     spinegpt eval     MODEL --config EVAL.json [--output DIR]   (what `spinegpt run` calls after each stage)
     spinegpt export   RUN|STAGE|CHECKPOINT --output DIR [--push-to-hub REPO_ID] [--private] [--dry-run]
     spinegpt report   RUN_DIR [--output DIR]                 markdown + plots of a run, finished or not
+    spinegpt sweep    SWEEP.yaml|DIR [key=value ...] [--only ROWS] [--launcher local|slurm] [--dry-run]
+                                                             ablation rows trained, evaluated, tabulated
     spinegpt data convert --source SRC INPUT --output OUT.jsonl [--image-root DIR]   engine rows from one file
     spinegpt data build   MIX --output DIR [--data-root DIR] [--seed N] [--splits ...]  shards + manifest.json
     spinegpt data audit   CURRICULUM.yaml [key=value ...] [--stage S] [--json]   token counts vs max_length
@@ -24,6 +26,7 @@ import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 
 def _curriculum_args(parser: argparse.ArgumentParser) -> None:
@@ -56,12 +59,31 @@ def _parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="check a curriculum and report every error")
     _curriculum_args(validate)
 
-    plan = sub.add_parser("plan", help="show what a curriculum will run, stage by stage (no side effects)")
+    sweep = sub.add_parser("sweep", help="train and evaluate the rows of an ablation sweep, rebuild its table")
+    sweep.add_argument("sweep", type=Path, help="sweep YAML, or a folder holding sweep.yaml")
+    sweep.add_argument("overrides", nargs="*", metavar="key=value", help="override keys of every row's curriculum")
+    sweep.add_argument("--output-dir", type=Path, help="sweep folder (default outputs/sweeps/<name>)")
+    sweep.add_argument("--only", help="comma-separated row names or numbers (1-based)")
+    sweep.add_argument("--launcher", choices=["local", "slurm"], default="local",
+                       help="local: rows one after another here; slurm: one sbatch job per unfinished row")  # fmt: skip
+    sweep.add_argument("--dry-run", action="store_true", help="show each row's stages and splits, run nothing")
+    sweep.add_argument("--compare-paper", action="store_true", help="put the paper's Table 7 beside our figures")
+    sweep.add_argument("--nproc", type=int, help="processes per node for each row (default: $NPROC_PER_NODE or 1)")
+    sweep.add_argument("--sbatch-arg", action="append", default=[], metavar="ARG",
+                       help="extra sbatch argument per row job (repeatable): --sbatch-arg=--nodes=2")  # fmt: skip
+
+    plan = sub.add_parser("plan", help="show what a curriculum will run, stage by stage (no side effects but --audit)")
     _curriculum_args(plan)
     _launch_args(plan)
     plan.add_argument("--json", action="store_true", help="machine-readable output")
     plan.add_argument("--commands", action="store_true", help="only this node's engine command per stage")
     plan.add_argument("--memory", action="store_true", help="predict each stage's peak GPU memory, term by term")
+    plan.add_argument(
+        "--audit",
+        action="store_true",
+        help="build (or reuse) each stage's data and count its tokens exactly: totals, percentiles, records over "
+        "max_length, optimizer steps for the stage's global batch",
+    )
     plan.add_argument("--gpus", type=int, help="GPUs per node for --memory (default: --nproc, else 8)")
     plan.add_argument("--gpu-mem-gb", type=float, default=80.0, help="memory per GPU for --memory (default 80)")
     plan.add_argument("--nodes", type=int, help="nodes for --memory (default: $NNODES or 1)")
@@ -156,6 +178,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             from spinegpt.data_mixes import commands as data_commands
 
             return data_commands.run(args)
+        if args.command == "sweep":
+            from spinegpt.train import sweep
+
+            try:
+                return sweep.command(args)
+            except sweep.SweepError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
         if args.command == "report":
             from spinegpt.train import report
 
@@ -189,25 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         built = build(loaded, args.output_dir, launch)
         if args.command == "plan":
-            if args.memory:
-                from spinegpt.train import memory
-
-                gpus = args.gpus or args.nproc or 8
-                nodes = args.nodes or launch.nnodes
-                reports = [
-                    memory.stage_report(loaded.curriculum, s.stage, loaded.base_dir, gpus, nodes, args.gpu_mem_gb)
-                    for s in built.stages
-                ]
-                if args.json:
-                    print(json.dumps({**built.to_json(), "memory": reports}, indent=2))
-                else:
-                    print(built.render() + "\n\n" + memory.render(reports, gpus, nodes))
-                return 0
-            if args.commands:
-                print("\n".join(f"{s.stage.name}: {shlex.join(s.command)}" for s in built.stages))
-            else:
-                print(json.dumps(built.to_json(), indent=2) if args.json else built.render())
-            return 0
+            return _plan(args, loaded, built, launch)
         runner.Runner(built, resume=args.resume, overrides=tuple(args.overrides), until=args.until).run()
         return 0
     except curriculum.CurriculumError as exc:
@@ -219,6 +231,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; continue with --resume", file=sys.stderr)
         return 130
+
+
+def _plan(args: argparse.Namespace, loaded: Any, built: Any, launch: Any) -> int:
+    if args.commands:
+        print("\n".join(f"{s.stage.name}: {shlex.join(s.command)}" for s in built.stages))
+        return 0
+    as_json, text = built.to_json(), [built.render()]
+    if args.memory:
+        from spinegpt.train import memory
+
+        gpus = args.gpus or args.nproc or 8
+        nodes = args.nodes or launch.nnodes
+        reports = [
+            memory.stage_report(loaded.curriculum, s.stage, loaded.base_dir, gpus, nodes, args.gpu_mem_gb)
+            for s in built.stages
+        ]
+        as_json["memory"] = reports
+        text.append(memory.render(reports, gpus, nodes))
+    if args.audit:
+        from spinegpt.data_mixes import audit
+
+        audits = audit.audit_curriculum(loaded, launch.world_size)
+        as_json["audit"] = [a.to_json() for a in audits]
+        text.append(f"Data audit (exact tokens; {launch.world_size} rank(s)):\n" + audit.render(audits))
+    print(json.dumps(as_json, indent=2) if args.json else "\n\n".join(text))
+    return 0
 
 
 def _eval(args: argparse.Namespace) -> int:
