@@ -85,7 +85,8 @@ def test_retries_records_failures_and_never_invents_scores(monkeypatch: pytest.M
     assert "missing dimension(s): granularity" in by["missing"].errors[-1]
     # The key is sent, bounded concurrency is respected, and the key appears in no result.
     assert set(server.auth) == {"Bearer sk-test-secret"}
-    assert 1 < server.max_in_flight <= 3
+    # The server also counts the slow-once request the client abandoned at its timeout (it sleeps on): +1.
+    assert 1 < server.max_in_flight <= 3 + 1
     assert "sk-test-secret" not in json.dumps([r.to_json() for r in results])
 
 
