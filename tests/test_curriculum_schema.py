@@ -197,7 +197,7 @@ def test_every_yaml_opens_with_the_command_that_runs_it() -> None:
     for path in curriculum.iter_curricula(CURRICULA):
         head = path.read_text().splitlines()[:8]
         assert head[0].startswith("#"), path
-        assert any("spinegpt run" in line for line in head), path
+        assert any("spinegpt run" in line or "spinegpt sweep" in line for line in head), path
 
 
 def test_errors_in_an_extends_chain_point_at_the_file_that_says_it(tmp_path: Path) -> None:

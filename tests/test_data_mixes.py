@@ -262,7 +262,7 @@ def test_parallel_read_gives_the_same_bytes(root: Path, tmp_path: Path) -> None:
     data = tmp_path / "root"
     shutil.copytree(root, data)
     train = data / "SpineMed-450k" / "train.jsonl"
-    train.write_text(train.read_text().replace("\n", "\n\n", 3))  # blank lines: indices and line numbers stay the file's
+    train.write_text(train.read_text().replace("\n", "\n\n", 3))  # blank lines: indices, line numbers kept
     one = _build(data, tmp_path / "one", "stage2_spine", settings={}, workers=1)
     three = _build(data, tmp_path / "three", "stage2_spine", settings={}, workers=3, min_parallel_bytes=1)
     assert one.sha256 == three.sha256 and one.manifest["components"] == three.manifest["components"]

@@ -636,5 +636,5 @@ def load(path: str | Path, overrides: Sequence[str] = (), base: str | Path | Non
 
 
 def iter_curricula(root: Path) -> Iterator[Path]:
-    """Every curriculum YAML under ``root``, recursively, in a stable order."""
-    yield from sorted(p for p in root.rglob("*.y*ml") if p.suffix in {".yaml", ".yml"})
+    """Every curriculum YAML under ``root``, recursively, in a stable order (sweep files are not curricula)."""
+    yield from sorted(p for p in root.rglob("*.y*ml") if p.suffix in {".yaml", ".yml"} and p.stem != "sweep")

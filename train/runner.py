@@ -411,6 +411,10 @@ class Runner:
     def run(self) -> list[StageResult]:
         if not self.leads:
             return Follower(self).run()
+        if not self.plan.stages:
+            splits = self.plan.loaded.curriculum.splits
+            _say(f"nothing to train: splits {splits} leave every stage without data (the base model as it is; "
+                 "`spinegpt sweep` or `spinegpt eval` evaluates it)")  # fmt: skip
         self._open()
         results = []
         try:

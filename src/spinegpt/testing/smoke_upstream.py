@@ -16,7 +16,7 @@ from typing import Any
 from spinegpt.data_mixes.prepare import smoke_file
 from spinegpt.testing import smoke_data, tiny_model
 
-VERSION = "1"
+VERSION = "3"  # 2: SpineBench image MCQs (Table 7 reports text and image accuracy); 3: non-spine stage-3 items
 NON_SPINE = ["Hand and Upper Extremity Surgery", "Orthopedic Trauma", "Foot and Ankle Surgery", "Joint Reconstruction"]
 SUBSPECIALTIES = ["The Thoracic and Lumbar Degenerative Spine", "Trauma", "Spondylolisthesis", "Idiopathic Scoliosis"]
 LEAKED_QUESTION = "Which sign suggests cauda equina syndrome?"
@@ -115,8 +115,11 @@ def write(root: Path) -> Path:
             if user_turns > 1
             else "reasoning"
         )
-        item = {"id": f"sm-r-{i}", "language": "en", "category": "Spine Surgery", "subspecialty": "Trauma",
-                "task": task, "messages": messages, "images": images,
+        # Every third is an orthopedic-trauma case: stage 3 spans all seven categories, so a non-spine ablation
+        # (Table 7 rows 3 and 5) still has consultations and reports to train on.
+        spine = i % 3 != 2
+        item = {"id": f"sm-r-{i}", "language": "en", "category": "Spine Surgery" if spine else "Orthopedic Trauma",
+                "subspecialty": "Trauma" if spine else None, "task": task, "messages": messages, "images": images,
                 "provenance": {"source_type": "hospital", "case_id": f"case-{i}"}}  # fmt: skip
         if task == "report" and i == 1:  # one report given by sections: the reader writes the assistant turn
             item["messages"] = messages[:-1]
@@ -134,6 +137,12 @@ def write(root: Path) -> Path:
          "options": {"A": "L4", "B": "L5"}, "answer": "B"},
         {"id": "sb-r-1", "type": "report", "prompt": "Write a report for a normal lumbar radiograph."},
     ]  # fmt: skip
+    levels = {"A": "L1", "B": "L2", "C": "L3", "D": "L4", "E": "L5"}
+    for i, level in enumerate(("L4", "L2", "L5")):
+        image = _image(root / "SpineBench", f"images/mri-sagittal-{level}.png")
+        answer = next(k for k, v in levels.items() if v == level)
+        bench.append({"id": f"sb-i-{i}", "type": "mcq", "question": "On this MRI, which lumbar vertebra is marked?",
+                      "options": levels, "answer": answer, "images": [image]})  # fmt: skip
     (root / "SpineBench").mkdir(exist_ok=True)
     (root / "SpineBench" / "spinebench.jsonl").write_text("".join(json.dumps(b) + "\n" for b in bench))
     stamp.write_text(VERSION)

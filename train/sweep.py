@@ -1,0 +1,422 @@
+"""Sweeps: the rows of an ablation table, each a curriculum trained and evaluated, as one resumable job.
+
+    spinegpt sweep curricula/ablations/sweep.yaml --output-dir outputs/table7 [--only t7_2_general,4]
+    spinegpt sweep curricula/ablations/smoke                       # the same six rows on the tiny model (CPU)
+    spinegpt sweep curricula/ablations/sweep.yaml --launcher slurm # one SLURM job per row
+    spinegpt sweep curricula/ablations/sweep.yaml --dry-run        # what each row trains, what is done already
+
+Per row, under ``OUT/rows/<name>/``: ``run/`` (the run folder of ``spinegpt run``, resumed if it exists), ``eval/``
+(SpineBench on the row's final model: the last stage it trained, or the base model when it trains none) and
+``row.json``, written last: a row with a ``row.json`` of the same configuration is done and skipped. After each
+row the table is rebuilt from every finished row (``OUT/<table>.md``, ``.csv``, ``.png``); ``OUT/progress.json``
+says which rows are done, running, submitted or failed. A failing row is recorded and the others still run.
+
+Under ``--launcher slurm`` each unfinished row becomes one job running this command restricted to that row
+(``launch/slurm.sbatch`` with ``SPINEGPT_COMMAND=sweep``), on as many nodes as the job has; run the sweep again
+(or let the last job finish) to see the table with every row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from spinegpt.data_mixes.prepare import DataError, resolve_data_root
+from spinegpt.eval_hooks.hooks import SUMMARY, BenchmarkRun, EvalSettings
+from spinegpt.train import ablation_table, curriculum, manifest, models, plan, runner
+from spinegpt.train.curriculum import BenchmarkSpec
+
+SWEEP_FILE = "sweep.yaml"
+ROW_FILE = "row.json"
+PROGRESS = "progress.json"
+REPO = Path(__file__).resolve().parents[1]
+
+
+class SweepError(ValueError):
+    """A sweep that cannot start; the message lists every problem."""
+
+
+class SweepSpec(BaseModel):
+    """A sweep file: which curricula are the rows, what they are evaluated on, where the table goes."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    """The sweep's name: default output folder ``outputs/sweeps/<name>`` and SLURM job names."""
+    rows: list[str] = Field(min_length=1)
+    """Curriculum files, one per table row in order; relative paths are taken from the sweep file's folder."""
+    base: str | None = None
+    """Run every row on this curriculum instead of the one it extends: its own keys (``splits``, ``name``) on top
+    of another scale, e.g. the smoke curriculum. Relative to the sweep file's folder."""
+    overrides: list[str] = Field(default_factory=list)
+    """``key=value`` overrides applied to every row (after ``base``; the command line's come after these)."""
+    benchmark: BenchmarkSpec
+    """What each row's final model is scored on; a relative ``path`` (and ``image_root``) is taken from the rows'
+    data root, where ``data_mixes/sources.yaml`` also finds SpineBench for decontamination."""
+    backend: Literal["auto", "transformers", "vllm"] = "auto"
+    """Inference backend of the evaluation."""
+    batch_size: int = Field(default=8, gt=0)
+    """Prompts generated together in the evaluation."""
+    table: str = "table7"
+    """File stem of the rebuilt table: ``<table>.md``, ``.csv``, ``.png`` in the sweep's output folder."""
+    title: str = "Table 7: which data makes SpineGPT (close-ended SpineBench accuracy)"
+    """Title of the table and the chart."""
+
+
+@dataclass(frozen=True)
+class Row:
+    number: int
+    file: Path
+    loaded: curriculum.LoadedCurriculum
+    dir: Path
+
+    @property
+    def name(self) -> str:
+        return self.loaded.curriculum.name
+
+    @property
+    def run_dir(self) -> Path:
+        return self.dir / "run"
+
+    @property
+    def eval_dir(self) -> Path:
+        return self.dir / "eval"
+
+    def plan(self, launch: Any) -> plan.Plan:
+        return plan.build(self.loaded, self.run_dir, launch)
+
+
+@dataclass(frozen=True)
+class LoadedSweep:
+    spec: SweepSpec
+    source: Path
+    rows: list[Row]
+    output_dir: Path
+
+    def benchmark_run(self, row: Row) -> BenchmarkRun:
+        b = self.spec.benchmark
+        cur = row.loaded.curriculum
+        data_root = _data_root(cur.data_root, row.loaded.base_dir)
+        path = (data_root / b.path).resolve()
+        if not path.is_file():
+            raise SweepError(f"benchmark {b.kind}: {path} not found (a relative path is taken from the data root)")
+        return BenchmarkRun(
+            name=b.label,
+            kind=b.kind,
+            path=path,
+            image_root=(data_root / b.image_root).resolve() if b.image_root else None,
+            limit=b.limit,
+            max_new_tokens=b.max_new_tokens,
+            report_max_new_tokens=b.report_max_new_tokens,
+        )
+
+    def row_key(self, row: Row) -> str:
+        """What decides a row's figures: its resolved curriculum and how it is evaluated."""
+        cur = row.loaded.curriculum.model_dump(mode="json", exclude={"output_dir", "report_to", "wandb_project"})
+        return manifest.stable_hash({"curriculum": cur, "benchmark": self.spec.benchmark.model_dump(mode="json")})
+
+
+def _data_root(value: str | None, base_dir: Path) -> Path:
+    try:
+        return resolve_data_root(value, base_dir)
+    except DataError as exc:
+        raise SweepError(str(exc)) from None
+
+
+def sweep_file(path: Path) -> Path:
+    return path / SWEEP_FILE if path.is_dir() else path
+
+
+def load(path: Path, overrides: list[str], output_dir: Path | None = None) -> LoadedSweep:
+    """Read and validate a sweep and every row curriculum; one error lists every problem found."""
+    source = sweep_file(path).resolve()
+    try:
+        text = source.read_text(encoding="utf-8")
+        doc = yaml.safe_load(text) or {}
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except (OSError, yaml.YAMLError) as exc:
+        raise SweepError(f"{source}: cannot read the sweep: {exc}") from None
+    try:
+        spec = SweepSpec.model_validate(doc)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            line, _ = curriculum.line_of(node, list(error["loc"]))
+            where = f"{source}:{line}" if line else str(source)
+            problems.append(f"  - {where}: {curriculum.format_path(error['loc'])}: {curriculum.error_message(error)}")
+        raise SweepError(f"{source}: {len(problems)} error(s) in sweep\n" + "\n".join(problems)) from None
+    out = (output_dir or Path("outputs") / "sweeps" / spec.name).resolve()
+    base = (source.parent / spec.base) if spec.base else None
+    rows, problems, names = [], [], set()
+    for number, entry in enumerate(spec.rows, 1):
+        file = (source.parent / entry).resolve()
+        try:
+            loaded = curriculum.load(file, [*spec.overrides, *overrides], base=base)
+        except curriculum.CurriculumError as exc:
+            problems.append(f"rows[{number - 1}] ({entry}): {exc}")
+            continue
+        name = loaded.curriculum.name
+        if name in names:
+            problems.append(f"rows[{number - 1}] ({entry}): row name {name!r} repeats; give each row its own name")
+        names.add(name)
+        rows.append(Row(number, file, loaded, out / "rows" / name))
+    if problems:
+        raise SweepError(f"{source}: {len(problems)} row(s) do not load\n" + "\n".join(problems))
+    return LoadedSweep(spec, source, rows, out)
+
+
+def select(rows: list[Row], only: str | None) -> list[Row]:
+    """``--only``: comma-separated row names or 1-based numbers."""
+    if not only:
+        return rows
+    wanted = [w.strip() for w in only.split(",") if w.strip()]
+    chosen = [r for r in rows if r.name in wanted or str(r.number) in wanted]
+    unknown = [w for w in wanted if not any(w in (r.name, str(r.number)) for r in rows)]
+    if unknown:
+        known = ", ".join(f"{r.number}={r.name}" for r in rows)
+        raise SweepError(f"--only: no row {', '.join(map(repr, unknown))}; rows: {known}")
+    return chosen
+
+
+# -- progress -----------------------------------------------------------------------------------------------------
+
+
+class Progress:
+    """``progress.json`` in the sweep folder and a console line at every change of a row's status."""
+
+    def __init__(self, sweep: LoadedSweep):
+        self.sweep = sweep
+        self.path = sweep.output_dir / PROGRESS
+        old = json.loads(self.path.read_text()) if self.path.is_file() else {}
+        self.rows: dict[str, dict[str, Any]] = {}
+        for row in sweep.rows:
+            done = finished(sweep, row) is not None
+            previous = old.get("rows", {}).get(row.name, {})
+            status = "done" if done else ("submitted" if previous.get("status") == "submitted" else "pending")
+            self.rows[row.name] = {**previous, "status": status}
+
+    def set(self, row: Row, status: str, **extra: Any) -> None:
+        entry = self.rows[row.name]
+        if status != "failed":
+            entry.pop("error", None)
+        entry.update(status=status, updated_at=manifest.now(), **extra)
+        self.write()
+        counts = {s: sum(r["status"] == s for r in self.rows.values()) for s in ("done", "running", "failed")}
+        print(
+            f"[spinegpt sweep] {self.sweep.spec.name}: row {row.number} {row.name} {status}  "
+            f"({counts['done']}/{len(self.rows)} done, {counts['running']} running, {counts['failed']} failed)",
+            flush=True,
+        )
+
+    def write(self) -> None:
+        self.sweep.output_dir.mkdir(parents=True, exist_ok=True)
+        manifest.write_json_atomic(
+            self.path, {"sweep": self.sweep.spec.name, "file": str(self.sweep.source), "rows": self.rows}
+        )
+
+
+def finished(sweep: LoadedSweep, row: Row) -> dict[str, Any] | None:
+    """The row's ``row.json`` when it was written for the row's current configuration."""
+    path = row.dir / ROW_FILE
+    if not path.is_file():
+        return None
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data if data.get("key") == sweep.row_key(row) else None
+
+
+def rebuild_table(sweep: LoadedSweep, compare_paper: bool) -> list[Path]:
+    rows = [data for row in sweep.rows if (data := finished(sweep, row)) is not None]
+    if not rows:
+        return []
+    return ablation_table.write(rows, sweep.output_dir, sweep.spec.table, compare_paper, sweep.spec.title)
+
+
+# -- local ----------------------------------------------------------------------------------------------------------
+
+
+def trained_splits(built: plan.Plan) -> list[str]:
+    found = {s for stage in built.stages for s in (stage.splits or [])}
+    return [s for s, _ in ablation_table.SPLIT_COLUMNS if s in found]
+
+
+def run_row(sweep: LoadedSweep, row: Row, launch: Any) -> dict[str, Any] | None:
+    """Train (or resume) the row's curriculum, evaluate its final model, write ``row.json``. Followers (node > 0
+    of a multi-node job) only train; node 0 evaluates."""
+    built = row.plan(launch)
+    if built.stages:
+        resume = (built.output_dir / manifest.FILE).is_file()
+        runner.Runner(built, resume=resume, overrides=tuple(sweep.spec.overrides)).run()
+        model = str(built.stages[-1].final)
+    else:
+        model = str(models.materialise(row.loaded.curriculum.model))
+    if launch.launcher == "torchrun" and launch.node_rank != 0:
+        return None
+    scores = evaluate(sweep, row, model)
+    data = {
+        "name": row.name,
+        "number": row.number,
+        "file": str(row.file),
+        "key": sweep.row_key(row),
+        "splits": trained_splits(built),
+        "stages": [{"name": s.stage.name, "splits": s.splits, "starts_from": s.starts_from} for s in built.stages],
+        "skipped_stages": [vars(s) for s in built.skipped],
+        "model": model,
+        "benchmark": sweep.spec.benchmark.label,
+        "scores": scores,
+        "finished_at": manifest.now(),
+    }
+    manifest.write_json_atomic(row.dir / ROW_FILE, data)
+    return data
+
+
+def evaluate(sweep: LoadedSweep, row: Row, model: str) -> dict[str, Any]:
+    """``spinegpt eval`` on ``model`` in its own process (the same command the runner uses after a stage)."""
+    cur = row.loaded.curriculum
+    bench = sweep.benchmark_run(row)
+    settings = EvalSettings(
+        runs=[bench], judge=None, model_type=cur.model_type, template=cur.template, torch_dtype=cur.torch_dtype,
+        attn_impl=cur.attn_impl, backend=sweep.spec.backend, batch_size=sweep.spec.batch_size,
+    )  # fmt: skip
+    row.eval_dir.mkdir(parents=True, exist_ok=True)
+    config = row.eval_dir / "config.json"
+    config.write_text(json.dumps(settings.to_json(), indent=2) + "\n")
+    (row.eval_dir / SUMMARY).unlink(missing_ok=True)
+    command = [
+        sys.executable,
+        "-m",
+        "spinegpt.cli",
+        "eval",
+        model,
+        "--config",
+        str(config),
+        "--output",
+        str(row.eval_dir),
+    ]
+    env = dict(os.environ)
+    for key, value in cur.env.items():
+        env.setdefault(key, value)
+    log = row.dir / "eval.log"
+    code = runner.run_engine(command, env, log, f"[{row.name} eval]")
+    summary_path = row.eval_dir / SUMMARY
+    if code != 0 or not summary_path.is_file():
+        raise runner.RunError(f"evaluation of {model} exited with code {code}; log: {log}")
+    scores: dict[str, Any] = json.loads(summary_path.read_text())["benchmarks"][bench.name]["scores"]
+    if "text" not in scores and "image" not in scores:
+        raise runner.RunError(f"{bench.path}: no multiple-choice items were scored; Table 7 needs text or image MCQs")
+    return scores
+
+
+def run_local(sweep: LoadedSweep, rows: list[Row], launch: Any, compare_paper: bool) -> int:
+    leads = launch.launcher == "deepspeed" or launch.node_rank == 0  # node 0 keeps the books; others only train
+    progress = Progress(sweep)
+    if leads:
+        progress.write()
+    failed = []
+    for row in rows:
+        if finished(sweep, row) is not None:
+            print(f"[spinegpt sweep] row {row.number} {row.name}: done already, skipping", flush=True)
+            continue
+        if leads:
+            progress.set(row, "running", started_at=manifest.now())
+        try:
+            run_row(sweep, row, launch)
+        except (runner.RunError, DataError, SweepError, FileNotFoundError, OSError) as exc:
+            failed.append(row.name)
+            if leads:
+                progress.set(row, "failed", error=str(exc))
+            print(f"[spinegpt sweep] row {row.name} FAILED: {exc}", file=sys.stderr, flush=True)
+            continue
+        if leads:
+            progress.set(row, "done", ended_at=manifest.now())
+            rebuild_table(sweep, compare_paper)
+    if leads:
+        paths = rebuild_table(sweep, compare_paper)
+        if paths:
+            print(paths[0].read_text(), flush=True)
+            print(f"[spinegpt sweep] table: {', '.join(map(str, paths))}", flush=True)
+    if failed:
+        print(f"[spinegpt sweep] {len(failed)} row(s) failed: {', '.join(failed)} (see {sweep.output_dir / PROGRESS})")
+        return 1
+    return 0
+
+
+# -- SLURM ----------------------------------------------------------------------------------------------------------
+
+
+def slurm_command(sweep: LoadedSweep, row: Row, args: argparse.Namespace) -> list[str]:
+    """One job for one row: this sweep, restricted to the row, under launch/slurm.sbatch on every node."""
+    sbatch = ["sbatch", "--parsable", f"--job-name={sweep.spec.name}-{row.name}", f"--output={row.dir}/slurm-%j.out"]
+    sweep_args = [str(sweep.source), "--only", row.name, "--output-dir", str(sweep.output_dir)]
+    if args.compare_paper:
+        sweep_args.append("--compare-paper")
+    return [*sbatch, *args.sbatch_arg, str(REPO / "launch" / "slurm.sbatch"), *sweep_args, *args.overrides]
+
+
+def run_slurm(sweep: LoadedSweep, rows: list[Row], args: argparse.Namespace) -> int:
+    if not args.dry_run and shutil.which("sbatch") is None:
+        raise SweepError("--launcher slurm: sbatch not found; run the sweep from a SLURM login node")
+    progress = Progress(sweep)
+    env = {**os.environ, "SPINEGPT_COMMAND": "sweep"}
+    for row in rows:
+        if finished(sweep, row) is not None:
+            print(f"[spinegpt sweep] row {row.number} {row.name}: done already, no job", flush=True)
+            continue
+        command = slurm_command(sweep, row, args)
+        if args.dry_run:
+            print(f"SPINEGPT_COMMAND=sweep {shlex.join(command)}")
+            continue
+        row.dir.mkdir(parents=True, exist_ok=True)
+        result = subprocess.run(command, env=env, capture_output=True, text=True)
+        if result.returncode != 0:
+            progress.set(row, "failed", error=f"sbatch: {result.stderr.strip() or result.returncode}")
+            continue
+        progress.set(row, "submitted", job_id=result.stdout.strip().split(";")[0], submitted_at=manifest.now())
+    return 0
+
+
+# -- dry run --------------------------------------------------------------------------------------------------------
+
+
+def describe(sweep: LoadedSweep, rows: list[Row], launch: Any) -> str:
+    lines = [f"sweep {sweep.spec.name}  ({sweep.source})", f"  output : {sweep.output_dir}"]
+    for row in rows:
+        built = row.plan(launch)
+        status = "done" if finished(sweep, row) is not None else "to run"
+        splits = ", ".join(trained_splits(built)) or "none: the base model is only evaluated"
+        lines += ["", f"row {row.number}: {row.name}  [{status}]  ({row.file})", f"  splits : {splits}"]
+        for stage in built.stages:
+            lines.append(f"  stage  : {stage.stage.name} on {', '.join(stage.splits or ['?'])}  [{stage.starts_from}]")
+        for skipped in built.skipped:
+            lines.append(f"  skip   : {skipped.name} ({skipped.reason})")
+        try:
+            bench: Any = sweep.benchmark_run(row).path
+        except SweepError as exc:
+            bench = f"MISSING: {exc}"
+        lines.append(f"  eval   : {sweep.spec.benchmark.kind} {bench}")
+    return "\n".join(lines)
+
+
+def command(args: argparse.Namespace) -> int:
+    sweep = load(args.sweep, list(args.overrides), args.output_dir)
+    rows = select(sweep.rows, args.only)
+    launch = plan.launch_from_env(args.nproc)
+    if args.launcher == "slurm":
+        return run_slurm(sweep, rows, args)
+    if args.dry_run:
+        print(describe(sweep, rows, launch))
+        return 0
+    started = time.monotonic()
+    code = run_local(sweep, rows, launch, args.compare_paper)
+    print(f"[spinegpt sweep] {sweep.spec.name}: finished in {time.monotonic() - started:.0f}s", flush=True)
+    return code
