@@ -34,6 +34,8 @@ class BenchmarkRun:
     limit: int | None = None
     max_new_tokens: int = 1024
     report_max_new_tokens: int = 2048
+    mcq_only: bool = False
+    """Leave report items out (an ablation table scores multiple-choice accuracy only)."""
 
 
 def _score_spinebench(
@@ -107,6 +109,8 @@ def _score_mm25(records: list[dict[str, Any]]) -> dict[str, Any]:
 
 def run_benchmark(bench: BenchmarkRun, generate: Generator, judge: Judge | None) -> dict[str, Any]:
     items = benchmarks.read(bench.kind, bench.path, bench.image_root)
+    if bench.mcq_only:
+        items = [i for i in items if i.task != "report"]
     if bench.limit is not None:
         items = items[: bench.limit]
     outputs: dict[str, str] = {}

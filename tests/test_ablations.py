@@ -69,6 +69,23 @@ def test_the_paper_table_is_consistent_with_spec() -> None:
     assert paper is not None and round(paper["avg_recomputed"], 2) == paper["avg"]
 
 
+def test_table_averages_weigh_text_and_image_by_their_item_counts(tmp_path: Path) -> None:
+    # SpineGPT's own figures (SPEC §4): 89.46 on 294 text items and 84.46 on 193 image items average 87.48, not
+    # the 87.89 the paper prints; a row with only text items averages to its text figure.
+    rows = [
+        {"name": "full", "splits": ["general", "non_spine", "spine"],
+         "scores": {"text": {"accuracy": 89.46, "n": 294}, "image": {"accuracy": 84.46, "n": 193}}},
+        {"name": "text_only", "splits": ["spine"], "scores": {"text": {"accuracy": 50.0, "n": 2}}},
+    ]  # fmt: skip
+    paths = ablation_table.write(rows, tmp_path, "t7", compare_paper=True, title="t")
+    assert [p.name for p in paths] == ["t7.md", "t7.csv", "t7.png"]
+    with paths[1].open() as handle:
+        full, text_only = list(csv.DictReader(handle))
+    assert full["avg"] == "87.48" and full["paper avg (printed)"] == "87.89" and full["paper avg (294:193)"] == "87.48"
+    assert text_only["avg"] == "50.00" and text_only["image"] == "" and text_only["paper text"] == "87.76"
+    assert "| 2 | text_only |  |  | ✓ | 50.00 |  | 50.00 | 2 | 0 |" in paths[0].read_text()
+
+
 @pytest.mark.slow
 def test_smoke_sweep_end_to_end_then_resume(tmp_path: Path) -> None:
     out = tmp_path / "sweep"
@@ -83,7 +100,9 @@ def test_smoke_sweep_end_to_end_then_resume(tmp_path: Path) -> None:
         )
         text, image = row["scores"]["text"], row["scores"]["image"]
         assert text["n"] == 2 and image["n"] == 3  # the smoke SpineBench's multiple-choice items
-    assert rows[0]["model"].endswith("tiny-qwen2_5_vl") or "tiny" in rows[0]["model"]  # row 1: the base model
+    summary = json.loads((out / "rows" / "t7_1_base" / "eval" / "summary.json").read_text())
+    assert summary["benchmarks"]["spinebench"]["items"] == 5  # the report prompt is left out of Table 7
+    assert "tiny-qwen2_5_vl" in rows[0]["model"]  # row 1: the base model itself
     assert rows[5]["model"].endswith("03-reports/final")
 
     with (out / "table7.csv").open() as handle:

@@ -119,6 +119,7 @@ class LoadedSweep:
             limit=b.limit,
             max_new_tokens=b.max_new_tokens,
             report_max_new_tokens=b.report_max_new_tokens,
+            mcq_only=True,  # Table 7 is close-ended accuracy: no report is generated
         )
 
     def row_key(self, row: Row) -> str:
@@ -198,15 +199,28 @@ class Progress:
     def __init__(self, sweep: LoadedSweep):
         self.sweep = sweep
         self.path = sweep.output_dir / PROGRESS
-        old = json.loads(self.path.read_text()) if self.path.is_file() else {}
         self.rows: dict[str, dict[str, Any]] = {}
-        for row in sweep.rows:
-            done = finished(sweep, row) is not None
-            previous = old.get("rows", {}).get(row.name, {})
-            status = "done" if done else ("submitted" if previous.get("status") == "submitted" else "pending")
+        self._refresh(keep=None)
+
+    def _refresh(self, keep: str | None) -> None:
+        """Re-read the other rows' entries: under SLURM several jobs (one per row) update this one file."""
+        try:
+            old = json.loads(self.path.read_text()).get("rows", {}) if self.path.is_file() else {}
+        except ValueError:
+            old = {}
+        for row in self.sweep.rows:
+            if row.name == keep:
+                continue
+            previous = old.get(row.name, self.rows.get(row.name, {}))
+            status = previous.get("status", "pending")
+            if finished(self.sweep, row) is not None:
+                status = "done"
+            elif status not in ("submitted", "failed", "running") or (keep is None and status == "running"):
+                status = "pending"  # a row left "running" by a crashed sweep is pending again
             self.rows[row.name] = {**previous, "status": status}
 
     def set(self, row: Row, status: str, **extra: Any) -> None:
+        self._refresh(keep=row.name)
         entry = self.rows[row.name]
         if status != "failed":
             entry.pop("error", None)
