@@ -107,15 +107,18 @@ class LoadedSweep:
     def benchmark_run(self, row: Row) -> BenchmarkRun:
         b = self.spec.benchmark
         cur = row.loaded.curriculum
-        data_root = _data_root(cur.data_root, row.loaded.base_dir)
-        path = (data_root / b.path).resolve()
+
+        def under_root(value: str) -> Path:  # absolute paths need no data root
+            return Path(value) if Path(value).is_absolute() else _data_root(cur.data_root, row.loaded.base_dir) / value
+
+        path = under_root(b.path).resolve()
         if not path.is_file():
             raise SweepError(f"benchmark {b.kind}: {path} not found (a relative path is taken from the data root)")
         return BenchmarkRun(
             name=b.label,
             kind=b.kind,
             path=path,
-            image_root=(data_root / b.image_root).resolve() if b.image_root else None,
+            image_root=under_root(b.image_root).resolve() if b.image_root else None,
             limit=b.limit,
             max_new_tokens=b.max_new_tokens,
             report_max_new_tokens=b.report_max_new_tokens,
