@@ -192,7 +192,7 @@ def resolve_data_root(value: str | None, base_dir: Path) -> Path:
 
 
 def mix_cache() -> Path:
-    from spinegpt.testing.tiny_model import cache_root
+    from spinegpt.paths import cache_root
 
     return cache_root() / "mixes"
 

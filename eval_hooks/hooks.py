@@ -9,7 +9,6 @@ collects the scores of all benchmarks and is written last: its presence means th
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -280,5 +279,6 @@ class EvalSettings:
 
 
 def judge_cache_path() -> Path:
-    root = Path(os.environ.get("SPINEGPT_CACHE", Path.home() / ".cache" / "spinegpt"))
-    return root / "judge-cache.sqlite"
+    from spinegpt.paths import cache_root
+
+    return cache_root() / "judge-cache.sqlite"

@@ -369,3 +369,15 @@ def test_the_smoke_run_trained_on_mixes_built_by_these_loaders(smoke_run: tuple[
         assert mix_manifest["output"]["sha256"] == built[0]["sha256"]
         assert stage["data"]["rows"] == mix_manifest["output"]["rows"] - stage["data"]["lengths"]["dropped"]
         assert stage["data"]["lengths"]["policy"] == "drop" and stage["data"]["lengths"]["percentiles"]["max"] > 0
+
+
+def test_the_smoke_root_is_written_whole_or_not_at_all(tmp_path: Path) -> None:
+    target = smoke_upstream.write(tmp_path / "root")
+    assert (target / ".complete").is_file() and (target / "SpineMed-450k" / "train.jsonl").is_file()
+    assert smoke_upstream.write(target) == target and not list(tmp_path.glob("*.partial-*"))
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "mine.txt").write_text("keep")
+    with pytest.raises(RuntimeError, match="not a complete smoke data root"):
+        smoke_upstream.write(foreign)
+    assert [p.name for p in foreign.iterdir()] == ["mine.txt"] and not list(tmp_path.glob("*.partial-*"))

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
 from spinegpt.data_mixes.prepare import smoke_file
-from spinegpt.testing import smoke_data, tiny_model
+from spinegpt.paths import cache_root
+from spinegpt.testing import smoke_data
 
 VERSION = "3"  # 2: SpineBench image MCQs (Table 7 reports text and image accuracy); 3: non-spine stage-3 items
 NON_SPINE = ["Hand and Upper Extremity Surgery", "Orthopedic Trauma", "Foot and Ankle Surgery", "Joint Reconstruction"]
@@ -38,12 +41,32 @@ def _image(root: Path, relative: str) -> str:
     return relative
 
 
-def write(root: Path) -> Path:
-    """Write the data root into ``root`` (idempotent) and return it."""
+def _complete(root: Path) -> bool:
     stamp = root / ".complete"
-    if stamp.is_file() and stamp.read_text() == VERSION:
+    return stamp.is_file() and stamp.read_text() == VERSION
+
+
+def write(root: Path) -> Path:
+    """Write the data root into ``root`` (idempotent) and return it. Written into a private folder and renamed into
+    place, so processes that first use it at the same moment never read a half-written file."""
+    if _complete(root):
         return root
-    root.mkdir(parents=True, exist_ok=True)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    partial = root.with_name(f"{root.name}.partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    _write_files(partial)
+    (partial / ".complete").write_text(VERSION)
+    try:
+        os.rename(partial, root)  # atomic; replaces an empty folder (a fresh temporary directory)
+    except OSError:
+        shutil.rmtree(partial, ignore_errors=True)
+        if not _complete(root):
+            raise RuntimeError(f"{root} exists and is not a complete smoke data root; remove it") from None
+    return root
+
+
+def _write_files(root: Path) -> None:
+    root.mkdir(parents=True)
     stage1, stage2, stage3 = _rows("stage1"), _rows("stage2"), _rows("stage3")
     text1 = [r for r in stage1 if not r.get("images")]
     images1 = [r for r in stage1 if r.get("images")]
@@ -145,8 +168,6 @@ def write(root: Path) -> Path:
                       "options": levels, "answer": answer, "images": [image]})  # fmt: skip
     (root / "SpineBench").mkdir(exist_ok=True)
     (root / "SpineBench" / "spinebench.jsonl").write_text("".join(json.dumps(b) + "\n" for b in bench))
-    stamp.write_text(VERSION)
-    return root
 
 
 def _item(
@@ -166,6 +187,6 @@ def _dump(path: Path, data: Any) -> None:
 
 def default_root() -> Path:
     """Where ``data_root: builtin:smoke`` lives: the spinegpt cache, keyed by this module's content."""
-    cache = tiny_model.cache_root()
+    cache = cache_root()
     digest = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
     return cache / "smoke-data" / f"upstream-{digest}"

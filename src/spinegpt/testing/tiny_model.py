@@ -16,11 +16,12 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from spinegpt.paths import cache_root
 
 # The chat template Qwen2-VL / Qwen2.5-VL ship in their tokenizer config, so `apply_chat_template` renders
 # images as <|vision_start|><|image_pad|><|vision_end|> exactly as the real model expects.
@@ -94,10 +95,6 @@ def _recipe() -> dict[str, Any]:
 def recipe_hash() -> str:
     blob = json.dumps(_recipe(), sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("SPINEGPT_CACHE", Path.home() / ".cache" / "spinegpt"))
 
 
 def default_path() -> Path:
