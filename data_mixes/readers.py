@@ -225,26 +225,37 @@ def _conversation(question: str, answer: str) -> list[dict[str, str]]:
 # -- general medical sources -----------------------------------------------------------------------------------------
 
 
-def read_medical_o1(path: Path, options: ReadOptions) -> Iterator[Record | Bad]:
-    """``FreedomIntelligence/medical-o1-reasoning-SFT`` (configs en / zh): ``{Question, Complex_CoT, Response}``."""
+def _question_reasoning_response(
+    path: Path, options: ReadOptions, source: str, dataset: str, keys: tuple[str, str, str]
+) -> Iterator[Record | Bad]:
+    """Text reasoning sets: one question, its chain of thought and the answer per item, under ``keys``."""
+    question, reasoning, response = keys
     for index, where, item in iter_items(path, options.byte_range):
         if isinstance(item, Bad):
             yield item
             continue
-        if bad := _missing(where, item, ("Question", "Complex_CoT", "Response")):
+        if bad := _missing(where, item, keys):
             yield bad
             continue
-        answer = render_reasoning(item["Complex_CoT"], item["Response"], options.reasoning_style)
+        answer = render_reasoning(item[reasoning], item[response], options.reasoning_style)
         yield Record(
             index=index,
-            id=f"medical_o1-{index}",
-            source="medical_o1",
+            id=f"{source}-{index}",
+            source=source,
             split="general",
             task="reasoning",
-            language=options.language or detect_language(item["Question"]),
-            messages=_conversation(item["Question"], answer),
-            provenance={"dataset": "FreedomIntelligence/medical-o1-reasoning-SFT", **_file_and_line(where)},
+            language=options.language or detect_language(item[question]),
+            messages=_conversation(item[question], answer),
+            provenance={"dataset": dataset, **_file_and_line(where)},
         )
+
+
+def read_medical_o1(path: Path, options: ReadOptions) -> Iterator[Record | Bad]:
+    """``FreedomIntelligence/medical-o1-reasoning-SFT`` (configs en / zh): ``{Question, Complex_CoT, Response}``."""
+    keys = ("Question", "Complex_CoT", "Response")
+    return _question_reasoning_response(
+        path, options, "medical_o1", "FreedomIntelligence/medical-o1-reasoning-SFT", keys
+    )
 
 
 R1_QUESTION, R1_REASONING, R1_RESPONSE = "question", "reasoning (reasoning_content)", "response (content)"
@@ -253,24 +264,10 @@ R1_QUESTION, R1_REASONING, R1_RESPONSE = "question", "reasoning (reasoning_conte
 def read_medical_r1_distill(path: Path, options: ReadOptions) -> Iterator[Record | Bad]:
     """``FreedomIntelligence/Medical-R1-Distill-Data``: keys really are ``question``,
     ``reasoning (reasoning_content)`` and ``response (content)``."""
-    for index, where, item in iter_items(path, options.byte_range):
-        if isinstance(item, Bad):
-            yield item
-            continue
-        if bad := _missing(where, item, (R1_QUESTION, R1_REASONING, R1_RESPONSE)):
-            yield bad
-            continue
-        answer = render_reasoning(item[R1_REASONING], item[R1_RESPONSE], options.reasoning_style)
-        yield Record(
-            index=index,
-            id=f"medical_r1_distill-{index}",
-            source="medical_r1_distill",
-            split="general",
-            task="reasoning",
-            language=options.language or detect_language(item[R1_QUESTION]),
-            messages=_conversation(item[R1_QUESTION], answer),
-            provenance={"dataset": "FreedomIntelligence/Medical-R1-Distill-Data", **_file_and_line(where)},
-        )
+    keys = (R1_QUESTION, R1_REASONING, R1_RESPONSE)
+    return _question_reasoning_response(
+        path, options, "medical_r1_distill", "FreedomIntelligence/Medical-R1-Distill-Data", keys
+    )
 
 
 MCQ_INSTRUCTION = "Answer with the letter of the correct option."
