@@ -17,7 +17,7 @@ from spinegpt.data_mixes import prepare as data_prepare
 from spinegpt.eval_hooks.hooks import BenchmarkRun, EvalSettings
 from spinegpt.eval_hooks.judge import JudgeConfig
 from spinegpt.train import deepspeed_configs, models, swift_adapter
-from spinegpt.train.curriculum import EvalSpec, LoadedCurriculum, Stage
+from spinegpt.train.curriculum import BenchmarkSpec, Curriculum, EvalSpec, LoadedCurriculum, Stage
 
 STAGES_DIR = "stages"
 FINAL = "final"
@@ -222,23 +222,24 @@ def launch_from_env(
     )
 
 
-def resolve_eval(spec: EvalSpec | None, loaded: LoadedCurriculum) -> EvalSettings | None:
-    if spec is None:
-        return None
-    base, curriculum = loaded.base_dir, loaded.curriculum
-    runs = [
-        BenchmarkRun(
-            name=b.label,
-            kind=b.kind,
-            path=(base / b.path).resolve(),
-            image_root=(base / b.image_root).resolve() if b.image_root else None,
-            limit=b.limit,
-            max_new_tokens=b.max_new_tokens,
-            report_max_new_tokens=b.report_max_new_tokens,
-        )
-        for b in spec.benchmarks
-    ]
-    judge = JudgeConfig(**spec.judge.model_dump()) if spec.judge else None
+def benchmark_run(b: BenchmarkSpec, root: Path, mcq_only: bool = False) -> BenchmarkRun:
+    """A benchmark as ``spinegpt eval`` runs it; relative paths are taken from ``root``."""
+    return BenchmarkRun(
+        name=b.label,
+        kind=b.kind,
+        path=(root / b.path).resolve(),
+        image_root=(root / b.image_root).resolve() if b.image_root else None,
+        limit=b.limit,
+        max_new_tokens=b.max_new_tokens,
+        report_max_new_tokens=b.report_max_new_tokens,
+        mcq_only=mcq_only,
+    )
+
+
+def eval_settings(
+    curriculum: Curriculum, runs: list[BenchmarkRun], judge: JudgeConfig | None, backend: str, batch_size: int
+) -> EvalSettings:
+    """An evaluation of a model trained by ``curriculum``: its model type, template, precision and attention."""
     return EvalSettings(
         runs=runs,
         judge=judge,
@@ -246,9 +247,17 @@ def resolve_eval(spec: EvalSpec | None, loaded: LoadedCurriculum) -> EvalSetting
         template=curriculum.template,
         torch_dtype=curriculum.torch_dtype,
         attn_impl=curriculum.attn_impl,
-        backend=spec.backend,
-        batch_size=spec.batch_size,
+        backend=backend,
+        batch_size=batch_size,
     )
+
+
+def resolve_eval(spec: EvalSpec | None, loaded: LoadedCurriculum) -> EvalSettings | None:
+    if spec is None:
+        return None
+    runs = [benchmark_run(b, loaded.base_dir) for b in spec.benchmarks]
+    judge = JudgeConfig(**spec.judge.model_dump()) if spec.judge else None
+    return eval_settings(loaded.curriculum, runs, judge, spec.backend, spec.batch_size)
 
 
 def restrict(stage: Stage, splits: Sequence[str] | None, base_dir: Path) -> tuple[Stage | None, list[str] | None]:

@@ -33,7 +33,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from spinegpt.data_mixes.prepare import DataError, resolve_data_root
-from spinegpt.eval_hooks.hooks import SUMMARY, BenchmarkRun, EvalSettings
+from spinegpt.eval_hooks.hooks import SUMMARY, BenchmarkRun
 from spinegpt.train import ablation_table, curriculum, manifest, models, plan, runner
 from spinegpt.train.curriculum import BenchmarkSpec
 
@@ -106,24 +106,13 @@ class LoadedSweep:
 
     def benchmark_run(self, row: Row) -> BenchmarkRun:
         b = self.spec.benchmark
-        cur = row.loaded.curriculum
-
-        def under_root(value: str) -> Path:  # absolute paths need no data root
-            return Path(value) if Path(value).is_absolute() else _data_root(cur.data_root, row.loaded.base_dir) / value
-
-        path = under_root(b.path).resolve()
-        if not path.is_file():
-            raise SweepError(f"benchmark {b.kind}: {path} not found (a relative path is taken from the data root)")
-        return BenchmarkRun(
-            name=b.label,
-            kind=b.kind,
-            path=path,
-            image_root=under_root(b.image_root).resolve() if b.image_root else None,
-            limit=b.limit,
-            max_new_tokens=b.max_new_tokens,
-            report_max_new_tokens=b.report_max_new_tokens,
-            mcq_only=True,  # Table 7 is close-ended accuracy: no report is generated
-        )
+        relative = [p for p in (b.path, b.image_root) if p and not Path(p).is_absolute()]
+        # Only a relative path needs the data root (which may be unset where every path is absolute).
+        root = _data_root(row.loaded.curriculum.data_root, row.loaded.base_dir) if relative else Path("/")
+        run = plan.benchmark_run(b, root, mcq_only=True)  # Table 7 is close-ended accuracy: no report generated
+        if not run.path.is_file():
+            raise SweepError(f"benchmark {b.kind}: {run.path} not found (a relative path is taken from the data root)")
+        return run
 
     def row_key(self, row: Row) -> str:
         """What decides a row's figures: its resolved curriculum and how it is evaluated."""
@@ -301,10 +290,7 @@ def evaluate(sweep: LoadedSweep, row: Row, model: str) -> dict[str, Any]:
     """``spinegpt eval`` on ``model`` in its own process (the same command the runner uses after a stage)."""
     cur = row.loaded.curriculum
     bench = sweep.benchmark_run(row)
-    settings = EvalSettings(
-        runs=[bench], judge=None, model_type=cur.model_type, template=cur.template, torch_dtype=cur.torch_dtype,
-        attn_impl=cur.attn_impl, backend=sweep.spec.backend, batch_size=sweep.spec.batch_size,
-    )  # fmt: skip
+    settings = plan.eval_settings(cur, [bench], None, sweep.spec.backend, sweep.spec.batch_size)
     row.eval_dir.mkdir(parents=True, exist_ok=True)
     config = row.eval_dir / "config.json"
     config.write_text(json.dumps(settings.to_json(), indent=2) + "\n")
