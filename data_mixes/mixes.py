@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from spinegpt.data_mixes import readers
 from spinegpt.data_mixes.records import CATEGORIES, SUBSPECIALTIES, Split
 from spinegpt.train.curriculum import ConfigIssue, error_message, format_path, line_of
@@ -62,20 +62,13 @@ class Filters(_Strict):
     def _scalar_as_list(cls, value: Any) -> Any:
         return _as_list(value)
 
-    @field_validator("category")
+    @field_validator("category", "subspecialty")
     @classmethod
-    def _known_categories(cls, value: list[str] | None) -> list[str] | None:
-        unknown = [v for v in value or [] if v not in CATEGORIES]
+    def _known_values(cls, value: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        known = CATEGORIES if info.field_name == "category" else SUBSPECIALTIES
+        unknown = [v for v in value or [] if v not in known]
         if unknown:
-            raise ValueError(f"unknown category {unknown}; one of: {', '.join(CATEGORIES)}")
-        return value
-
-    @field_validator("subspecialty")
-    @classmethod
-    def _known_subspecialties(cls, value: list[str] | None) -> list[str] | None:
-        unknown = [v for v in value or [] if v not in SUBSPECIALTIES]
-        if unknown:
-            raise ValueError(f"unknown subspecialty {unknown}; one of: {', '.join(SUBSPECIALTIES)}")
+            raise ValueError(f"unknown {info.field_name} {unknown}; one of: {', '.join(known)}")
         return value
 
     def accepts(self, split: str, category: str | None, subspecialty: str | None, task: str, language: str) -> bool:

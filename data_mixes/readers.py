@@ -196,6 +196,12 @@ class FileCheck:
         return not found
 
 
+def objects(path: Path, options: ReadOptions) -> Iterator[tuple[int, str, dict[str, Any] | Bad]]:
+    """:func:`iter_items` with anything but a JSON object turned into a :class:`Bad`."""
+    for index, where, item in iter_items(path, options.byte_range):
+        yield index, where, item if isinstance(item, dict | Bad) else Bad(where, "not a JSON object")
+
+
 def _text(item: dict[str, Any], key: str) -> str | None:
     value = item.get(key)
     return value if isinstance(value, str) and value.strip() else None
@@ -324,12 +330,9 @@ def read_pubmedvision(path: Path, options: ReadOptions) -> Iterator[Record | Bad
     value}]``, ``modality``, ``body_part``. Images are relative to ``image_root`` (the unzipped archives); a text
     without ``<image>`` placeholders gets one per image at the start of the first human turn."""
     files = FileCheck(options.image_root or path.parent, options.check_images)
-    for index, where, item in iter_items(path, options.byte_range):
+    for index, where, item in objects(path, options):
         if isinstance(item, Bad):
             yield item
-            continue
-        if not isinstance(item, dict):
-            yield Bad(where, "not a JSON object")
             continue
         turns, images = item.get("conversations"), item.get("image", [])
         if isinstance(images, str):

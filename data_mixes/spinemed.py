@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from spinegpt.data_mixes.readers import FileCheck, ReadOptions, _file_and_line, iter_items
+from spinegpt.data_mixes.readers import FileCheck, ReadOptions, _file_and_line, objects
 from spinegpt.data_mixes.records import (
     CATEGORIES,
     IMAGE_TAG,
@@ -178,12 +178,9 @@ def _messages(item: dict[str, Any], options: ReadOptions) -> list[dict[str, str]
 def read_spinemed(path: Path, options: ReadOptions) -> Iterator[Record | Bad]:
     """SpineMed-450k-format JSONL (or JSON array / parquet); see ``data_mixes/SPINEMED_SCHEMA.md``."""
     resolve_images = _Images(options, options.image_root or path.parent)
-    for index, where, item in iter_items(path, options.byte_range):
+    for index, where, item in objects(path, options):
         if isinstance(item, Bad):
             yield item
-            continue
-        if not isinstance(item, dict):
-            yield Bad(where, "not a JSON object")
             continue
         item_id, category, task = item.get("id"), item.get("category"), item.get("task")
         if not isinstance(item_id, str) or not item_id:
