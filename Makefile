@@ -37,7 +37,7 @@ check: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	rm -rf build/typecheck && mkdir -p build/typecheck/spinegpt
-	for f in src/spinegpt/* train data_mixes eval_hooks configs; do \
+	for f in src/spinegpt/* train data_mixes eval_hooks configs launch; do \
 		ln -s "$(CURDIR)/$$f" "build/typecheck/spinegpt/$$(basename $$f)"; done
 	MYPYPATH=build/typecheck $(BIN)/mypy -p spinegpt
 

@@ -60,7 +60,7 @@ def main() -> None:
     parser.add_argument("--stage", default="foundation", help="a stage of the first position (starts from the base)")
     args = parser.parse_args()
 
-    from spinegpt.testing import tiny_model
+    from spinegpt.offline import tiny_model
 
     tiny_model.ensure()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}

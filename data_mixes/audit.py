@@ -8,13 +8,9 @@ to multiples of 28 with the area brought into [min_pixels, max_pixels], (H/28)·
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import os
-import sys
-import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -149,10 +145,18 @@ def audit_rows(
     trained = len(lengths) - (len(over) if over_length == "drop" else 0)  # what the optimizer steps will see
     steps = max_steps if max_steps else math.ceil(math.ceil(trained / global_batch) * epochs)
     return StageAudit(
-        stage=stage, records=len(lengths), total_tokens=sum(lengths), percentiles=percentiles(lengths),
-        max_length=max_length, over_max_length=len(over), global_batch=global_batch, optimizer_steps=steps,
-        min_pixels=counter.min_pixels, max_pixels=counter.max_pixels, over_length_rows=over[:20],
-    )  # fmt: skip
+        stage=stage,
+        records=len(lengths),
+        total_tokens=sum(lengths),
+        percentiles=percentiles(lengths),
+        max_length=max_length,
+        over_max_length=len(over),
+        global_batch=global_batch,
+        optimizer_steps=steps,
+        min_pixels=counter.min_pixels,
+        max_pixels=counter.max_pixels,
+        over_length_rows=over[:20],
+    )
 
 
 def load_tokenizer(model: str) -> Any:
@@ -178,99 +182,7 @@ def render(audits: list[StageAudit]) -> str:
     return "\n".join(lines)
 
 
-def audit_curriculum(
-    loaded: Any, world_size: int, stages: Sequence[str] | None = None, stream: Any = None
-) -> list[StageAudit]:
-    """Prepare each planned stage's data (mixes built, or reused by hash) and count it exactly, for ``world_size``
-    ranks. Stages the curriculum's ``splits`` skip are not counted; restricted ones are counted restricted."""
-    from spinegpt.data_mixes import prepare
-    from spinegpt.train import models, plan
-
-    cur = loaded.curriculum
-    planned = [p.stage for p in plan.build(loaded).stages]
-    model_dir = models.materialise(cur.model)
-    tokenizer = load_tokenizer(str(model_dir))
-    local = Path(str(model_dir))
-    audits = []
-    with tempfile.TemporaryDirectory(prefix="spinegpt-audit-") as tmp:
-        for index, stage in enumerate(planned):
-            if stages and stage.name not in stages:
-                continue
-            env = {**cur.env, **os.environ}
-            counter = Counter(tokenizer, *pixel_limits(env, local if local.is_dir() else None))
-            prepared = prepare.prepare(stage.data, loaded.base_dir, Path(tmp) / f"{index:02d}",
-                                       data_root=cur.data_root, seed=cur.seed)  # fmt: skip
-            audits.append(
-                audit_rows(
-                    stage.name,
-                    prepared.path,
-                    counter,
-                    stage.max_length,
-                    plan.global_batch(stage, world_size),
-                    stage.num_train_epochs,
-                    stage.max_steps,
-                    stage.over_length,
-                )
-            )
-            print(f"[spinegpt data] audited {stage.name}: {audits[-1].records:,} records", file=stream or sys.stderr)
-    return audits
-
-
-def command(args: argparse.Namespace) -> int:
-    """``spinegpt data audit``: prepare each stage's data (mixes are built or reused) and count it."""
-    from spinegpt.train import curriculum
-
-    loaded = curriculum.load(args.curriculum, args.overrides)
-    audits = audit_curriculum(loaded, (args.nproc or 8) * args.nodes, args.stage)
-    print(json.dumps([a.to_json() for a in audits], indent=2) if args.json else render(audits))
-    return 0
-
-
 def counter_for(model: str, env: Mapping[str, str]) -> Counter:
     """A counter with the model's tokenizer and the pixel limits the engine will use."""
     local = Path(model)
     return Counter(load_tokenizer(model), *pixel_limits(env, local if local.is_dir() else None))
-
-
-def enforce(path: Path, counter: Counter, max_length: int, policy: str) -> dict[str, Any]:
-    """Apply a stage's over-length policy to its prepared rows (``drop`` rewrites the file atomically)."""
-    from spinegpt.data_mixes.prepare import DataError
-
-    over: list[str] = []
-    lengths: list[int] = []
-    image_rows = 0
-    tmp = path.with_suffix(".lengths.tmp")
-    with tmp.open("w", encoding="utf-8") as kept:
-        for number, tokens, row in count_file(path, counter):
-            if tokens > max_length:
-                over.append(f"{path}:{number}: {tokens} tokens")
-                if policy == "drop":
-                    continue
-            lengths.append(tokens)
-            image_rows += bool(row.get("images"))
-            kept.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
-    if over and policy == "error":
-        tmp.unlink()
-        shown = "\n".join(f"  {o}" for o in over[:20])
-        more = f"\n  ... and {len(over) - 20} more" if len(over) > 20 else ""
-        raise DataError(
-            f"{len(over)} record(s) exceed max_length {max_length} (over_length: error; use drop or truncate, or "
-            f"raise max_length / lower MAX_PIXELS):\n{shown}{more}"
-        )
-    if over and policy == "drop":
-        tmp.replace(path)
-    else:
-        tmp.unlink()
-    return {
-        "policy": policy,
-        "max_length": max_length,
-        "over_max_length": len(over),
-        "dropped": len(over) if policy == "drop" else 0,
-        "truncated": len(over) if policy == "truncate" else 0,
-        "rows": len(lengths),
-        "image_rows": image_rows,
-        "tokens": sum(lengths),
-        "percentiles": percentiles(lengths),
-        "min_pixels": counter.min_pixels,
-        "max_pixels": counter.max_pixels,
-    }

@@ -28,22 +28,26 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from spinegpt.data_mixes import mixes, readers
+from spinegpt.data_mixes import mixes, readers, sources
 from spinegpt.data_mixes.mixes import Component, Filters, LoadedMix, Mix, SourceSpec
-from spinegpt.data_mixes.prepare import check_row, sha256_file
+from spinegpt.data_mixes.prepare import check_row
 from spinegpt.data_mixes.records import Bad, Record, normalise_question
-from spinegpt.eval_hooks import benchmarks
+from spinegpt.eval_hooks import registry
+from spinegpt.eval_hooks.benchmark import BenchmarkError
+
+from spinegpt.errors import UserError
+from spinegpt.files import sha256_file
 
 FORMAT = 2  # 2: image paths absolute but not symlink-resolved; items addressed by index in the source
 MANIFEST = "manifest.json"
 MAX_REPORTED = 20
 
 
-class BuildError(ValueError):
+class BuildError(UserError, ValueError):
     """A mix that cannot be built; the message lists every problem (file:line for bad items)."""
 
 
-class Progress:
+class BuildProgress:
     """One console line every couple of seconds: which pass, which source, how far, how fast."""
 
     def __init__(self, label: str, every_s: float = 2.0, stream: Any = None):
@@ -79,9 +83,7 @@ def source_file(name: str, spec: SourceSpec, data_root: Path) -> Path:
             from huggingface_hub import hf_hub_download
 
             relative = Path(spec.path)
-            hf_hub_download(
-                repo_id=spec.hub, repo_type="dataset", filename=relative.name, local_dir=path.parent
-            )  # fmt: skip
+            hf_hub_download(repo_id=spec.hub, repo_type="dataset", filename=relative.name, local_dir=path.parent)
             if path.is_file():
                 return path
         except Exception as exc:
@@ -118,11 +120,11 @@ def _valid_records(
     spec: SourceSpec,
     options: readers.ReadOptions,
     bad: Callable[[Bad], None],
-    progress: Progress,
+    progress: BuildProgress,
 ) -> Iterator[Record]:
     """Each valid record of the source (or of its part ``options.byte_range``); bad items go to ``bad``."""
     started = time.monotonic()
-    for seen, item in enumerate(readers.read(spec.reader, path, options), 1):
+    for seen, item in enumerate(sources.read(spec.reader, path, options), 1):
         progress.tick(f"reading {name}", seen, started)
         if isinstance(item, Bad):
             bad(item)
@@ -168,7 +170,7 @@ def _read_part(
             part.problems.append(str(item))
 
     with spool.open("w", encoding="utf-8") as out:
-        for record in _valid_records(name, path, spec, options, on_bad, Progress(label)):
+        for record in _valid_records(name, path, spec, options, on_bad, BuildProgress(label)):
             part.valid += 1
             accepting = []
             for k, (allowed, filters) in enumerate(selectors):
@@ -202,9 +204,16 @@ def data_workers() -> int:
 
 
 def _read_source(
-    name: str, spec: SourceSpec, data_root: Path, states: list[_ComponentState], leaked: set[str], folder: Path,
-    label: str, workers: int, min_bytes: int,
-) -> list[_Part]:  # fmt: skip
+    name: str,
+    spec: SourceSpec,
+    data_root: Path,
+    states: list[_ComponentState],
+    leaked: set[str],
+    folder: Path,
+    label: str,
+    workers: int,
+    min_bytes: int,
+) -> list[_Part]:
     selectors = [(state.allowed_splits, state.component.filters) for state in states]
     path = source_file(name, spec, data_root)
     ranges: list[tuple[int, int] | None] = [None]
@@ -233,13 +242,6 @@ class _ComponentState:
     eligible: array[int]  # indices (in the source file) of the items this component may draw
     counts: Counter[str]
     selected: dict[int, int] | None = None  # position -> multiplicity
-
-    def accepts(self, record: Record) -> bool:
-        if self.allowed_splits is not None and record.split not in self.allowed_splits:
-            return False
-        return self.component.filters.accepts(
-            record.split, record.category, record.subspecialty, record.task, record.language
-        )
 
 
 @dataclass(frozen=True)
@@ -273,8 +275,8 @@ def benchmark_questions(mix: Mix, data_root: Path) -> tuple[set[str], list[dict[
                 "build without the check (recorded in the manifest)"
             )
         try:
-            found = benchmarks.questions(spec.kind, path)
-        except benchmarks.BenchmarkError as exc:
+            found = registry.get(spec.kind).questions(path)
+        except BenchmarkError as exc:
             raise BuildError(f"benchmark {name!r}: {exc}") from None
         questions.update(normalise_question(q) for q in found)
         described.append({"name": name, "path": str(path), "sha256": sha256_file(path), "items": len(found)})
@@ -301,8 +303,15 @@ def input_fingerprint(loaded: LoadedMix, data_root: Path, seed: int, splits: Seq
     spec = loaded.spec_json()
     spec["sources"] = {k: v for k, v in spec["sources"].items() if k in used}
     spec["benchmarks"] = {k: v for k, v in spec["benchmarks"].items() if k in mix.decontaminate}
-    body = {"format": FORMAT, "mix": spec, "seed": seed, "splits": sorted(splits) if splits else None,
-            "data_root": str(data_root), "inputs": inputs, "benchmarks": benches}  # fmt: skip
+    body = {
+        "format": FORMAT,
+        "mix": spec,
+        "seed": seed,
+        "splits": sorted(splits) if splits else None,
+        "data_root": str(data_root),
+        "inputs": inputs,
+        "benchmarks": benches,
+    }
     body["key"] = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
     return body
 
@@ -325,12 +334,10 @@ def build(
     mix = loaded.mix
     data_root = data_root.resolve()
     fingerprint = fingerprint or input_fingerprint(loaded, data_root, seed, splits)
-    progress = Progress(mix.name, stream=stream)
+    progress = BuildProgress(mix.name, stream=stream)
     started = time.monotonic()
     allowed = set(splits) if splits else None
-    states = [
-        _ComponentState(i, c, allowed, array("I"), Counter()) for i, c in enumerate(mix.components)
-    ]  # fmt: skip
+    states = [_ComponentState(i, c, allowed, array("I"), Counter()) for i, c in enumerate(mix.components)]
     by_source: dict[str, list[_ComponentState]] = defaultdict(list)
     for state in states:
         if allowed is not None and not mixes.component_splits(mix, state.component) & allowed:
@@ -355,8 +362,17 @@ def build(
         # spool the rows that qualify for any component.
         spools: dict[str, list[Path]] = {}
         for name, comps in by_source.items():
-            parts = _read_source(name, mix.sources[name], data_root, comps, leaked_questions, spool_dir,
-                                 f"{mix.name}", workers, min_parallel_bytes)  # fmt: skip
+            parts = _read_source(
+                name,
+                mix.sources[name],
+                data_root,
+                comps,
+                leaked_questions,
+                spool_dir,
+                f"{mix.name}",
+                workers,
+                min_parallel_bytes,
+            )
             bad_reasons: Counter[str] = Counter()
             for part in parts:  # in file order: the merged lists are what one reader would have produced
                 bad_reasons.update(part.bad)
@@ -562,6 +578,6 @@ def build_cached(
     if manifest_path.is_file():
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
         if manifest.get("key") == fingerprint["key"]:
-            Progress(loaded.mix.name, stream=stream).say(f"reusing {target} (same inputs, same seed)")
+            BuildProgress(loaded.mix.name, stream=stream).say(f"reusing {target} (same inputs, same seed)")
             return BuildResult(target, manifest)
     return build(loaded, data_root, target, seed=seed, splits=splits, fingerprint=fingerprint, stream=stream)

@@ -1,4 +1,4 @@
-"""``spinegpt data convert | build | audit``: the data commands, kept apart from the training CLI."""
+"""``spinegpt data convert | build``: the data verbs (``data audit`` reads a curriculum: ``train/commands.py``)."""
 
 from __future__ import annotations
 
@@ -9,17 +9,20 @@ from collections import Counter
 from pathlib import Path
 
 import yaml
-from spinegpt.data_mixes import build, mixes, readers
-from spinegpt.data_mixes.prepare import DataError, resolve_data_root
+from spinegpt.data_mixes import build, mixes, readers, sources
+from spinegpt.data_mixes.prepare import resolve_data_root
 from spinegpt.data_mixes.records import REASONING_STYLES, SPLITS, Bad
 
+from spinegpt.files import first_of
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+
+def register(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:
+    """Adds ``data`` and its verbs; returns the verb list, for verbs other packages add (``data audit``)."""
     data = sub.add_parser("data", help="convert upstream datasets, build data mixes, audit token lengths")
     cmds = data.add_subparsers(dest="data_command", required=True)
 
     conv = cmds.add_parser("convert", help="write engine rows (messages + images) from one upstream file")
-    conv.add_argument("--source", required=True, choices=sorted(readers.readers()), help="the file's dataset")
+    conv.add_argument("--source", required=True, choices=sorted(sources.READERS), help="the file's dataset")
     conv.add_argument("input", type=Path, help="JSON / JSONL / parquet file in the dataset's own schema")
     conv.add_argument("--output", type=Path, required=True, help="JSONL file to write")
     conv.add_argument("--image-root", type=Path, help="folder relative image paths start from (default: INPUT's)")
@@ -30,33 +33,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
     bld = cmds.add_parser("build", help="build a mix (data_mixes/<name>.yaml or a path) into engine JSONL shards")
     bld.add_argument("mix", help="mix name or YAML path")
-    bld.add_argument("--output", type=Path, required=True, help="folder to write (shards + manifest.json)")
+    bld.add_argument(
+        "--output-dir",
+        "--output",
+        dest="output",
+        type=Path,
+        required=True,
+        help="folder to write (shards + manifest.json)",
+    )
     bld.add_argument("--data-root", help="root of the upstream datasets (default $SPINEGPT_DATA_ROOT)")
     bld.add_argument("--seed", type=int, default=42, help="sampling seed (a mix's own `seed` wins)")
     bld.add_argument("--splits", help="comma-separated: keep only these splits (general, non_spine, spine)")
     bld.add_argument("--set", action="append", default=[], metavar="COMPONENT.KEY=VALUE", help="change the mix")
 
-    aud = cmds.add_parser("audit", help="exact token counts of a curriculum's stage data against max_length")
-    aud.add_argument("curriculum", type=Path)
-    aud.add_argument("overrides", nargs="*", metavar="key=value")
-    aud.add_argument("--stage", action="append", help="only these stages (repeatable)")
-    aud.add_argument("--nproc", type=int, default=None, help="processes per node (for optimizer steps; default 8)")
-    aud.add_argument("--nodes", type=int, default=1)
-    aud.add_argument("--json", action="store_true")
-
-
-def run(args: argparse.Namespace) -> int:
-    try:
-        if args.data_command == "convert":
-            return _convert(args)
-        if args.data_command == "build":
-            return _build(args)
-        from spinegpt.data_mixes import audit
-
-        return audit.command(args)
-    except (mixes.MixError, build.BuildError, readers.SourceError, DataError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    conv.set_defaults(handler=_convert)
+    bld.set_defaults(handler=_build)
+    return cmds
 
 
 def _convert(args: argparse.Namespace) -> int:
@@ -71,7 +63,7 @@ def _convert(args: argparse.Namespace) -> int:
     tmp = args.output.with_name(args.output.name + ".partial")
     args.output.parent.mkdir(parents=True, exist_ok=True)
     with tmp.open("w", encoding="utf-8") as out:
-        for item in readers.read(args.source, args.input, options):
+        for item in sources.read(args.source, args.input, options):
             problem = item if isinstance(item, Bad) else None
             if problem is None and (why := build.check_record(item)):  # type: ignore[arg-type]
                 problem = Bad(f"{item.provenance.get('file')}:{item.provenance.get('line')}", "bad conversation", why)  # type: ignore[union-attr]
@@ -82,9 +74,10 @@ def _convert(args: argparse.Namespace) -> int:
             written += 1
     if bad and args.on_error == "error":
         tmp.unlink()
-        shown = "\n".join(f"  {b}" for b in bad[:20])
-        more = f"\n  ... and {len(bad) - 20} more" if len(bad) > 20 else ""
-        print(f"error: {len(bad)} bad item(s) in {args.input} (nothing written):\n{shown}{more}", file=sys.stderr)
+        problems = [str(b) for b in bad]
+        print(
+            f"error: {len(bad)} bad item(s) in {args.input} (nothing written):\n{first_of(problems)}", file=sys.stderr
+        )
         return 1
     tmp.replace(args.output)
     reasons = Counter(b.reason for b in bad)
@@ -111,6 +104,15 @@ def _build(args: argparse.Namespace) -> int:
     result = build.build(
         loaded, root, args.output, seed=args.seed if loaded.mix.seed is None else loaded.mix.seed, splits=splits
     )
-    print(json.dumps({"output": str(result.dir), "rows": result.rows, "sha256": result.sha256,
-                      "components": result.manifest["components"]}, indent=2))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "output": str(result.dir),
+                "rows": result.rows,
+                "sha256": result.sha256,
+                "components": result.manifest["components"],
+            },
+            indent=2,
+        )
+    )
     return 0

@@ -18,21 +18,23 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
-from spinegpt.data_mixes import readers
-from spinegpt.data_mixes.records import CATEGORIES, SUBSPECIALTIES, Split
-from spinegpt.train.curriculum import ConfigIssue, error_message, format_path, line_of
+from spinegpt.data_mixes import sources as source_readers
+from spinegpt.data_mixes.records import CATEGORIES, SPINE_CATEGORY, SPLITS, SUBSPECIALTIES, Split
+from spinegpt.eval_hooks import registry
+
+from spinegpt.config_io import ConfigError, ConfigIssue, error_message, line_of, read_yaml, validation_issues
 
 SOURCES_FILE = "sources.yaml"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
-class MixError(ValueError):
+class MixError(ConfigError):
     """Every problem of one mix definition, each with its path (and file:line where the key is in a file)."""
 
-    def __init__(self, name: str, issues: Sequence[ConfigIssue]):
-        self.issues = list(issues)
-        lines = "\n".join(f"  - {issue}" for issue in self.issues)
-        super().__init__(f"data mix {name!r}: {len(self.issues)} error(s)\n{lines}")
+    kind = "the mix definition"
+
+    def heading(self) -> str:
+        return f"data mix {self.source!r}"
 
 
 class _Strict(BaseModel):
@@ -137,22 +139,29 @@ class SourceSpec(_Strict):
     @field_validator("reader")
     @classmethod
     def _known_reader(cls, value: str) -> str:
-        known = readers.readers()
+        known = source_readers.READERS
         if value not in known:
             raise ValueError(f"unknown reader {value!r}; one of: {', '.join(known)}")
         return value
 
 
-class BenchmarkSpec(_Strict):
+class HeldOutBenchmark(_Strict):
     """A test set whose questions must never appear in training data."""
 
-    kind: Literal["spinebench", "spinebench_mm25"] = "spinebench"
+    kind: str = "spinebench"
+    """A registered benchmark kind (``eval_hooks/registry.py``)."""
     path: str
     """Relative to the data root or absolute."""
 
+    @field_validator("kind")
+    @classmethod
+    def _registered(cls, value: str) -> str:
+        registry.get(value)
+        return value
+
 
 class Mix(_Strict):
-    """A data mix; see ``data_mixes/README.md``."""
+    """A data mix (``data_mixes/<name>.yaml``); the README's "Data mixes" section shows the keys in use."""
 
     name: str
     description: str = ""
@@ -172,7 +181,7 @@ class Mix(_Strict):
     shard_rows: int = Field(default=100_000, gt=0)
     """Rows per output shard."""
     sources: dict[str, SourceSpec] = Field(default_factory=dict)
-    benchmarks: dict[str, BenchmarkSpec] = Field(default_factory=dict)
+    benchmarks: dict[str, HeldOutBenchmark] = Field(default_factory=dict)
 
     @field_validator("name")
     @classmethod
@@ -237,18 +246,12 @@ def find(name: str, search: Sequence[Path] = ()) -> Path:
     raise FileNotFoundError(f"no data mix {name!r}; shipped mixes: {', '.join(known)}")
 
 
+def _mix_error(path: Path, issues: list[ConfigIssue]) -> MixError:
+    return MixError(path.stem, issues)
+
+
 def _read(path: Path) -> tuple[dict[str, Any], yaml.Node | None]:
-    text = path.read_text(encoding="utf-8")
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        doc = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark else None
-        raise MixError(path.stem, [ConfigIssue("", f"invalid YAML: {exc}", path, line)]) from None
-    if not isinstance(doc, dict):
-        raise MixError(path.stem, [ConfigIssue("", "must be a mapping of keys", path, 1)])
-    return doc, node
+    return read_yaml(path, _mix_error)
 
 
 def _default_sources() -> tuple[dict[str, Any], dict[str, Any]]:
@@ -290,19 +293,21 @@ def load(name: str, settings: Mapping[str, Any] | None = None, search: Sequence[
     doc.pop("include", None)
     raw = _cross_issues(doc, path, origins)
     issues += raw
+
+    def locate(loc: list[str | int]) -> tuple[Path | None, int | None]:
+        file, local = path, loc
+        if len(loc) > 1 and loc[0] == "components" and isinstance(loc[1], int) and loc[1] < len(origins):
+            file, index = origins[loc[1]]  # the component came from an included mix: point into that file
+            local = ["components", index, *loc[2:]]
+        return file, line_of(_read(file)[1], local)[0]
+
     try:
         mix = Mix.model_validate(doc)
     except ValidationError as exc:
-        for error in exc.errors():
-            loc = list(error["loc"])
-            if raw and (not loc or "at most one of count" in error_message(error)):
+        for issue, error in zip(validation_issues(exc, locate), exc.errors(), strict=True):
+            if raw and (not issue.path or "at most one of count" in error_message(error)):
                 continue  # rules across fields, already reported from the raw document
-            file, local = path, loc
-            if len(loc) > 1 and loc[0] == "components" and isinstance(loc[1], int) and loc[1] < len(origins):
-                file, index = origins[loc[1]]  # the component came from an included mix: point into that file
-                local = ["components", index, *loc[2:]]
-            line, _ = line_of(_read(file)[1], local)
-            issues.append(ConfigIssue(format_path(loc), error_message(error), file, line))
+            issues.append(issue)
         raise MixError(doc.get("name", path.stem), issues) from None
     if issues:
         raise MixError(mix.name, issues)
@@ -320,13 +325,22 @@ def _cross_issues(doc: dict[str, Any], path: Path, origins: list[tuple[Path, int
         amounts = [k for k in ("count", "fraction", "weight") if k in c]
         if len(amounts) > 1:
             line = line_of(_read(file)[1], ["components", local])[0]
-            issues.append(ConfigIssue(f"components[{i}]", f"set at most one of count, fraction, weight (got "
-                                      f"{', '.join(amounts)})", file, line))  # fmt: skip
+            issues.append(
+                ConfigIssue(
+                    f"components[{i}]",
+                    f"set at most one of count, fraction, weight (got {', '.join(amounts)})",
+                    file,
+                    line,
+                )
+            )
         if c.get("source") not in sources:
             line = line_of(_read(file)[1], ["components", local, "source"])[0]
             known = ", ".join(sources)
-            issues.append(ConfigIssue(f"components[{i}].source", f"unknown source {c.get('source')!r}; known: {known}",
-                                      file, line))  # fmt: skip
+            issues.append(
+                ConfigIssue(
+                    f"components[{i}].source", f"unknown source {c.get('source')!r}; known: {known}", file, line
+                )
+            )
     weights = [c["weight"] for c in components if isinstance(c.get("weight"), int | float)]
     if weights and abs(sum(weights) - 1.0) > 1e-6:
         issues.append(ConfigIssue("components", f"weights sum to {sum(weights):g}, not 1", path))
@@ -373,17 +387,14 @@ def _flatten(
     return doc, files, issues
 
 
-READER_SPLITS = {"spinemed": ("non_spine", "spine")}
-"""Splits a reader can yield; the general-medical readers yield ``general`` only."""
-
-
 def component_splits(mix: Mix, c: Component) -> set[str]:
     """The splits a component can yield, read from its source's reader and its filters."""
-    possible = set(READER_SPLITS.get(mix.sources[c.source].reader, ("general",)))
+    possible: set[str] = set(source_readers.get(mix.sources[c.source].reader).splits)
     if c.filters.split is not None:
         possible &= set(c.filters.split)
-    if c.filters.category is not None and mix.sources[c.source].reader == "spinemed":
-        possible &= {"spine" if cat == "Spine Surgery" else "non_spine" for cat in c.filters.category}
+    if c.filters.category is not None and possible <= {"non_spine", "spine"}:
+        # The orthopedic category decides the split: "Spine Surgery" is spine, the other six non-spine.
+        possible &= {"spine" if cat == SPINE_CATEGORY else "non_spine" for cat in c.filters.category}
     return possible
 
 
@@ -394,4 +405,4 @@ def splits_of(loaded: LoadedMix, restriction: Sequence[str] | None = None) -> li
         found |= component_splits(loaded.mix, c)
     if restriction is not None:
         found &= set(restriction)
-    return [s for s in ("general", "non_spine", "spine") if s in found]
+    return [s for s in SPLITS if s in found]

@@ -7,7 +7,7 @@ the output for the run manifest. The output is a pure function of the inputs: pr
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 import importlib.resources
 import json
 import os
@@ -16,14 +16,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from spinegpt.testing import smoke_data
+from spinegpt.data_mixes import audit
+
+from spinegpt.errors import UserError
+from spinegpt.files import first_of, sha256_file
+from spinegpt.offline import smoke_images
 
 ROLES = ("system", "user", "assistant", "tool")
 IMAGE_TAG = "<image>"
 MAX_REPORTED = 20
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """Bad training data; the message names file and line of every problem found (up to a limit)."""
 
 
@@ -72,14 +76,6 @@ class PreparedData:
             "inputs": [vars(i) for i in self.inputs],
             "mixes": self.mixes,
         }
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def smoke_file(name: str) -> Path:
@@ -170,8 +166,8 @@ def _materialise_smoke(name: str, images_dir: Path) -> Path:
     path = smoke_file(name)
     for _, row, _error in _read_jsonl(path):
         for image in (row or {}).get("images", []):
-            if smoke_data.is_synthetic(image):
-                smoke_data.write_image(image, images_dir)
+            if smoke_images.is_synthetic(image):
+                smoke_images.write_image(image, images_dir)
     return path
 
 
@@ -184,9 +180,9 @@ def resolve_data_root(value: str | None, base_dir: Path) -> Path:
             "(or SPINEGPT_DATA_ROOT) to the folder laid out as data_mixes/sources.yaml describes"
         )
     if value == "builtin:smoke":
-        from spinegpt.testing import smoke_upstream
+        from spinegpt.data_mixes import smoke_root
 
-        return smoke_upstream.write(smoke_upstream.default_root())
+        return smoke_root.write(smoke_root.default_root())
     path = Path(os.path.expanduser(value))
     return path if path.is_absolute() else (base_dir / path).resolve()
 
@@ -241,8 +237,16 @@ def prepare(
                     (shard, shard.parent, s["sha256"])
                     for shard, s in zip(built.shards, built.manifest["output"]["shards"], strict=True)
                 ]
-                mixes.append({"source": source.label(), "dir": str(built.dir), "key": built.manifest["key"],
-                              "rows": built.rows, "sha256": built.sha256, "splits": source.splits})  # fmt: skip
+                mixes.append(
+                    {
+                        "source": source.label(),
+                        "dir": str(built.dir),
+                        "key": built.manifest["key"],
+                        "rows": built.rows,
+                        "sha256": built.sha256,
+                        "splits": source.splits,
+                    }
+                )
             else:
                 path, image_root = resolve_input(source, base_dir, images_dir)
                 files = [(path, image_root, None)]
@@ -256,9 +260,7 @@ def prepare(
                 rows += count
     if errors:
         tmp.unlink()
-        shown = "\n".join(f"  {e}" for e in errors[:MAX_REPORTED])
-        more = f"\n  ... and {len(errors) - MAX_REPORTED} more" if len(errors) > MAX_REPORTED else ""
-        raise DataError(f"{len(errors)} problem(s) in the stage data:\n{shown}{more}")
+        raise DataError(f"{len(errors)} problem(s) in the stage data:\n{first_of(errors, MAX_REPORTED)}")
     if rows == 0:
         tmp.unlink()
         raise DataError(f"the stage data is empty: {', '.join(s.label() for s in sources)}")
@@ -288,3 +290,59 @@ def describe(sources: Iterable[Source], base_dir: Path) -> list[dict[str, Any]]:
                 entry["set"] = dict(source.set)
         described.append(entry)
     return described
+
+
+# -- lengths ----------------------------------------------------------------------------------------------------
+
+
+def enforce_lengths(path: Path, counter: audit.Counter, max_length: int, policy: str) -> dict[str, Any]:
+    """Apply a stage's over-length policy to its prepared rows (``drop`` rewrites the file atomically)."""
+    over: list[str] = []
+    lengths: list[int] = []
+    image_rows = 0
+    tmp = path.with_suffix(".lengths.tmp")
+    with tmp.open("w", encoding="utf-8") as kept:
+        for number, tokens, row in audit.count_file(path, counter):
+            if tokens > max_length:
+                over.append(f"{path}:{number}: {tokens} tokens")
+                if policy == "drop":
+                    continue
+            lengths.append(tokens)
+            image_rows += bool(row.get("images"))
+            kept.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
+    if over and policy == "error":
+        tmp.unlink()
+        raise DataError(
+            f"{len(over)} record(s) exceed max_length {max_length} (over_length: error; use drop or truncate, or "
+            f"raise max_length / lower MAX_PIXELS):\n{first_of(over)}"
+        )
+    if over and policy == "drop":
+        tmp.replace(path)
+    else:
+        tmp.unlink()
+    return {
+        "policy": policy,
+        "max_length": max_length,
+        "over_max_length": len(over),
+        "dropped": len(over) if policy == "drop" else 0,
+        "truncated": len(over) if policy == "truncate" else 0,
+        "rows": len(lengths),
+        "image_rows": image_rows,
+        "tokens": sum(lengths),
+        "percentiles": audit.percentiles(lengths),
+        "min_pixels": counter.min_pixels,
+        "max_pixels": counter.max_pixels,
+    }
+
+
+def apply_length_policy(
+    prepared: PreparedData, counter: audit.Counter, max_length: int, policy: str
+) -> tuple[PreparedData, dict[str, Any]]:
+    """Exact token counts of the prepared rows against ``max_length``, and the stage's ``over_length`` policy applied
+    (``drop`` rewrites the file and its hash; ``error`` names every record; ``truncate`` leaves it to the engine)."""
+    lengths = enforce_lengths(prepared.path, counter, max_length, policy)
+    if lengths["dropped"]:
+        prepared = dataclasses.replace(
+            prepared, rows=lengths["rows"], image_rows=lengths["image_rows"], sha256=sha256_file(prepared.path)
+        )
+    return prepared, lengths

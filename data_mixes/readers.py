@@ -15,13 +15,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from spinegpt.data_mixes.records import IMAGE_TAG, Bad, Record, detect_language, render_reasoning
+from spinegpt.data_mixes.records import IMAGE_TAG, Bad, Record, Split, detect_language, render_reasoning
+
+from spinegpt.errors import UserError
 
 _CHUNK = 1 << 20
 _MAX_ITEM = 64 << 20  # an item larger than this is a broken file, not an item: stop instead of buffering it all
 
 
-class SourceError(ValueError):
+class SourceError(UserError, ValueError):
     """A source file that cannot be read at all (missing, unreadable, not JSON / JSONL / parquet)."""
 
 
@@ -385,20 +387,18 @@ def read_pubmedvision(path: Path, options: ReadOptions) -> Iterator[Record | Bad
 Reader = Callable[[Path, ReadOptions], Iterator[Record | Bad]]
 
 
-def readers() -> dict[str, Reader]:
-    from spinegpt.data_mixes import spinemed
+@dataclass(frozen=True)
+class ReaderInfo:
+    """A reader and the splits its records can fall into (what ``spinegpt plan`` knows of a mix without reading it)."""
 
-    return {
-        "medical_o1": read_medical_o1,
-        "medical_r1_distill": read_medical_r1_distill,
-        "medthoughts": read_medthoughts,
-        "pubmedvision": read_pubmedvision,
-        "spinemed": spinemed.read_spinemed,
-    }
+    read: Reader
+    splits: tuple[Split, ...]
 
 
-def read(kind: str, path: Path, options: ReadOptions) -> Iterator[Record | Bad]:
-    known = readers()
-    if kind not in known:
-        raise SourceError(f"unknown reader {kind!r}; known: {', '.join(known)}")
-    return known[kind](path, options)
+READERS: dict[str, ReaderInfo] = {
+    "medical_o1": ReaderInfo(read_medical_o1, ("general",)),
+    "medical_r1_distill": ReaderInfo(read_medical_r1_distill, ("general",)),
+    "medthoughts": ReaderInfo(read_medthoughts, ("general",)),
+    "pubmedvision": ReaderInfo(read_pubmedvision, ("general",)),
+}
+"""The general-medical readers of this module; ``registry.py`` adds those of other modules."""

@@ -8,8 +8,6 @@ file and line, and the caller decides (stop with every problem listed, or skip a
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 import unicodedata
 from dataclasses import dataclass, field
@@ -76,11 +74,6 @@ class Record:
         if self.images:
             row["images"] = self.images
         return row
-
-    def content_key(self) -> bytes:
-        """Identity for exact-duplicate removal across sources: the conversation and the images, nothing else."""
-        text = json.dumps([self.messages, self.images], ensure_ascii=False, sort_keys=True)
-        return hashlib.blake2b(text.encode(), digest_size=16).digest()
 
     def question(self) -> str:
         """The first user turn, normalised: what benchmark decontamination compares."""

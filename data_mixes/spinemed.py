@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from spinegpt.data_mixes.readers import FileCheck, ReadOptions, _file_and_line, objects
+from spinegpt.data_mixes.readers import FileCheck, ReaderInfo, ReadOptions, _file_and_line, objects
 from spinegpt.data_mixes.records import (
     CATEGORIES,
     IMAGE_TAG,
@@ -232,3 +232,6 @@ def read_spinemed(path: Path, options: ReadOptions) -> Iterator[Record | Bad]:
             subspecialty=subspecialty,
             provenance={**provenance, **_file_and_line(where)},
         )
+
+
+READERS = {"spinemed": ReaderInfo(read_spinemed, ("non_spine", "spine"))}

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from spinegpt.eval_hooks.config import JudgeConfig
 from spinegpt.eval_hooks.spinebench import DIMENSION_CRITERIA, DIMENSIONS
 
 RUBRIC_VERSION = 1
@@ -78,27 +79,6 @@ def parse_verdict(content: str) -> dict[str, int]:
 
 
 @dataclass
-class JudgeConfig:
-    base_url: str
-    """Server root of an OpenAI-compatible API, e.g. ``http://localhost:8000/v1``."""
-    model: str
-    """The judge model's name on that server."""
-    api_key_env: str = "SPINEGPT_JUDGE_API_KEY"
-    """Environment variable holding the API key (falls back to OPENAI_API_KEY); unset means no key is sent."""
-    concurrency: int = 4
-    """Requests in flight at once."""
-    max_attempts: int = 4
-    """Tries per item, the first included, before it is recorded as failed."""
-    timeout_s: float = 120.0
-    """Per-request timeout."""
-    backoff_s: float = 1.0
-    """First retry delay; doubles each retry, with jitter."""
-    temperature: float = 0.0
-    cache_path: Path | None = None
-    """SQLite verdict cache; None disables caching."""
-
-
-@dataclass
 class Judgment:
     scores: dict[str, int] | None
     attempts: int
@@ -145,15 +125,20 @@ class VerdictCache:
 
 
 class Judge:
-    def __init__(self, config: JudgeConfig, sleep: Callable[[float], None] = time.sleep):
+    def __init__(
+        self, config: JudgeConfig, cache_path: Path | None = None, sleep: Callable[[float], None] = time.sleep
+    ):
+        """``cache_path``: the SQLite verdict cache (None: no caching)."""
         self.config = config
         self._sleep = sleep
-        self._cache = VerdictCache(config.cache_path) if config.cache_path else None
+        self._cache = VerdictCache(cache_path) if cache_path else None
         self.requests_sent = 0
         self._count_lock = threading.Lock()
 
     def _api_key(self) -> str | None:
-        return os.environ.get(self.config.api_key_env) or os.environ.get("OPENAI_API_KEY")
+        # Only the variable configured for this judge: a general-purpose key (OPENAI_API_KEY) must never reach
+        # whatever server --judge-url names.
+        return os.environ.get(self.config.api_key_env) or None
 
     def _post(self, content: str) -> str:
         body = {

@@ -6,12 +6,30 @@
 * Overall: sum over {text MCQ, image MCQ, report} of w_k * P_k with w_k = n_k / sum(n).
 
 Every number here is computed from item-level results; nothing is copied from the paper.
+
+The benchmark file (SpineMed format), one JSON object per line::
+
+    {"id": "sb-0001", "type": "mcq", "question": "...", "options": {"A": "...", "B": "..."},
+     "answer": "C" | ["B", "D"], "images": ["relative/or/absolute.png"],            # images: optional
+     "subspecialty": "Trauma", "source": "textbook", "language": "en"}              # metadata: optional
+    {"id": "sb-r-001", "type": "report", "prompt": "...", "images": [...], "reference": "..."}   # reference: optional
+
+MCQ items with images are the "image" part of the score, the others the "text" part. Image paths are resolved
+against ``image_root`` (default: the file's folder).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from spinegpt.eval_hooks import benchmark
+from spinegpt.eval_hooks.benchmark import BenchmarkError, Item, Record, fmt, metric, result
+
+if TYPE_CHECKING:
+    from spinegpt.eval_hooks.judge import Judge
 
 # Report dimensions by section, in the paper's order (Appendix D: IR, DGN, PG, EBP, TF, RPM, COV, REL, GRA, EXP).
 SECTIONS: dict[str, tuple[str, ...]] = {
@@ -107,3 +125,144 @@ def overall_score(parts: Mapping[str, tuple[float, int]]) -> float:
     if missing or extra:
         raise ValueError(f"overall needs parts {PART_NAMES}; missing {missing}, unexpected {extra}")
     return weighted_mean(parts)
+
+
+# -- the benchmark ----------------------------------------------------------------------------------------------
+
+
+class SpineBench:
+    """SpineBench in the SpineMed format: multiple choice (text and image) and judged reports."""
+
+    kind = "spinebench"
+
+    def read(self, path: Path, image_root: Path | None = None) -> list[Item]:
+        root = image_root or path.parent
+        items, seen = [], set()
+        for where, record in benchmark.records(path):
+            if not isinstance(record, dict):
+                raise BenchmarkError(f"{where}: item must be a JSON object")
+            kind, item_id = record.get("type"), record.get("id")
+            if not isinstance(item_id, str) or not item_id:
+                raise BenchmarkError(f"{where}: missing 'id'")
+            if item_id in seen:
+                raise BenchmarkError(f"{where}: duplicate id {item_id!r}")
+            seen.add(item_id)
+            images = benchmark.images(record.get("images"), root, where)
+            meta = {k: record[k] for k in ("subspecialty", "source", "language") if k in record}
+            if kind == "mcq":
+                question = record.get("question")
+                if not isinstance(question, str) or not question.strip():
+                    raise BenchmarkError(f"{where}: mcq needs a 'question'")
+                options = benchmark.options(record.get("options"), question, where)
+                answer = benchmark.answer_letters(record.get("answer"), options, where)
+                multi = isinstance(record.get("answer"), list) and len(answer) > 1
+                task = "image_mcq" if images else "text_mcq"
+                items.append(Item(item_id, task, question, images, options, answer, multi, meta=meta))
+            elif kind == "report":
+                prompt = record.get("prompt")
+                if not isinstance(prompt, str) or not prompt.strip():
+                    raise BenchmarkError(f"{where}: report needs a 'prompt'")
+                reference = record.get("reference")
+                items.append(Item(item_id, "report", prompt, images, reference=reference, meta=meta))
+            else:
+                raise BenchmarkError(f"{where}: type must be 'mcq' or 'report', got {kind!r}")
+        if not items:
+            raise BenchmarkError(f"{path}: no items")
+        return items
+
+    def questions(self, path: Path) -> list[str]:
+        return benchmark.questions(path)
+
+    def score(self, items: list[Item], records: list[Record], judge: Judge | None) -> dict[str, Any]:
+        scores: dict[str, Any] = {}
+        parts: dict[str, tuple[float, int]] = {}
+        for task, part in (("text_mcq", "text"), ("image_mcq", "image")):
+            chosen = [r for r in records if r["task"] == task]
+            if chosen:
+                mcq = mcq_result([r["parsed"] for r in chosen], [r["answer"] for r in chosen])
+                scores[part] = {
+                    "accuracy": mcq.accuracy,
+                    "n": mcq.total,
+                    "correct": mcq.correct,
+                    "unparsed": mcq.unparsed,
+                }
+                parts[part] = (mcq.accuracy, mcq.total)
+        if "text" in parts and "image" in parts:
+            scores["mcq_average"] = mcq_average(parts["text"], parts["image"])
+        reports = [(i, r) for i, r in zip(items, records, strict=True) if i.task == "report"]
+        if reports:
+            report: dict[str, Any] = {"n": len(reports)}
+            if judge is None:
+                report["status"] = "not judged: no judge configured (--judge-url / eval.judge)"
+            else:
+                judgments = judge.judge_many([(i.question, r["output"], i.reference) for i, r in reports])
+                for (_, record), judgment in zip(reports, judgments, strict=True):
+                    record["judgment"] = judgment.to_json()
+                    if judgment.scores:
+                        record["report_score"] = report_score(judgment.scores)
+                judged = [j.scores for j in judgments if j.scores]
+                report.update(judged=len(judged), failed=len(judgments) - len(judged))
+                if judged:
+                    dims = mean_dimensions(judged)
+                    report.update(dimensions=dims, sections=section_scores(dims), score=report_score(dims))
+                    parts["report"] = (report["score"], len(judged))
+            scores["report"] = report
+        try:
+            scores["overall"] = overall_score(parts)
+        except ValueError as exc:
+            scores["overall"] = None
+            scores["overall_missing"] = str(exc)
+        return scores
+
+    def markdown(self, scores: dict[str, Any]) -> list[str]:
+        lines = ["| part | n | score |", "|---|---|---|"]
+        for part in ("text", "image"):
+            if part in scores:
+                s = scores[part]
+                lines.append(f"| {part} MCQ accuracy (%) | {s['n']} | {fmt(s['accuracy'])} |")
+        if "mcq_average" in scores:
+            n = scores["text"]["n"] + scores["image"]["n"]
+            lines.append(f"| MCQ average (%) | {n} | {fmt(scores['mcq_average'])} |")
+        report = scores.get("report")
+        if report:
+            if "score" in report:
+                sections = ", ".join(f"{k} {v:.2f}" for k, v in report["sections"].items())
+                lines.append(f"| report (0-100) | {report['judged']} | {fmt(report['score'])} ({sections}) |")
+            else:
+                lines.append(f"| report | {report['n']} | {report.get('status', 'no judged report')} |")
+            if report.get("failed"):
+                lines.append(f"| report judgments failed | {report['failed']} | not scored |")
+        lines.append(f"| overall | | {fmt(scores['overall']) if scores['overall'] is not None else 'n/a'} |")
+        if scores.get("overall_missing"):
+            lines += ["", f"overall not computed: {scores['overall_missing']}"]
+        return lines
+
+    def headline(self, scores: dict[str, Any]) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for part in ("text", "image"):
+            if part in scores:
+                out[f"{part} MCQ %"] = scores[part]["accuracy"]
+        for key, label in (("mcq_average", "MCQ avg %"), ("overall", "overall")):
+            if isinstance(scores.get(key), int | float):
+                out[label] = scores[key]
+        if isinstance((scores.get("report") or {}).get("score"), int | float):
+            out["report"] = scores["report"]["score"]
+        return out
+
+    def model_index(self, dataset: dict[str, str], scores: dict[str, Any]) -> list[dict[str, Any]]:
+        mcq = [
+            metric("Text MCQ accuracy", scores.get("text", {}).get("accuracy")),
+            metric("Image MCQ accuracy", scores.get("image", {}).get("accuracy")),
+            metric("MCQ average accuracy", scores.get("mcq_average")),
+        ]
+        report = [
+            metric("Report score (0-100)", scores.get("report", {}).get("score"), "report_score"),
+            metric("Overall", scores.get("overall"), "overall"),
+        ]
+        return [
+            *result("multiple-choice", "Close-ended QA", dataset, mcq),
+            *result("text-generation", "Report generation", dataset, report),
+        ]
+
+
+BENCHMARK = SpineBench()

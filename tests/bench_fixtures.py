@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from spinegpt.testing import smoke_data
+from spinegpt.offline import smoke_images as smoke_data
 
 LEVEL_OPTIONS = {"A": "L1", "B": "L2", "C": "L3", "D": "L4", "E": "L5"}
 

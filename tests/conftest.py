@@ -27,7 +27,7 @@ def _cache_dirs(tmp_path_factory: pytest.TempPathFactory) -> None:
 
 @pytest.fixture(scope="session")
 def tiny_model() -> Path:
-    from spinegpt.testing import tiny_model as tm
+    from spinegpt.offline import tiny_model as tm
 
     return tm.ensure()
 

@@ -73,10 +73,13 @@ def test_table_averages_weigh_text_and_image_by_their_item_counts(tmp_path: Path
     # SpineGPT's own figures (SPEC §4): 89.46 on 294 text items and 84.46 on 193 image items average 87.48, not
     # the 87.89 the paper prints; a row with only text items averages to its text figure.
     rows = [
-        {"name": "full", "splits": ["general", "non_spine", "spine"],
-         "scores": {"text": {"accuracy": 89.46, "n": 294}, "image": {"accuracy": 84.46, "n": 193}}},
+        {
+            "name": "full",
+            "splits": ["general", "non_spine", "spine"],
+            "scores": {"text": {"accuracy": 89.46, "n": 294}, "image": {"accuracy": 84.46, "n": 193}},
+        },
         {"name": "text_only", "splits": ["spine"], "scores": {"text": {"accuracy": 50.0, "n": 2}}},
-    ]  # fmt: skip
+    ]
     paths = ablation_table.write(rows, tmp_path, "t7", compare_paper=True, title="t")
     assert [p.name for p in paths] == ["t7.md", "t7.csv", "t7.png"]
     with paths[1].open() as handle:
@@ -183,11 +186,22 @@ def test_slurm_launcher_submits_one_job_per_unfinished_row(tmp_path: Path) -> No
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
     out = tmp_path / "out"
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
-    dry = run_spinegpt("sweep", "curricula/ablations/sweep.yaml", "--launcher", "slurm", "--dry-run",
-                       "--output-dir", str(out), env=env).stdout  # fmt: skip
+    dry = run_spinegpt(
+        "sweep", "curricula/ablations/sweep.yaml", "--launcher", "slurm", "--dry-run", "--output-dir", str(out), env=env
+    ).stdout
     assert dry.count("SPINEGPT_COMMAND=sweep sbatch --parsable") == 6 and not calls.exists()
-    run_spinegpt("sweep", "curricula/ablations/sweep.yaml", "--launcher", "slurm", "--only", "t7_4_spine,6",
-                 "--output-dir", str(out), "--sbatch-arg=--nodes=2", env=env)  # fmt: skip
+    run_spinegpt(
+        "sweep",
+        "curricula/ablations/sweep.yaml",
+        "--launcher",
+        "slurm",
+        "--only",
+        "t7_4_spine,6",
+        "--output-dir",
+        str(out),
+        "--sbatch-arg=--nodes=2",
+        env=env,
+    )
     submitted = calls.read_text().splitlines()
     assert len(submitted) == 2
     assert all(line.startswith("SPINEGPT_COMMAND=sweep --parsable --job-name=table7-t7_") for line in submitted)

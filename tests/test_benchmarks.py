@@ -4,32 +4,33 @@ import json
 from pathlib import Path
 
 import pytest
-from spinegpt.eval_hooks import benchmarks, hooks
-from spinegpt.eval_hooks.benchmarks import BenchmarkError
+from spinegpt.eval_hooks import evaluator, registry, spinebench
+from spinegpt.eval_hooks.benchmark import BenchmarkError, prompt_for
+from spinegpt.eval_hooks.config import BenchmarkConfig, JudgeConfig
 
 from .bench_fixtures import write_mm25, write_spinebench
 from .judge_server import GOOD, JudgeServer
 
 
 def test_spinebench_reader(tmp_path: Path) -> None:
-    items = benchmarks.read("spinebench", write_spinebench(tmp_path))
+    items = registry.get("spinebench").read(write_spinebench(tmp_path))
     tasks = [i.task for i in items]
     assert tasks.count("text_mcq") == 4 and tasks.count("image_mcq") == 3 and tasks.count("report") == 2
     multi = next(i for i in items if i.id == "t3")
     assert multi.multi and multi.answer == ["A", "B"]
     two_images = next(i for i in items if i.id == "i2")
     assert len(two_images.images) == 2 and all(Path(p).is_absolute() for p in two_images.images)
-    prompt = benchmarks.prompt_for(two_images)
+    prompt = prompt_for(two_images)
     assert prompt.startswith("<image><image>Both images") and "\nE. L5\n" in prompt and "Answer:" in prompt
 
 
 def test_mm25_reader_maps_option_texts_to_letters(tmp_path: Path) -> None:
-    items = benchmarks.read("spinebench_mm25", write_mm25(tmp_path))
+    items = registry.get("spinebench_mm25").read(write_mm25(tmp_path))
     assert [i.task for i in items] == ["diagnosis", "diagnosis", "localisation", "localisation"]
     assert items[1].answer == ["C"]  # "Healthy" given as text
     assert items[3].answer == ["D", "E"] and items[3].multi
     assert items[0].options["B"] == "Disc herniation"
-    assert benchmarks.prompt_for(items[0]).count("B. Disc herniation") == 1  # options already in the question
+    assert prompt_for(items[0]).count("B. Disc herniation") == 1  # options already in the question
 
 
 @pytest.mark.parametrize(
@@ -50,7 +51,7 @@ def test_spinebench_reader_errors_name_file_and_line(tmp_path: Path, line: str, 
     path = tmp_path / "b.jsonl"
     path.write_text('{"id": "ok", "type": "report", "prompt": "fine"}\n' + line + "\n")
     with pytest.raises(BenchmarkError, match=message) as info:
-        benchmarks.read("spinebench", path)
+        registry.get("spinebench").read(path)
     assert f"{path}:2" in str(info.value)
 
 
@@ -60,10 +61,10 @@ def test_mm25_reader_errors(tmp_path: Path) -> None:
         json.dumps([{"task": "spine_disease_classification", "question": "Q\nA. x\nB. y", "answers": ["A", "B"]}])
     )
     with pytest.raises(BenchmarkError, match=r"m.json\[0\]: a diagnosis item has exactly one"):
-        benchmarks.read("spinebench_mm25", path)
+        registry.get("spinebench_mm25").read(path)
 
 
-def _scripted(answers: dict[str, str]) -> hooks.Generator:
+def _scripted(answers: dict[str, str]) -> evaluator.Generator:
     """A stand-in for the model: answers by a keyword of the prompt (the real engine is tested end to end)."""
 
     def generate(requests, max_new_tokens):  # type: ignore[no-untyped-def]
@@ -90,17 +91,20 @@ def test_scores_every_item_and_counts_unparsed(tmp_path: Path) -> None:
             "Where are the lesions": "The lesions are at L4/L5 and L5/S1.",
         }
     )
-    runs = [hooks.BenchmarkRun("spinebench", "spinebench", sb), hooks.BenchmarkRun("mm25", "spinebench_mm25", mm)]
+    runs = [
+        BenchmarkConfig(name="spinebench", kind="spinebench", path=str(sb)),
+        BenchmarkConfig(name="mm25", kind="spinebench_mm25", path=str(mm)),
+    ]
     with JudgeServer() as server:
-        judge = hooks.JudgeConfig(base_url=server.url, model="judge", backoff_s=0.01)
-        summary = hooks.evaluate("scripted", runs, tmp_path / "eval", generate, judge)
+        judge = JudgeConfig(base_url=server.url, model="judge", backoff_s=0.01)
+        summary = evaluator.evaluate("scripted", runs, tmp_path / "eval", generate, judge)
     scores = summary["benchmarks"]["spinebench"]["scores"]
     assert scores["text"] == {"accuracy": 50.0, "n": 4, "correct": 2, "unparsed": 1}
     assert scores["image"]["correct"] == 1 and scores["image"]["n"] == 3 and scores["image"]["unparsed"] == 1
     assert scores["mcq_average"] == pytest.approx((50.0 * 4 + 100 / 3 * 3) / 7)
     report = scores["report"]
     assert report["judged"] == 2 and report["failed"] == 0
-    assert report["score"] == pytest.approx(hooks.spinebench.report_score(GOOD))
+    assert report["score"] == pytest.approx(spinebench.report_score(GOOD))
     assert scores["overall"] == pytest.approx((50.0 * 4 + 100 / 3 * 3 + report["score"] * 2) / 9)
     mm25 = summary["benchmarks"]["mm25"]["scores"]
     assert mm25["diagnosis"]["accuracy"] == 0.5
@@ -109,12 +113,14 @@ def test_scores_every_item_and_counts_unparsed(tmp_path: Path) -> None:
     assert len(written["records"]) == 9 and written["unparsed"] == 2
     assert all("output" in r for r in written["records"])
     assert "| overall |" in (tmp_path / "eval" / "spinebench.md").read_text()
-    assert (tmp_path / "eval" / hooks.SUMMARY).is_file()
+    assert (tmp_path / "eval" / evaluator.SUMMARY).is_file()
 
 
 def test_without_a_judge_reports_are_not_scored_and_overall_is_missing(tmp_path: Path) -> None:
     sb = write_spinebench(tmp_path / "sb")
-    summary = hooks.evaluate("m", [hooks.BenchmarkRun("sb", "spinebench", sb)], tmp_path / "eval", _scripted({}), None)
+    summary = evaluator.evaluate(
+        "m", [BenchmarkConfig(name="sb", kind="spinebench", path=str(sb))], tmp_path / "eval", _scripted({}), None
+    )
     scores = summary["benchmarks"]["sb"]["scores"]
     assert "not judged" in scores["report"]["status"] and "score" not in scores["report"]
     assert scores["overall"] is None and "report" in scores["overall_missing"]
@@ -126,9 +132,9 @@ def test_failed_judgments_are_counted_not_scored(tmp_path: Path) -> None:
     text = sb.read_text().replace("CT. [[good]]", "CT. [[http500]]")
     sb.write_text(text)
     with JudgeServer() as server:
-        judge = hooks.JudgeConfig(base_url=server.url, model="judge", backoff_s=0.01, max_attempts=2)
-        summary = hooks.evaluate(
-            "m", [hooks.BenchmarkRun("sb", "spinebench", sb)], tmp_path / "eval", _scripted({}), judge
+        judge = JudgeConfig(base_url=server.url, model="judge", backoff_s=0.01, max_attempts=2)
+        summary = evaluator.evaluate(
+            "m", [BenchmarkConfig(name="sb", kind="spinebench", path=str(sb))], tmp_path / "eval", _scripted({}), judge
         )
     report = summary["benchmarks"]["sb"]["scores"]["report"]
     assert report["judged"] == 1 and report["failed"] == 1

@@ -11,17 +11,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from spinegpt.data_mixes import audit, build, mixes, readers, spinemed
+from spinegpt.data_mixes import audit, build, mixes, prepare, readers, sources, spinemed
+from spinegpt.data_mixes import smoke_root as smoke_upstream
 from spinegpt.data_mixes.records import Bad, Record
 from spinegpt.train import manifest
 
-from spinegpt.testing import smoke_data, smoke_upstream
+from spinegpt.offline import smoke_images as smoke_data
 
 from .conftest import REPO, spinegpt_command
 
 
 def _read(kind: str, path: Path, **options: Any) -> list[Record | Bad]:
-    return list(readers.read(kind, path, readers.ReadOptions(**options)))
+    return list(sources.read(kind, path, readers.ReadOptions(**options)))
 
 
 def _write(path: Path, text: str) -> Path:
@@ -69,11 +70,25 @@ def test_r1_distill_keys_and_medthoughts_options(tmp_path: Path) -> None:
     assert isinstance(got[0], Record) and "## Thinking\n\nR" in got[0].messages[1]["content"]
     assert isinstance(got[1], Bad) and "'reasoning (reasoning_content)'" in got[1].detail
     rows = [
-        {"question_id": 1, "question": "Which?", "options": {"A": "x", "B": "y"}, "answer_idx": "B",
-         "ds_answer": "B. y", "ds_think": "hmm", "source": "MedQA"},
-        {"question_id": 2, "question": "Which?", "options": {"A": "x", "B": "y"}, "answer_idx": "E",
-         "ds_answer": "E", "ds_think": "hmm", "source": "MedQA"},
-    ]  # fmt: skip
+        {
+            "question_id": 1,
+            "question": "Which?",
+            "options": {"A": "x", "B": "y"},
+            "answer_idx": "B",
+            "ds_answer": "B. y",
+            "ds_think": "hmm",
+            "source": "MedQA",
+        },
+        {
+            "question_id": 2,
+            "question": "Which?",
+            "options": {"A": "x", "B": "y"},
+            "answer_idx": "E",
+            "ds_answer": "E",
+            "ds_think": "hmm",
+            "source": "MedQA",
+        },
+    ]
     got = _read("medthoughts", _write(tmp_path / "mt.jsonl", "\n".join(json.dumps(r) for r in rows)))
     assert isinstance(got[0], Record) and got[0].task == "mcq"
     assert "Options:\nA. x\nB. y" in got[0].messages[0]["content"] and got[0].provenance["answer"] == "B"
@@ -83,12 +98,18 @@ def test_r1_distill_keys_and_medthoughts_options(tmp_path: Path) -> None:
 def test_pubmedvision_placeholders_image_root_and_errors(tmp_path: Path) -> None:
     smoke_data.write_image("xray-ap-none.png", tmp_path / "imgs" / "a")
     rows = [
-        {"id": "p1", "image": ["a/xray-ap-none.png"], "conversations": [
-            {"from": "human", "value": "What is shown?"}, {"from": "gpt", "value": "An X-ray."}]},
-        {"id": "p2", "image": ["a/missing.png"], "conversations": [
-            {"from": "human", "value": "<image>x"}, {"from": "gpt", "value": "y"}]},
+        {
+            "id": "p1",
+            "image": ["a/xray-ap-none.png"],
+            "conversations": [{"from": "human", "value": "What is shown?"}, {"from": "gpt", "value": "An X-ray."}],
+        },
+        {
+            "id": "p2",
+            "image": ["a/missing.png"],
+            "conversations": [{"from": "human", "value": "<image>x"}, {"from": "gpt", "value": "y"}],
+        },
         {"id": "p3", "image": [], "conversations": [{"from": "doctor", "value": "x"}]},
-    ]  # fmt: skip
+    ]
     path = _write(tmp_path / "pmv.json", json.dumps(rows, indent=1))
     got = _read("pubmedvision", path, image_root=tmp_path / "imgs")
     assert isinstance(got[0], Record)
@@ -112,20 +133,32 @@ def test_spinemed_pointers_volumes_reports_and_missing_datasets(root: Path) -> N
     )
     assert "## Diagnostic rationale and disclaimer" in report.messages[-1]["content"]
     assert {r.split for r in got.values()} == {"spine", "non_spine"}
-    three = list(readers.read("spinemed", root / "SpineMed-450k" / "train.jsonl",
-                              readers.ReadOptions(**options, volume_slices=3)))  # fmt: skip
+    three = list(
+        sources.read(
+            "spinemed", root / "SpineMed-450k" / "train.jsonl", readers.ReadOptions(**options, volume_slices=3)
+        )
+    )
     assert [len(r.images) for r in three if isinstance(r, Record) and r.id == "sm-verse-volume"] == [3]
     evenly = spinemed.sample_evenly(100, 25)
     assert evenly[:3] == [0, 4, 8] and evenly[-1] == 99
-    elsewhere = _read("spinemed", root / "SpineMed-450k" / "train.jsonl", image_root=root / "SpineMed-450k",
-                      data_root=root / "elsewhere")  # fmt: skip
+    elsewhere = _read(
+        "spinemed",
+        root / "SpineMed-450k" / "train.jsonl",
+        image_root=root / "SpineMed-450k",
+        data_root=root / "elsewhere",
+    )
     missing = [r for r in elsewhere if isinstance(r, Bad)]
     assert any("dataset VerSe, case sub-verse004" in b.detail and "VerSe" in b.detail for b in missing)
 
 
 def test_spinemed_schema_errors_name_the_line(tmp_path: Path) -> None:
-    good = {"id": "x", "language": "en", "category": "Spine Surgery", "task": "mcq",
-            "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}  # fmt: skip
+    good = {
+        "id": "x",
+        "language": "en",
+        "category": "Spine Surgery",
+        "task": "mcq",
+        "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}],
+    }
     lines = [
         good,
         {**good, "category": "Spine"},
@@ -137,17 +170,33 @@ def test_spinemed_schema_errors_name_the_line(tmp_path: Path) -> None:
     got = _read("spinemed", path)
     assert isinstance(got[0], Record)
     reasons = [(b.where.rsplit(":", 1)[1], b.reason) for b in got[1:] if isinstance(b, Bad)]
-    assert reasons == [("2", "unknown category"), ("3", "unknown task"), ("4", "bad subspecialty"),
-                       ("5", "image not found"), ("6", "invalid JSON")]  # fmt: skip
+    assert reasons == [
+        ("2", "unknown category"),
+        ("3", "unknown task"),
+        ("4", "bad subspecialty"),
+        ("5", "image not found"),
+        ("6", "invalid JSON"),
+    ]
 
 
 def test_convert_command_writes_engine_rows(root: Path, tmp_path: Path) -> None:
     out = tmp_path / "rows.jsonl"
     result = subprocess.run(
-        [*spinegpt_command(), "data", "convert", "--source", "pubmedvision",
-         str(root / "PubMedVision" / "PubMedVision_Alignment_VQA.json"), "--output", str(out)],
-        capture_output=True, text=True, cwd=REPO, timeout=120,
-    )  # fmt: skip
+        [
+            *spinegpt_command(),
+            "data",
+            "convert",
+            "--source",
+            "pubmedvision",
+            str(root / "PubMedVision" / "PubMedVision_Alignment_VQA.json"),
+            "--output",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     assert len(rows) == 4 and all(r["messages"][0]["content"].count("<image>") == len(r["images"]) for r in rows)
@@ -219,8 +268,10 @@ def test_benchmark_leakage_and_duplicates_are_removed_and_counted(root: Path, tm
     rows = "".join(s.read_text() for s in spine.shards)
     assert smoke_upstream.LEAKED_QUESTION not in rows
     # The same source twice: the second copy of every record is an exact duplicate.
-    _write(tmp_path / "twice.yaml", "name: twice\ninclude: [spine]\ncomponents:\n"
-           "  - {name: again, source: spinemed, filters: {split: spine}}\n")  # fmt: skip
+    _write(
+        tmp_path / "twice.yaml",
+        "name: twice\ninclude: [spine]\ncomponents:\n  - {name: again, source: spinemed, filters: {split: spine}}\n",
+    )
     twice = build.build(mixes.load(str(tmp_path / "twice.yaml")), root, tmp_path / "twice", seed=1)
     again = twice.manifest["components"][1]
     assert again["kept"] == 0 and again["dropped"]["duplicate"] == component["kept"]
@@ -230,8 +281,10 @@ def test_bad_items_stop_the_build_or_are_skipped_and_counted(root: Path, tmp_pat
     data = tmp_path / "root"
     shutil.copytree(root, data)
     train = data / "SpineMed-450k" / "train.jsonl"
-    train.write_text(train.read_text() + '{"id": "bad", "category": "Spine Surgery", "task": "mcq", "language": "en", '
-                     '"messages": [{"role": "user", "content": "only a question"}]}\n')  # fmt: skip
+    train.write_text(
+        train.read_text() + '{"id": "bad", "category": "Spine Surgery", "task": "mcq", "language": "en", '
+        '"messages": [{"role": "user", "content": "only a question"}]}\n'
+    )
     lines = len(train.read_text().splitlines())
     with pytest.raises(build.BuildError, match=rf"train.jsonl:{lines}: bad conversation"):
         _build(data, tmp_path / "a", "spine", settings={})
@@ -277,8 +330,11 @@ def test_build_command_and_cached_reuse(root: Path, tmp_path: Path) -> None:
     out = tmp_path / "cli"
     result = subprocess.run(
         [*spinegpt_command(), "data", "build", "stage3_reports", "--data-root", str(root), "--output", str(out)],
-        capture_output=True, text=True, cwd=REPO, timeout=120,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert json.loads((out / build.MANIFEST).read_text())["output"]["rows"] == json.loads(result.stdout)["rows"]
     first = build.build_cached(mixes.load("stage3_reports"), root, tmp_path / "cache", seed=3)
@@ -299,8 +355,12 @@ def test_token_counts_match_the_real_processor(root: Path, tmp_path: Path, tiny_
     built = _build(root, tmp_path / "m", "stage2_spine", settings={})
     every = [json.loads(x) for s in built.shards for x in s.read_text().splitlines()]
     rows = [r for r in every if r.get("images")][:8] + [r for r in every if not r.get("images")][:4]
-    rows.append({"messages": [{"role": "user", "content": "<image>odd"}, {"role": "assistant", "content": "ok"}],
-                 "images": [str(tmp_path / "odd.png")]})  # fmt: skip
+    rows.append(
+        {
+            "messages": [{"role": "user", "content": "<image>odd"}, {"role": "assistant", "content": "ok"}],
+            "images": [str(tmp_path / "odd.png")],
+        }
+    )
     assert any(r.get("images") for r in rows) and any(not r.get("images") for r in rows)
     for low, high in ((3136, 50176), (3136, 12845056)):
         counter = audit.Counter(processor.tokenizer, low, high)
@@ -308,9 +368,12 @@ def test_token_counts_match_the_real_processor(root: Path, tmp_path: Path, tiny_
         processor.image_processor.size = {"shortest_edge": low, "longest_edge": high}
         for row in rows:
             text = processor.tokenizer.apply_chat_template(
-                [{"role": m["role"], "content": m["content"].replace("<image>", audit.VISION_PLACEHOLDER)}
-                 for m in row["messages"]], tokenize=False,
-            )  # fmt: skip
+                [
+                    {"role": m["role"], "content": m["content"].replace("<image>", audit.VISION_PLACEHOLDER)}
+                    for m in row["messages"]
+                ],
+                tokenize=False,
+            )
             images = [Image.open(p).convert("RGB") for p in row.get("images", [])] or None
             real = processor(text=[text], images=images, return_tensors="pt")["input_ids"].shape[1]
             assert counter.count(row) == real, row
@@ -326,11 +389,11 @@ def test_over_length_policies(tmp_path: Path, tiny_model: Path) -> None:
     text = "".join(json.dumps(r) + "\n" for r in rows)
     path = _write(tmp_path / "train.jsonl", text)
     with pytest.raises(Exception, match=r"train.jsonl:2: \d+ tokens"):
-        audit.enforce(path, counter, 100, "error")
+        prepare.enforce_lengths(path, counter, 100, "error")
     assert path.read_text() == text  # nothing lost
-    kept = audit.enforce(path, counter, 100, "truncate")
+    kept = prepare.enforce_lengths(path, counter, 100, "truncate")
     assert kept["truncated"] == 1 and path.read_text() == text
-    dropped = audit.enforce(path, counter, 100, "drop")
+    dropped = prepare.enforce_lengths(path, counter, 100, "drop")
     assert dropped["dropped"] == 1 and dropped["rows"] == 1 and len(path.read_text().splitlines()) == 1
 
 
@@ -339,8 +402,16 @@ def test_plan_audits_each_stage_exactly(tiny_model: Path) -> None:
     for the stage's global batch at this world size."""
     from .conftest import run_spinegpt
 
-    result = run_spinegpt("plan", str(REPO / "curricula" / "smoke.yaml"), "--nproc", "2", "--audit", "--json",
-                          "stages.foundation.max_length=60", "stages.foundation.max_steps=null")  # fmt: skip
+    result = run_spinegpt(
+        "plan",
+        str(REPO / "curricula" / "smoke.yaml"),
+        "--nproc",
+        "2",
+        "--audit",
+        "--json",
+        "stages.foundation.max_length=60",
+        "stages.foundation.max_steps=null",
+    )
     data = json.loads(result.stdout)
     audits = {a["stage"]: a for a in data["audit"]}
     assert list(audits) == [s["name"] for s in data["stages"]]

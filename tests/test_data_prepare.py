@@ -40,7 +40,7 @@ def test_prepare_is_deterministic_and_hashes_inputs(tmp_path: Path) -> None:
 
 
 def test_jsonl_relative_images(tmp_path: Path) -> None:
-    from spinegpt.testing import smoke_data
+    from spinegpt.offline import smoke_images as smoke_data
 
     (tmp_path / "d").mkdir()
     smoke_data.write_image("ct-ap-L2.png", tmp_path / "d" / "img")

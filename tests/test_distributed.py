@@ -22,8 +22,18 @@ SAME_ORDER = (
 
 def _first_stage(out: Path, *overrides: str, **kw: float) -> dict[str, Any]:
     """Train only the smoke curriculum's first stage on 2 processes, shrunk by overrides; its manifest record."""
-    run_spinegpt("run", "curricula/smoke.yaml", *overrides, "--nproc", "2", "--until", "foundation",
-                 "--output-dir", str(out), **kw)  # fmt: skip
+    run_spinegpt(
+        "run",
+        "curricula/smoke.yaml",
+        *overrides,
+        "--nproc",
+        "2",
+        "--until",
+        "foundation",
+        "--output-dir",
+        str(out),
+        **kw,
+    )
     stage: dict[str, Any] = json.loads((out / manifest.FILE).read_text())["stages"][0]
     return stage
 
@@ -57,7 +67,7 @@ def test_zero3_with_text_only_and_image_batches_on_different_ranks(tmp_path: Pat
     rank that skipped it would hang the other. The engine runs the tower on a dummy image for text-only batches."""
     text = {"messages": [{"role": "user", "content": "Which level?"}, {"role": "assistant", "content": "L4/L5"}]}
     rows = []
-    from spinegpt.testing import smoke_data
+    from spinegpt.offline import smoke_images as smoke_data
 
     image = smoke_data.write_image("mri-sagittal-L4.png", tmp_path / "images")
     for _ in range(4):
@@ -91,9 +101,19 @@ def test_interrupted_zero3_stage_consolidates_to_a_loadable_model(tmp_path: Path
     from transformers import AutoModelForImageTextToText
 
     out = tmp_path / "run"
-    args = ["run", "curricula/smoke.yaml", "stages.foundation.deepspeed=zero3_offload",
-            "stages.foundation.max_steps=8", "stages.foundation.save_steps=2", "--nproc", "2", "--until",
-            "foundation", "--output-dir", str(out)]  # fmt: skip
+    args = [
+        "run",
+        "curricula/smoke.yaml",
+        "stages.foundation.deepspeed=zero3_offload",
+        "stages.foundation.max_steps=8",
+        "stages.foundation.save_steps=2",
+        "--nproc",
+        "2",
+        "--until",
+        "foundation",
+        "--output-dir",
+        str(out),
+    ]
     checkpoint = out / "stages" / "01-foundation" / "engine" / "checkpoint-2"
     run_until_then_kill(args, checkpoint / "trainer_state.json", tmp_path / "log", timeout=420)
     assert json.loads((out / manifest.FILE).read_text())["stages"][0]["status"] == "running"

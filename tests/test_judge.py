@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from spinegpt.eval_hooks.judge import Judge, JudgeConfig, JudgeReplyError, parse_verdict, rubric_prompt
+from spinegpt.eval_hooks.config import JudgeConfig
+from spinegpt.eval_hooks.judge import Judge, JudgeReplyError, parse_verdict, rubric_prompt
 from spinegpt.eval_hooks.spinebench import DIMENSION_CRITERIA, DIMENSIONS
 
 from .judge_server import GOOD, JudgeServer
@@ -16,13 +17,8 @@ def judge(server: JudgeServer, tmp_path: Path | None = None, **kw: object) -> Ju
     # A generous timeout: on a loaded 2-core CI machine a healthy reply can take well over half a second, and a
     # timed-out "good" reply would be retried (the slow-once case sleeps past this timeout on purpose).
     settings: dict[str, object] = {"timeout_s": 2.0, "backoff_s": 0.01, **kw}
-    config = JudgeConfig(
-        base_url=server.url,
-        model="judge-x",
-        cache_path=tmp_path / "cache.sqlite" if tmp_path else None,
-        **settings,
-    )  # type: ignore[arg-type]
-    return Judge(config)
+    config = JudgeConfig(base_url=server.url, model="judge-x", **settings)  # type: ignore[arg-type]
+    return Judge(config, cache_path=tmp_path / "cache.sqlite" if tmp_path else None)
 
 
 def test_rubric_names_every_dimension_with_its_definition() -> None:
@@ -111,7 +107,7 @@ def test_cache_key_depends_on_judge_model_and_answer(tmp_path: Path) -> None:
         a.judge_one("Write a report.", "answer one")
         a.judge_one("Write a report.", "answer two")
         a.close()
-        b = Judge(JudgeConfig(base_url=server.url, model="another-judge", cache_path=tmp_path / "cache.sqlite"))
+        b = Judge(JudgeConfig(base_url=server.url, model="another-judge"), cache_path=tmp_path / "cache.sqlite")
         b.judge_one("Write a report.", "answer one")
         b.close()
     assert a.requests_sent == 2 and b.requests_sent == 1

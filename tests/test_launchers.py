@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
-from spinegpt.train import curriculum, manifest, plan, runner
+from spinegpt.train import curriculum, manifest, multinode, plan, runner, topology
+from spinegpt.train.stage import RunError, StageFailed
 
 from .conftest import REPO, spinegpt_command
 
@@ -229,7 +230,7 @@ def _smoke_plan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, node_rank: int)
     for key, value in {"NNODES": "2", "NODE_RANK": str(node_rank), "SPINEGPT_RUN_TOKEN": "t-1"}.items():
         monkeypatch.setenv(key, value)
     loaded = curriculum.load(REPO / "curricula" / "smoke.yaml")
-    return plan.build(loaded, tmp_path / "run", plan.launch_from_env(nproc=1))
+    return plan.build(loaded, tmp_path / "run", topology.launch_from_env(nproc=1))
 
 
 def test_node0_stops_its_engine_when_a_follower_fails(
@@ -244,19 +245,19 @@ def test_node0_stops_its_engine_when_a_follower_fails(
     def engine(command: list[str], env: dict[str, str], log: Path, label: str, *rest: object) -> int:
         stop = rest[-1]
         assert callable(stop) and stop() is None  # no failure yet
-        launch_marker = json.loads((first.dir / runner.LAUNCH).read_text())
+        launch_marker = json.loads((first.dir / multinode.LAUNCH).read_text())
         assert launch_marker["token"] == "t-1"
         manifest.write_json_atomic(
-            first.dir / runner.NODE_FAILED.format(rank=1),
+            first.dir / multinode.NODE_FAILED.format(rank=1),
             {"token": "t-1", "written_at": time.time(), "error": "its engine exited with code 1"},
         )
         seen.append(str(stop()))
         return -15  # what the stop watcher's SIGTERM gives
 
-    with pytest.raises(runner.StageFailed, match="node 1 failed: its engine exited with code 1"):
+    with pytest.raises(StageFailed, match="node 1 failed: its engine exited with code 1"):
         runner.Runner(built, engine=engine).run()
     assert seen == ["node 1 failed: its engine exited with code 1"]
-    abort = json.loads((built.output_dir / runner.ABORT).read_text())
+    abort = json.loads((built.output_dir / multinode.ABORT).read_text())
     assert abort["token"] == "t-1" and "node 1 failed" in abort["error"]
     assert json.loads((built.output_dir / manifest.FILE).read_text())["status"] == "failed"
 
@@ -266,20 +267,20 @@ def test_follower_stops_when_node0_aborts_and_ignores_stale_markers(
 ) -> None:
     built = _smoke_plan(tmp_path, monkeypatch, 1)
     built.output_dir.mkdir(parents=True)
-    abort = built.output_dir / runner.ABORT
+    abort = built.output_dir / multinode.ABORT
     # A marker of another launch (other token) or of an earlier attempt (written long before) is not this run's.
     manifest.write_json_atomic(abort, {"token": "t-0", "written_at": time.time(), "error": "old"})
-    follower = runner.Follower(runner.Runner(built, engine=_no_engine))
+    follower = multinode.Follower(built, _no_engine)
     follower.POLL_S = 0.05
     follower.timeout_s = 1.0
-    with pytest.raises(runner.RunError, match="did not start or finish"):
+    with pytest.raises(RunError, match="did not start or finish"):
         follower.run()
-    assert json.loads((built.stages[0].dir / runner.NODE_FAILED.format(rank=1)).read_text())["token"] == "t-1"
+    assert json.loads((built.stages[0].dir / multinode.NODE_FAILED.format(rank=1)).read_text())["token"] == "t-1"
     manifest.write_json_atomic(abort, {"token": "t-1", "written_at": time.time() - 3600, "error": "stale"})
-    with pytest.raises(runner.RunError, match="did not start or finish"):
+    with pytest.raises(RunError, match="did not start or finish"):
         follower.run()
     manifest.write_json_atomic(abort, {"token": "t-1", "written_at": time.time(), "error": "data check failed"})
-    with pytest.raises(runner.RunError, match="node 0 stopped the run: data check failed"):
+    with pytest.raises(RunError, match="node 0 stopped the run: data check failed"):
         follower.run()
 
 

@@ -53,6 +53,7 @@ def test_wheel_install_imports_and_ships_package_data(tmp_path: Path) -> None:
         "spinegpt/testing/cpu_shims.py",
         "spinegpt/configs/deepspeed/zero3_offload.json",
         "spinegpt/data_mixes/smoke/stage1.jsonl",
+        "spinegpt/launch/slurm.sbatch",
     ):
         assert expected in names, expected
     assert not any(n.startswith(("train/", "tests/")) for n in names)

@@ -4,7 +4,8 @@ import json
 from pathlib import Path
 
 import pytest
-from spinegpt.train import curriculum, plan, swift_adapter
+from spinegpt.eval_hooks import launch as eval_launch
+from spinegpt.train import curriculum, plan, swift_adapter, topology
 
 from .conftest import CURRICULA, run_spinegpt
 
@@ -17,7 +18,7 @@ def _arg(command: list[str], key: str) -> str:
 
 @pytest.mark.parametrize("path", ALL_CURRICULA, ids=[str(p.relative_to(CURRICULA)) for p in ALL_CURRICULA])
 def test_every_curriculum_plans(path: Path, tmp_path: Path) -> None:
-    built = plan.build(curriculum.load(path), tmp_path / "out", swift_adapter.Launch(nproc_per_node=8))
+    built = plan.build(curriculum.load(path), tmp_path / "out", topology.Launch(nproc_per_node=8))
     data = built.to_json()
     assert data["name"] == built.loaded.curriculum.name
     for i, stage in enumerate(data["stages"]):
@@ -85,7 +86,7 @@ def test_cli_reports_every_error_and_exits_2(tmp_path: Path) -> None:
 
 def test_engine_arguments_use_ms_swift_names(tmp_path: Path) -> None:
     loaded = curriculum.load(CURRICULA / "smoke.yaml", ["stages.reports.engine_args.lora_dropout=0.1"])
-    built = plan.build(loaded, tmp_path, swift_adapter.Launch())
+    built = plan.build(loaded, tmp_path, topology.Launch())
     command = built.stages[2].command
     assert command[1:3] == ["-m", "swift.cli.sft"]  # one process: no launcher
     assert _arg(command, "deepspeed").endswith("configs/deepspeed/zero3_offload.json")
@@ -95,7 +96,7 @@ def test_engine_arguments_use_ms_swift_names(tmp_path: Path) -> None:
 
 
 def test_multi_node_command() -> None:
-    launch = swift_adapter.Launch(nproc_per_node=8, nnodes=2, node_rank=1, master_addr="10.0.0.1", master_port=29600)
+    launch = topology.Launch(nproc_per_node=8, nnodes=2, node_rank=1, master_addr="10.0.0.1", master_port=29600)
     command = swift_adapter.command(["--x", "1"], launch, "python")
     assert command[:8] == [
         "python",
@@ -117,7 +118,7 @@ def test_plan_shows_the_evaluation_after_each_stage(tmp_path: Path) -> None:
     built = plan.build(loaded, tmp_path / "out")
     data = built.to_json()
     assert [s["eval"] for s in data["stages"]] == [["spinebench"], ["spinebench"], []]
-    command = built.stages[0].eval_command()
+    command = eval_launch.command(str(built.stages[0].final), built.stages[0].eval_dir)
     assert command[1:5] == ["-m", "spinegpt.cli", "eval", str(built.stages[0].final)]
     assert "eval after  : spinebench" in built.render()
 

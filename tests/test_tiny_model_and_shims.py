@@ -16,7 +16,7 @@ def test_tiny_model_loads_and_trains_a_step(tiny_model: Path) -> None:
     from PIL import Image
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from spinegpt.testing import smoke_data
+    from spinegpt.offline import smoke_images as smoke_data
 
     model = AutoModelForImageTextToText.from_pretrained(tiny_model)
     processor = AutoProcessor.from_pretrained(tiny_model)
@@ -39,7 +39,7 @@ def test_tiny_model_loads_and_trains_a_step(tiny_model: Path) -> None:
 def test_tiny_model_is_cached_and_deterministic(tiny_model: Path, tmp_path: Path) -> None:
     from spinegpt.train import weights
 
-    from spinegpt.testing import tiny_model as tm
+    from spinegpt.offline import tiny_model as tm
 
     assert tm.ensure() == tiny_model  # second call reuses
     other = tm.ensure(tmp_path / "again")

@@ -11,16 +11,26 @@ key is in the file, its line (``curricula/x.yaml:14: stages[1].learning_rate: mu
 
 from __future__ import annotations
 
-import copy
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from spinegpt.data_mixes.records import Split
+from spinegpt.eval_hooks.config import EvalConfig
 from spinegpt.train import deepspeed_configs
+
+from spinegpt.config_io import (
+    ConfigError,
+    Node,
+    apply_overrides,
+    line_of,
+    resolve_extends,
+    validation_issues,
+)
 
 # Engine arguments the runner sets itself from the curriculum; a stage may not pass them through, because a
 # second value would silently fight the first (two outputs, two models, two datasets).
@@ -70,7 +80,7 @@ class DataSource(_Strict):
     """A named data mix defined in ``data_mixes/<name>.yaml`` (general, non-spine, spine and the stage mixes)."""
     smoke: str | None = None
     """A bundled synthetic smoke set (``stage1``, ``stage2``, ``stage3``), written offline by code."""
-    splits: list[Literal["general", "non_spine", "spine"]] | None = None
+    splits: list[Split] | None = None
     """Mix only: train on these splits of the mix and nothing else (the Table 7 ablations); unset: all."""
     set: dict[str, Any] = Field(default_factory=dict)
     """Mix only: ``component.key: value`` changes to the mix (``pubmedvision.count: 1000`` for a small run)."""
@@ -114,74 +124,6 @@ class DataSource(_Strict):
     def label(self) -> str:
         restricted = f"[{','.join(self.splits)}]" if self.splits else ""
         return f"{self.kind}:{self.ref}{restricted}"
-
-
-class BenchmarkSpec(_Strict):
-    """One benchmark evaluated after a stage."""
-
-    kind: Literal["spinebench", "spinebench_mm25"]
-    """``spinebench``: the SpineMed-format benchmark (MCQ text/image + reports); ``spinebench_mm25``: MM'25 JSON."""
-    path: str
-    """The benchmark file; relative paths are taken from the curriculum file's folder."""
-    name: str | None = None
-    """Result file name under the stage's ``eval/`` folder (default: ``kind``)."""
-    image_root: str | None = None
-    """Folder the benchmark's image paths are relative to (default: the file's folder)."""
-    limit: int | None = Field(default=None, gt=0)
-    """Evaluate only the first N items (quick checks)."""
-    max_new_tokens: int = Field(default=1024, gt=0)
-    """Generation budget for multiple-choice answers (reasoning included)."""
-    report_max_new_tokens: int = Field(default=2048, gt=0)
-    """Generation budget for report items."""
-
-    @field_validator("path")
-    @classmethod
-    def _exists(cls, value: str, info: ValidationInfo) -> str:
-        base = (info.context or {}).get("base_dir")
-        if base is not None and not Path(base, value).is_file():
-            raise ValueError(f"no such file: {Path(base, value)}")
-        return value
-
-    @property
-    def label(self) -> str:
-        return self.name or self.kind
-
-
-class JudgeSpec(_Strict):
-    """An OpenAI-compatible chat-completions server that grades reports."""
-
-    base_url: str
-    """API root, e.g. ``http://localhost:8000/v1`` (vLLM / SGLang) or a hosted API."""
-    model: str
-    """The judge model's name on that server."""
-    api_key_env: str = "SPINEGPT_JUDGE_API_KEY"
-    """Environment variable holding the key (never put the key itself in a curriculum)."""
-    concurrency: int = Field(default=4, gt=0)
-    """Requests in flight at once."""
-    max_attempts: int = Field(default=4, gt=0)
-    """Tries per report before it is recorded as a failed judgment."""
-    timeout_s: float = Field(default=120.0, gt=0)
-    """Per-request timeout."""
-
-
-class EvalSpec(_Strict):
-    """Benchmarks run on a stage's final weights after the stage is done."""
-
-    benchmarks: list[BenchmarkSpec] = Field(min_length=1)
-    """What to evaluate."""
-    judge: JudgeSpec | None = None
-    """Report grader; without one, report items are generated but not scored (and no overall is computed)."""
-    backend: Literal["auto", "transformers", "vllm"] = "auto"
-    """Engine inference backend: vLLM where installed with a GPU (``auto``), else transformers."""
-    batch_size: int = Field(default=8, gt=0)
-    """Prompts generated together."""
-
-    @model_validator(mode="after")
-    def _unique_names(self) -> EvalSpec:
-        labels = [b.label for b in self.benchmarks]
-        if len(set(labels)) != len(labels):
-            raise ValueError(f"benchmark names must be unique (set `name`): {labels}")
-        return self
 
 
 class Stage(_Strict):
@@ -249,7 +191,7 @@ class Stage(_Strict):
     """Log loss and learning rate every this many steps."""
     engine_args: dict[str, Any] = Field(default_factory=dict)
     """Any further ms-swift ``sft`` argument, passed through as ``--key value``."""
-    eval: EvalSpec | Literal[False] | None = None
+    eval: EvalConfig | Literal[False] | None = None
     """Evaluation after this stage: unset takes the curriculum's ``eval``, ``false`` skips it."""
 
     @field_validator("name")
@@ -321,13 +263,13 @@ class Curriculum(_Strict):
     """Root of your copies of the upstream datasets that data mixes read (layout: ``data_mixes/sources.yaml``);
     relative paths are taken from the curriculum file's folder. Unset: ``$SPINEGPT_DATA_ROOT``.
     ``builtin:smoke`` is a tiny offline root in the upstream schemas, written by code."""
-    splits: list[Literal["general", "non_spine", "spine"]] | None = None
+    splits: list[Split] | None = None
     """Train only on these data splits, in every stage: the Table 7 ablations (``curricula/ablations/``). Each mix
     entry keeps the splits it shares with this list; a stage left without data is skipped, and the next stage
     starts from the last one that ran. ``[]`` trains nothing (the untrained base row). Unset: every split."""
     env: dict[str, str] = Field(default_factory=dict)
     """Environment variables set for every engine process (e.g. ``MAX_PIXELS``, NCCL settings)."""
-    eval: EvalSpec | None = None
+    eval: EvalConfig | None = None
     """Benchmarks run on every stage's final weights (a stage may override or switch off with its own ``eval``)."""
     stages: list[Stage] = Field(min_length=1)
     """The stages, in training order."""
@@ -375,7 +317,7 @@ class Curriculum(_Strict):
             raise ValueError(f"stage names must be unique; repeated: {', '.join(dupes)}")
         return self
 
-    def eval_for(self, stage: Stage) -> EvalSpec | None:
+    def eval_for(self, stage: Stage) -> EvalConfig | None:
         """The evaluation that follows ``stage``: its own, none if it says ``false``, else the curriculum's."""
         if stage.eval is False:
             return None
@@ -391,27 +333,14 @@ class Curriculum(_Strict):
 # --------------------------------------------------------------------------------------------------------------
 # Loading: YAML (+ extends + overrides) -> validated Curriculum, with every error reported at once.
 
-
-@dataclass(frozen=True)
-class ConfigIssue:
-    path: str
-    message: str
-    file: Path | None = None
-    line: int | None = None
-
-    def __str__(self) -> str:
-        where = f"{self.file}:{self.line}: " if self.file and self.line else (f"{self.file}: " if self.file else "")
-        return f"{where}{self.path or '<root>'}: {self.message}"
+KEYED_LISTS = {"stages": "name"}
+"""Stages merge through ``extends`` by name, and overrides may name them: ``stages.sft.max_steps=3``."""
 
 
-class CurriculumError(ValueError):
+class CurriculumError(ConfigError):
     """Every problem found in one curriculum, each with its path (and line, where the key is in the file)."""
 
-    def __init__(self, source: Path, issues: Sequence[ConfigIssue]):
-        self.source = source
-        self.issues = list(issues)
-        lines = "\n".join(f"  - {issue}" for issue in self.issues)
-        super().__init__(f"{source}: {len(self.issues)} error(s) in curriculum\n{lines}")
+    kind = "curriculum"
 
 
 @dataclass(frozen=True)
@@ -427,58 +356,7 @@ class LoadedCurriculum:
         return self.source.parent
 
 
-def format_path(loc: Sequence[str | int]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-def _num(value: Any) -> str:
-    return f"{value:g}" if isinstance(value, int | float) else str(value)
-
-
-def error_message(error: Mapping[str, Any]) -> str:
-    kind, ctx = error["type"], error.get("ctx") or {}
-    if kind == "extra_forbidden":
-        return "unknown key"
-    if kind == "missing":
-        return "required"
-    if kind == "greater_than":
-        return f"must be > {_num(ctx['gt'])}"
-    if kind == "greater_than_equal":
-        return f"must be >= {_num(ctx['ge'])}"
-    if kind == "less_than":
-        return f"must be < {_num(ctx['lt'])}"
-    if kind == "too_short":
-        return "must not be empty"
-    if kind == "literal_error":
-        return f"must be one of {ctx['expected']}"
-    if kind == "value_error":
-        return str(ctx.get("error", error["msg"]))
-    return str(error["msg"])
-
-
-def line_of(node: yaml.Node | None, loc: Sequence[str | int]) -> tuple[int | None, bool]:
-    """1-based line of the deepest node along ``loc`` in a YAML node tree, and whether all of ``loc`` was found."""
-    line = None
-    for depth, part in enumerate(loc):
-        nxt = None
-        if isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                if key.value == part:
-                    line, nxt = key.start_mark.line + 1, value
-                    break
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-            nxt = node.value[part]
-            line = nxt.start_mark.line + 1
-        if nxt is None:
-            return line, depth == len(loc)
-        node = nxt
-    return line, True
-
-
-def _local_loc(doc: Mapping[str, Any], node: yaml.Node | None, loc: list[str | int]) -> list[str | int]:
+def _local_loc(doc: Mapping[str, Any], node: Node, loc: list[str | int]) -> list[str | int]:
     """Translate a path in the merged document to one file of an ``extends`` chain: stages merge by name, so the
     merged ``stages[i]`` may be another index, or absent, in that file."""
     if len(loc) < 2 or loc[0] != "stages" or not isinstance(loc[1], int) or not isinstance(node, yaml.MappingNode):
@@ -498,138 +376,34 @@ def _local_loc(doc: Mapping[str, Any], node: yaml.Node | None, loc: list[str | i
     return loc
 
 
-def _read_yaml(path: Path) -> tuple[dict[str, Any], yaml.Node | None]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise CurriculumError(path, [ConfigIssue("", f"cannot read: {exc.strerror}", path)]) from None
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        raise CurriculumError(path, [ConfigIssue("", f"invalid YAML: {exc}", path, line)]) from None
-    if doc is None:
-        doc = {}
-    if not isinstance(doc, dict):
-        raise CurriculumError(path, [ConfigIssue("", "must be a mapping of keys", path, 1)])
-    return doc, node
-
-
-def _merge(base: Any, over: Any, path: str, issues: list[ConfigIssue], file: Path) -> Any:
-    """Deep-merge ``over`` onto ``base``; ``stages`` merge by stage name, other lists are replaced."""
-    if isinstance(base, dict) and isinstance(over, dict):
-        out = dict(base)
-        for key, value in over.items():
-            sub = f"{path}.{key}" if path else str(key)
-            if key == "stages" and not path and isinstance(value, list) and isinstance(base.get("stages"), list):
-                out[key] = _merge_stages(base["stages"], value, issues, file)
-            else:
-                out[key] = _merge(base.get(key), value, sub, issues, file) if key in base else value
-        return out
-    return copy.deepcopy(over)
-
-
-def _merge_stages(base: list[Any], over: list[Any], issues: list[ConfigIssue], file: Path) -> list[Any]:
-    merged = [copy.deepcopy(s) for s in base]
-    names = [s.get("name") if isinstance(s, dict) else None for s in merged]
-    for i, stage in enumerate(over):
-        name = stage.get("name") if isinstance(stage, dict) else None
-        if name not in names:
-            issues.append(
-                ConfigIssue(f"stages[{i}].name", f"{name!r} is not a stage of the extended curriculum {names}", file)
-            )
-            continue
-        j = names.index(name)
-        merged[j] = _merge(merged[j], stage, f"stages[{j}]", issues, file)
-    return merged
-
-
-def _resolve_extends(
-    path: Path, seen: tuple[Path, ...] = (), base: Path | None = None
-) -> tuple[dict[str, Any], list[tuple[Path, Any]]]:
-    """Load ``path`` and everything it ``extends`` (``base``, when given, instead of what ``path`` itself extends);
-    returns the merged document and (file, node) pairs, child first."""
-    path = path.resolve()
-    if path in seen:
-        chain = " -> ".join(str(p) for p in (*seen, path))
-        raise CurriculumError(path, [ConfigIssue("extends", f"circular extends: {chain}", path)])
-    doc, node = _read_yaml(path)
-    parent = doc.pop("extends", None)
-    if base is not None:
-        parent = str(base.resolve())
-    if parent is None:
-        return doc, [(path, node)]
-    if not isinstance(parent, str):
-        raise CurriculumError(path, [ConfigIssue("extends", "must be a path to another curriculum", path)])
-    parent_path = (path.parent / parent).resolve()
-    parent_doc, nodes = _resolve_extends(parent_path, (*seen, path))
-    issues: list[ConfigIssue] = []
-    merged = _merge(parent_doc, doc, "", issues, path)
-    if issues:
-        raise CurriculumError(path, issues)
-    return merged, [(path, node), *nodes]
-
-
-_OVERRIDE = re.compile(r"^([A-Za-z_][\w.\[\]-]*)=(.*)$", re.S)
-
-
-def _override_keys(key: str) -> list[str | int]:
-    parts: list[str | int] = []
-    for token in re.split(r"\.|\[|\]", key):
-        if token == "":
-            continue
-        parts.append(int(token) if token.isdigit() else token)
-    return parts
-
-
-def apply_overrides(doc: dict[str, Any], overrides: Sequence[str]) -> list[ConfigIssue]:
-    """Apply ``key.path=value`` overrides in place (values parsed as YAML); stages may be named or indexed:
-    ``stages.sft.max_steps=3`` or ``stages[1].max_steps=3``."""
-    issues: list[ConfigIssue] = []
-    for item in overrides:
-        match = _OVERRIDE.match(item)
-        if not match:
-            issues.append(ConfigIssue(item, "override must look like key.path=value"))
-            continue
-        keys, value = _override_keys(match.group(1)), yaml.safe_load(match.group(2))
-        target: Any = doc
-        try:
-            for depth, key in enumerate(keys[:-1]):
-                if depth == 1 and keys[0] == "stages" and isinstance(key, str):
-                    key = next(i for i, s in enumerate(target) if isinstance(s, dict) and s.get("name") == key)
-                    keys[depth] = key
-                target = target.setdefault(key, {}) if isinstance(target, dict) else target[key]
-            last = keys[-1]
-            if not (isinstance(target, dict) or (isinstance(target, list) and isinstance(last, int))):
-                raise TypeError
-            cast(Any, target)[last] = value
-        except (StopIteration, IndexError, KeyError, TypeError):
-            issues.append(ConfigIssue(match.group(1), "override does not name an existing place in the curriculum"))
-    return issues
-
-
 def load(path: str | Path, overrides: Sequence[str] = (), base: str | Path | None = None) -> LoadedCurriculum:
     """Read, merge, override and validate a curriculum; raises :class:`CurriculumError` listing every problem.
 
     ``base``: merge the file onto this curriculum instead of the one it ``extends`` -- the same differences at
     another scale (a sweep runs Table 7's rows, which extend the full curriculum, on the smoke one)."""
     source = Path(path)
-    doc, nodes = _resolve_extends(source, base=Path(base) if base is not None else None)
-    issues = apply_overrides(doc, overrides)
+    doc, nodes = resolve_extends(source, KEYED_LISTS, CurriculumError, base=Path(base) if base is not None else None)
+    applied, issues = apply_overrides(doc, overrides, KEYED_LISTS)
+    overridden = {o.loc: o.text for o in applied}
+
+    def override_of(loc: Sequence[str | int]) -> str | None:
+        return next((overridden[tuple(loc[:d])] for d in range(len(loc), 0, -1) if tuple(loc[:d]) in overridden), None)
+
+    def locate(loc: list[str | int]) -> tuple[Path | None, int | None]:
+        if override_of(loc) is not None:
+            return None, None  # set on the command line: no line of any file holds the value
+        # The file that holds the whole path wins (an inherited value's line is in the parent); else the first
+        # file holding part of it (a missing key: the line of its enclosing block).
+        found = [(f, *line_of(n, _local_loc(doc, n, loc))) for f, n in nodes]
+        complete: list[tuple[Path, int | None]] = [(f, ln) for f, ln, whole in found if whole and ln is not None]
+        partial: list[tuple[Path, int | None]] = [(f, ln) for f, ln, _ in found if ln is not None]
+        file, line = (complete or partial or [(source, None)])[0]
+        return file, line
+
     try:
         curriculum = Curriculum.model_validate(doc, context={"base_dir": source.resolve().parent})
     except ValidationError as exc:
-        for error in exc.errors():
-            loc = [p for p in error["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
-            # The file that holds the whole path wins (an inherited value's line is in the parent); else the
-            # first file holding part of it (a missing key: the line of its enclosing block).
-            found = [(f, *line_of(n, _local_loc(doc, n, loc))) for f, n in nodes]
-            complete: list[tuple[Path, int | None]] = [(f, ln) for f, ln, whole in found if whole and ln is not None]
-            partial: list[tuple[Path, int | None]] = [(f, ln) for f, ln, _ in found if ln is not None]
-            file, line = (complete or partial or [(source, None)])[0]
-            issues.append(ConfigIssue(format_path(loc), error_message(error), file, line))
+        issues += validation_issues(exc, locate)
     if issues:
         raise CurriculumError(source, issues)
     return LoadedCurriculum(curriculum=curriculum, source=source.resolve(), raw=doc)

@@ -26,11 +26,14 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from spinegpt.train import manifest, model_card, weights
+from spinegpt.train.manifest import RunManifest
+
+from spinegpt.errors import UserError
 
 EXPORT_INFO = "spinegpt_export.json"
 
 
-class ExportError(RuntimeError):
+class ExportError(UserError, RuntimeError):
     """The source cannot be exported, or the exported model does not reproduce it."""
 
 
@@ -47,7 +50,7 @@ class Source:
     path: Path
     """The checkpoint folder the weights come from."""
     kind: Literal["full", "lora", "zero"]
-    run: dict[str, Any] | None = None
+    run: RunManifest | None = None
     """The run manifest, when the source lies inside a run folder."""
     stage_index: int | None = None
     """Which stage of that run the source belongs to."""
@@ -56,20 +59,20 @@ class Source:
     notes: list[str] = field(default_factory=list)
 
 
-def _find_run(path: Path) -> tuple[dict[str, Any] | None, Path | None]:
+def _find_run(path: Path) -> tuple[RunManifest | None, Path | None]:
     for folder in [path, *path.parents]:
         if (folder / manifest.FILE).is_file():
-            return manifest.read(folder / manifest.FILE), folder
+            return RunManifest.read(folder / manifest.FILE), folder
     return None, None
 
 
-def _stage_index(run: dict[str, Any] | None, path: Path) -> int | None:
+def _stage_index(run: RunManifest | None, path: Path) -> int | None:
     if not run:
         return None
     resolved = path.resolve()
-    for record in run["stages"]:
-        if resolved == Path(record["dir"]).resolve() or Path(record["dir"]).resolve() in resolved.parents:
-            return int(record["index"])
+    for record in run.stages:
+        if resolved == Path(record.dir).resolve() or Path(record.dir).resolve() in resolved.parents:
+            return record.index
     return None
 
 
@@ -95,13 +98,13 @@ def resolve_source(source: Path, consolidate: Literal["auto", "zero"] = "auto") 
     run, run_dir = _find_run(source)
     notes = []
     if run is not None and run_dir == source:
-        done = [s for s in run["stages"] if s["status"] == "done"]
+        done = [s for s in run.stages if s.status == "done" and s.final]
         if not done:
             raise ExportError(f"{source}: the run has no finished stage to export")
         stage = done[-1]
-        if stage["index"] != len(run["stages"]) - 1:
-            notes.append(f"the run is unfinished: exporting its last finished stage, {stage['name']!r}")
-        folder = Path(stage["final"]).resolve()
+        if stage.index != len(run.stages) - 1:
+            notes.append(f"the run is unfinished: exporting its last finished stage, {stage.name!r}")
+        folder = Path(str(stage.final)).resolve()
     elif (source / "DONE.json").is_file():
         folder = (source / "final").resolve()
     else:
@@ -120,12 +123,12 @@ def resolve_source(source: Path, consolidate: Literal["auto", "zero"] = "auto") 
 
 def probe_inputs(processor: Any) -> dict[str, Any]:
     """A fixed text+image input (a synthetic sagittal spine sketch) for the parity check."""
-    from spinegpt.testing import smoke_data
+    from spinegpt.offline import smoke_images
 
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Which level is marked?"}]}]
     text = processor.apply_chat_template(messages, add_generation_prompt=True)
     inputs: dict[str, Any] = processor(
-        text=[text], images=[smoke_data.render("mri-sagittal-L4.png")], return_tensors="pt"
+        text=[text], images=[smoke_images.render("mri-sagittal-L4.png")], return_tensors="pt"
     )
     return inputs
 

@@ -1,21 +1,24 @@
-"""The run manifest: one JSON file per run that says what ran, on what, from which code, and what came out.
+"""The run manifest (``run_manifest.json``): one file per run that says what ran, on what, from which code, and what
+came out. Its schema is :class:`RunManifest`; report, export, model card and sweep read it through that class.
 
 It is rewritten atomically after every change (temp file + rename), so a crash at any moment leaves either the
-previous or the next complete version on disk, never a torn one.
+previous or the next complete version on disk, never a torn one. Only the fields a run has set are written: a
+stage that never started has no ``ended_at``, rather than a null one.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import importlib.metadata
-import json
-import os
 import platform
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from spinegpt.files import stable_hash, write_json_atomic
 
 FILE = "run_manifest.json"
 FORMAT = 1
@@ -36,6 +39,8 @@ PACKAGES = (
     "flash-attn",
     "liger-kernel",
 )
+
+__all__ = ["FILE", "RunManifest", "StageRecord", "stable_hash", "write_json_atomic"]
 
 
 def now() -> str:
@@ -68,13 +73,7 @@ def git_state(folder: Path) -> dict[str, Any] | None:
 
 def code_root() -> Path:
     """The folder the spinegpt code runs from (a checkout for editable installs)."""
-    import spinegpt.train
-
-    return Path(spinegpt.train.__file__).resolve().parent.parent
-
-
-def stable_hash(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+    return Path(__file__).resolve().parent.parent
 
 
 def environment() -> dict[str, Any]:
@@ -87,20 +86,119 @@ def environment() -> dict[str, Any]:
     }
 
 
-def write(path: Path, data: dict[str, Any]) -> None:
-    data["updated_at"] = now()
-    write_json_atomic(path, data)
+class _Record(BaseModel):
+    # Unknown keys are kept: a manifest written by a newer spinegpt still reads, and is written back whole.
+    model_config = ConfigDict(extra="allow")
+
+    def set(self, **values: Any) -> None:
+        for key, value in values.items():
+            setattr(self, key, value)
 
 
-def read(path: Path) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(path.read_text())
-    if data.get("format") != FORMAT:
-        raise ValueError(f"{path}: unsupported manifest format {data.get('format')!r} (expected {FORMAT})")
-    return data
+class EvalRecord(_Record):
+    """The evaluation after a stage."""
+
+    status: str
+    """``running`` | ``done`` | ``failed``."""
+    dir: str
+    started_at: str
+    ended_at: str | None = None
+    benchmarks: dict[str, Any] | None = None
+    """Per benchmark: ``kind``, ``items``, ``unparsed`` and ``scores`` (the evaluation's ``summary.json``)."""
+    error: str | None = None
 
 
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON through a temporary sibling and a rename: readers see the old file or the new one, never a part."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+class StageRecord(_Record):
+    """One stage of a run: its configuration, what it started from, and what it produced."""
+
+    name: str
+    index: int
+    dir: str
+    status: str = "pending"
+    """``pending`` | ``running`` | ``done`` | ``failed``."""
+    config: dict[str, Any]
+    """The stage as configured (the curriculum's stage block, resolved)."""
+    config_sha256: str
+    """Hash of what decides the trained weights; a resumed stage must match it."""
+    model: str
+    starts_from: str
+    deepspeed: str | None = None
+    zero_stage: int | None = None
+    engine_args: list[str]
+    command: list[str]
+    started_at: str | None = None
+    ended_at: str | None = None
+    data: dict[str, Any] | None = None
+    """The prepared data: path, rows, sha256, the inputs' hashes, and the length audit (``lengths``)."""
+    started_from_sha256: str | None = None
+    resumed_from: str | None = None
+    engine_seconds: float | None = None
+    error: str | None = None
+    final_checkpoint: str | None = None
+    final: str | None = None
+    weights_sha256: str | None = None
+    global_step: int | None = None
+    losses: list[tuple[int, float]] | None = None
+    final_loss: float | None = None
+    eval: EvalRecord | None = None
+
+
+class Attempt(_Record):
+    """One invocation of ``spinegpt run`` on this run folder."""
+
+    started_at: str
+    resume: bool
+    python: str | None = None
+    platform: str | None = None
+    host: str | None = None
+    packages: dict[str, str | None] = {}
+    git: dict[str, Any] | None = None
+    ended_at: str | None = None
+    status: str | None = None
+    error: str | None = None
+
+
+class RunManifest(_Record):
+    """``run_manifest.json``."""
+
+    format: int = FORMAT
+    name: str
+    run_id: str
+    """One id for every attempt of this run: the experiment-tracking group of all its stages."""
+    curriculum_file: str
+    overrides: list[str] = []
+    curriculum: dict[str, Any]
+    """The resolved curriculum (after ``extends`` and overrides)."""
+    output_dir: str
+    launch: dict[str, Any]
+    world_size: int
+    created_at: str
+    status: str
+    """``running`` | ``done`` | ``partial`` (stopped by ``--until``) | ``failed`` | ``interrupted``."""
+    attempts: list[Attempt] = []
+    stages: list[StageRecord] = []
+    updated_at: str | None = None
+
+    @classmethod
+    def read(cls, path: Path) -> RunManifest:
+        manifest = cls.model_validate_json(path.read_text(encoding="utf-8"))
+        if manifest.format != FORMAT:
+            raise ValueError(f"{path}: unsupported manifest format {manifest.format!r} (expected {FORMAT})")
+        return manifest
+
+    def write(self, path: Path) -> None:
+        self.updated_at = now()
+        write_json_atomic(path, self.to_json())
+
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_unset=True)
+
+    def stage(self, name: str) -> StageRecord:
+        for stage in self.stages:
+            if stage.name == name:
+                return stage
+        raise KeyError(f"no stage {name!r} in the run; stages: {', '.join(s.name for s in self.stages)}")
+
+
+def read(path: Path) -> RunManifest:
+    return RunManifest.read(path)

@@ -34,8 +34,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from spinegpt.train import deepspeed_configs, models
+from spinegpt.train import deepspeed_configs
 from spinegpt.train.curriculum import Curriculum, Stage
+
+from spinegpt import model_ref
+from spinegpt.offline import tiny_model
 
 GiB = 1024**3
 DEFAULT_MAX_PIXELS = 12845056  # Qwen2.5-VL's processor default: 16,384 visual tokens per image
@@ -119,31 +122,32 @@ PUBLISHED = {
 }
 
 
-def model_shape(model_ref: str) -> ModelShape:
-    """The architecture of ``model_ref`` from its own config, wherever that can be read without side effects."""
-    if model_ref.startswith(models.BUILTIN_PREFIX):
-        from spinegpt.testing import tiny_model
-
+def model_shape(ref: str) -> ModelShape:
+    """The architecture of ``ref`` from its own config, wherever that can be read without side effects."""
+    if ref.startswith(model_ref.BUILTIN_PREFIX):
         return ModelShape.from_config(
-            {"text_config": tiny_model.TEXT_CONFIG, "vision_config": tiny_model.VISION_CONFIG,
-             "tie_word_embeddings": False}
-        )  # fmt: skip
-    resolved = models.resolve(model_ref)
+            {
+                "text_config": tiny_model.TEXT_CONFIG,
+                "vision_config": tiny_model.VISION_CONFIG,
+                "tie_word_embeddings": False,
+            }
+        )
+    resolved = model_ref.resolve(ref)
     config_path = Path(resolved) / "config.json"
     if not config_path.is_file():
         from huggingface_hub import try_to_load_from_cache
 
         # An id the hub client rejects (HFValidationError is a ValueError) simply is not in the cache.
         with contextlib.suppress(ValueError, OSError):
-            cached = try_to_load_from_cache(model_ref, "config.json")
+            cached = try_to_load_from_cache(ref, "config.json")
             config_path = Path(cached) if isinstance(cached, str) else config_path
     if config_path.is_file():
         return ModelShape.from_config(json.loads(config_path.read_text()))
-    key = model_ref.split("@")[0]
+    key = ref.split("@")[0]
     if key in PUBLISHED:
         return PUBLISHED[key]
     raise ValueError(
-        f"cannot read the architecture of {model_ref!r}: no local config.json, not in the hub cache, "
+        f"cannot read the architecture of {ref!r}: no local config.json, not in the hub cache, "
         f"and not one of {', '.join(PUBLISHED)}"
     )
 

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import yaml
+from spinegpt.eval_hooks import registry
+from spinegpt.train.manifest import StageRecord
 
 if TYPE_CHECKING:
     from spinegpt.train.export import Source
@@ -21,90 +23,44 @@ DISCLAIMER = (
 )
 
 
-def _stages(src: Source) -> list[dict[str, Any]]:
+def _stages(src: Source) -> list[StageRecord]:
     if not src.run or src.stage_index is None:
         return []
-    return [s for s in src.run["stages"] if s["index"] <= src.stage_index]
+    return [s for s in src.run.stages if s.index <= src.stage_index]
 
 
 def _base_model(src: Source) -> str | None:
-    candidate = src.base_model or (src.run or {}).get("curriculum", {}).get("model")
+    candidate = src.base_model or (src.run.curriculum.get("model") if src.run else None)
     return candidate if isinstance(candidate, str) and _HUB_ID.match(candidate) else None
 
 
-def _metric(name: str, value: float | None, kind: str = "accuracy") -> dict[str, Any] | None:
-    return None if value is None else {"type": kind, "name": name, "value": round(float(value), 2)}
-
-
-def model_index(name: str, stage: dict[str, Any] | None) -> list[dict[str, Any]]:
-    """SpineBench results of the exported stage, as the hub's model-index metadata."""
-    benches = ((stage or {}).get("eval") or {}).get("benchmarks") or {}
+def model_index(name: str, stage: StageRecord | None) -> list[dict[str, Any]]:
+    """Benchmark results of the exported stage, as the hub's model-index metadata (each benchmark's own metrics)."""
+    benches = (stage.eval.benchmarks if stage and stage.eval else None) or {}
     results: list[dict[str, Any]] = []
     for bench_name, bench in benches.items():
-        scores = bench.get("scores", {})
-        dataset = {"name": bench_name, "type": bench.get("kind", bench_name)}
-        if bench.get("kind") == "spinebench":
-            mcq = [
-                _metric("Text MCQ accuracy", scores.get("text", {}).get("accuracy")),
-                _metric("Image MCQ accuracy", scores.get("image", {}).get("accuracy")),
-                _metric("MCQ average accuracy", scores.get("mcq_average")),
-            ]
-            if any(mcq):
-                results.append(
-                    {
-                        "task": {"type": "multiple-choice", "name": "Close-ended QA"},
-                        "dataset": dataset,
-                        "metrics": [m for m in mcq if m],
-                    }
-                )
-            report = [
-                _metric("Report score (0-100)", scores.get("report", {}).get("score"), "report_score"),
-                _metric("Overall", scores.get("overall"), "overall"),
-            ]
-            if any(report):
-                results.append(
-                    {
-                        "task": {"type": "text-generation", "name": "Report generation"},
-                        "dataset": dataset,
-                        "metrics": [m for m in report if m],
-                    }
-                )
-        elif bench.get("kind") == "spinebench_mm25":
-            metrics = [
-                _metric("Diagnosis accuracy", scores.get("diagnosis", {}).get("accuracy")),
-                _metric("Localisation accuracy", scores.get("localisation", {}).get("accuracy")),
-                _metric("Localisation precision", scores.get("localisation", {}).get("precision"), "precision"),
-                _metric("Localisation recall", scores.get("localisation", {}).get("recall"), "recall"),
-            ]
-            if any(metrics):
-                results.append(
-                    {
-                        "task": {"type": "multiple-choice", "name": "Spine diagnosis and localisation"},
-                        "dataset": dataset,
-                        "metrics": [m for m in metrics if m],
-                    }
-                )
+        kind = bench.get("kind", bench_name)
+        results += registry.get(kind).model_index({"name": bench_name, "type": kind}, bench.get("scores", {}))
     return [{"name": name, "results": results}] if results else []
 
 
-def _lineage_table(stages: list[dict[str, Any]]) -> str:
+def _lineage_table(stages: list[StageRecord]) -> str:
     rows = [
         "| # | stage | starts from | data (input sha256) | lr | max length | DeepSpeed | steps | final loss | "
         "weights sha256 |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in stages:
-        config = s.get("config", {})
-        data = s.get("data") or {}
+        data = s.data or {}
         # The input files' hashes, not the prepared file's: that one holds this machine's absolute image paths.
         sources = ", ".join(f"{i['source']} `{i['sha256'][:12]}`" for i in data.get("inputs", [])) or "?"
-        zero = f"ZeRO-{s['zero_stage']}" if s.get("zero_stage") is not None else "DDP"
-        loss = f"{s['final_loss']:.4f}" if isinstance(s.get("final_loss"), float) else "?"
+        zero = f"ZeRO-{s.zero_stage}" if s.zero_stage is not None else "DDP"
+        loss = f"{s.final_loss:.4f}" if isinstance(s.final_loss, float) else "?"
         rows.append(
-            f"| {s['index'] + 1} | {s['name']} | {s.get('starts_from', '?')} | {sources} "
-            f"({data.get('rows', '?')} rows) | {config.get('learning_rate')} | "
-            f"{config.get('max_length')} | {zero} | {s.get('global_step', '?')} | {loss} | "
-            f"`{str(s.get('weights_sha256', '?'))[:12]}` |"
+            f"| {s.index + 1} | {s.name} | {s.starts_from} | {sources} "
+            f"({data.get('rows', '?')} rows) | {s.config.get('learning_rate')} | "
+            f"{s.config.get('max_length')} | {zero} | {s.global_step if s.global_step is not None else '?'} | {loss} | "
+            f"`{str(s.weights_sha256 or '?')[:12]}` |"
         )
     return "\n".join(rows)
 
@@ -127,8 +83,8 @@ def render(src: Source, *, name: str, license: str = "other", datasets: Sequence
     if index:
         metadata["model-index"] = index
     front = yaml.safe_dump(metadata, sort_keys=False, allow_unicode=True)
-    curriculum = (src.run or {}).get("curriculum", {})
-    git = ((src.run or {}).get("attempts") or [{}])[-1].get("git") or {}
+    curriculum = src.run.curriculum if src.run else {}
+    git = (src.run.attempts[-1].git if src.run and src.run.attempts else None) or {}
     lines = [
         f"---\n{front}---",
         f"# {name}",
@@ -142,7 +98,7 @@ def render(src: Source, *, name: str, license: str = "other", datasets: Sequence
     if stages:
         lines += [
             f"Curriculum `{curriculum.get('name', '?')}` from base model `{curriculum.get('model', '?')}`, "
-            f"{(src.run or {}).get('world_size', '?')} process(es), code commit `{git.get('commit', 'unknown')}`"
+            f"{src.run.world_size if src.run else '?'} process(es), code commit `{git.get('commit', 'unknown')}`"
             f"{' (with uncommitted changes)' if git.get('dirty') else ''}. Each stage started from the previous "
             "stage's final weights.",
             "",

@@ -6,18 +6,21 @@ the command that runs (the only value not knowable in advance, a resumed stage's
 
 from __future__ import annotations
 
-import os
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from spinegpt.data_mixes import mixes
 from spinegpt.data_mixes import prepare as data_prepare
-from spinegpt.eval_hooks.hooks import BenchmarkRun, EvalSettings
-from spinegpt.eval_hooks.judge import JudgeConfig
-from spinegpt.train import deepspeed_configs, models, swift_adapter
-from spinegpt.train.curriculum import BenchmarkSpec, Curriculum, EvalSpec, LoadedCurriculum, Stage
+from spinegpt.data_mixes.records import SPLITS
+from spinegpt.eval_hooks.config import EvalConfig, EvalJob, ModelLoading
+from spinegpt.train import deepspeed_configs, swift_adapter
+from spinegpt.train.curriculum import Curriculum, LoadedCurriculum, Stage
+from spinegpt.train.topology import Launch
+
+from spinegpt import model_ref
 
 STAGES_DIR = "stages"
 FINAL = "final"
@@ -41,7 +44,7 @@ class StagePlan:
     engine_args: list[str]
     command: list[str]
     env: dict[str, str] = field(default_factory=dict)
-    eval: EvalSettings | None = None
+    eval: EvalJob | None = None
     """Benchmarks run on the stage's final weights once it is done."""
     splits: list[str] | None = None
     """The data splits the stage trains on (``general``, ``non_spine``, ``spine``); None for plain JSONL data."""
@@ -57,20 +60,6 @@ class StagePlan:
     @property
     def eval_dir(self) -> Path:
         return self.dir / "eval"
-
-    def eval_command(self) -> list[str]:
-        """The evaluation as its own process: a crash or OOM there cannot take the finished stage with it."""
-        return [
-            self.command[0],
-            "-m",
-            "spinegpt.cli",
-            "eval",
-            str(self.final),
-            "--config",
-            str(self.eval_dir / "config.json"),
-            "--output",
-            str(self.eval_dir),
-        ]
 
     def to_json(self) -> dict[str, Any]:
         stage = self.stage
@@ -93,7 +82,7 @@ class StagePlan:
             "gradient_accumulation_steps": stage.gradient_accumulation_steps,
             "command": self.command,
             "command_line": shlex.join(self.command),
-            "eval": [r.name for r in self.eval.runs] if self.eval else [],
+            "eval": [b.label for b in self.eval.benchmarks] if self.eval else [],
         }
 
 
@@ -109,9 +98,16 @@ class SkippedStage:
 class Plan:
     loaded: LoadedCurriculum
     output_dir: Path
-    launch: swift_adapter.Launch
+    launch: Launch
     stages: list[StagePlan]
     skipped: list[SkippedStage] = field(default_factory=list)
+
+    def command(self, stage: StagePlan, resume_from: Path | None = None) -> list[str]:
+        """The stage's engine command; ``resume_from``: continue from that checkpoint (known at run time only)."""
+        if resume_from is None:
+            return stage.command
+        args = engine_arguments(self.loaded, stage.stage, stage.model, stage.dir, stage.deepspeed, resume_from)
+        return swift_adapter.command(args, self.launch, stage.command[0])
 
     @property
     def name(self) -> str:
@@ -163,8 +159,10 @@ class Plan:
                 f"  command     : {shlex.join(plan.command)}",
             ]
             if plan.eval:
-                judge = f"judge {plan.eval.judge.model}" if plan.eval.judge else "no judge: reports not scored"
-                names = ", ".join(f"{r.name} ({r.path})" for r in plan.eval.runs)
+                judge = (
+                    f"judge {plan.eval.eval.judge.model}" if plan.eval.eval.judge else "no judge: reports not scored"
+                )
+                names = ", ".join(f"{b.label} ({b.path})" for b in plan.eval.benchmarks)
                 lines.append(f"  eval after  : {names}; {judge}")
         if curriculum.splits is not None:
             lines += [
@@ -193,71 +191,16 @@ def global_batch(stage: Stage, world_size: int) -> int:
     return stage.per_device_train_batch_size * stage.gradient_accumulation_steps * data_parallel
 
 
-def launch_from_env(
-    nproc: int | None = None, launcher: str = "torchrun", hostfile: str | None = None, bind_cores: bool = False
-) -> swift_adapter.Launch:
-    """Process layout from the arguments and the standard torchrun variables (set by launch/ scripts and SLURM).
-
-    With the deepspeed launcher the hostfile decides: one node per host, ``slots`` processes on each."""
-    env = os.environ
-    if launcher == "deepspeed":
-        if not hostfile:
-            raise ValueError("--launcher deepspeed needs --hostfile")
-        hosts = swift_adapter.read_hostfile(hostfile)
-        slots = {n for _, n in hosts}
-        if len(slots) != 1:
-            raise ValueError(f"{hostfile}: every host needs the same number of slots, got {sorted(slots)}")
-        return swift_adapter.Launch(
-            nproc_per_node=slots.pop(), nnodes=len(hosts), master_addr=env.get("MASTER_ADDR", hosts[0][0]),
-            master_port=int(env.get("MASTER_PORT", "29500")), launcher="deepspeed",
-            hostfile=str(Path(hostfile).resolve()), bind_cores=bind_cores,
-        )  # fmt: skip
-    return swift_adapter.Launch(
-        nproc_per_node=nproc if nproc is not None else int(env.get("NPROC_PER_NODE", "1")),
-        nnodes=int(env.get("NNODES", "1")),
-        node_rank=int(env.get("NODE_RANK", "0")),
-        master_addr=env.get("MASTER_ADDR", "127.0.0.1"),
-        master_port=int(env.get("MASTER_PORT", "29500")),
-        bind_cores=bind_cores,
-    )
-
-
-def benchmark_run(b: BenchmarkSpec, root: Path, mcq_only: bool = False) -> BenchmarkRun:
-    """A benchmark as ``spinegpt eval`` runs it; relative paths are taken from ``root``."""
-    return BenchmarkRun(
-        name=b.label,
-        kind=b.kind,
-        path=(root / b.path).resolve(),
-        image_root=(root / b.image_root).resolve() if b.image_root else None,
-        limit=b.limit,
-        max_new_tokens=b.max_new_tokens,
-        report_max_new_tokens=b.report_max_new_tokens,
-        mcq_only=mcq_only,
-    )
-
-
-def eval_settings(
-    curriculum: Curriculum, runs: list[BenchmarkRun], judge: JudgeConfig | None, backend: str, batch_size: int
-) -> EvalSettings:
-    """An evaluation of a model trained by ``curriculum``: its model type, template, precision and attention."""
-    return EvalSettings(
-        runs=runs,
-        judge=judge,
+def eval_job(config: EvalConfig, curriculum: Curriculum, root: Path) -> EvalJob:
+    """An evaluation of a model trained by ``curriculum`` (its model type, template, precision and attention);
+    relative benchmark paths are taken from ``root``."""
+    loading = ModelLoading(
         model_type=curriculum.model_type,
         template=curriculum.template,
         torch_dtype=curriculum.torch_dtype,
         attn_impl=curriculum.attn_impl,
-        backend=backend,
-        batch_size=batch_size,
     )
-
-
-def resolve_eval(spec: EvalSpec | None, loaded: LoadedCurriculum) -> EvalSettings | None:
-    if spec is None:
-        return None
-    runs = [benchmark_run(b, loaded.base_dir) for b in spec.benchmarks]
-    judge = JudgeConfig(**spec.judge.model_dump()) if spec.judge else None
-    return eval_settings(loaded.curriculum, runs, judge, spec.backend, spec.batch_size)
+    return EvalJob(eval=config.resolved(root), loading=loading)
 
 
 def restrict(stage: Stage, splits: Sequence[str] | None, base_dir: Path) -> tuple[Stage | None, list[str] | None]:
@@ -265,8 +208,6 @@ def restrict(stage: Stage, splits: Sequence[str] | None, base_dir: Path) -> tupl
 
     Each mix entry's own ``splits`` and the curriculum's intersect; an entry left with none is dropped, and a stage
     left with no entry is None (skipped). Splits are read from the mix definitions, so planning reads no data."""
-    from spinegpt.data_mixes import mixes
-
     kept, trained = [], set()
     known = True
     for source in stage.data:
@@ -289,19 +230,38 @@ def restrict(stage: Stage, splits: Sequence[str] | None, base_dir: Path) -> tupl
     if not kept:
         return None, []
     stage = stage if splits is None else stage.model_copy(update={"data": kept})
-    return stage, [s for s in ("general", "non_spine", "spine") if s in trained] if known else None
+    return stage, [s for s in SPLITS if s in trained] if known else None
+
+
+def engine_arguments(
+    loaded: LoadedCurriculum,
+    stage: Stage,
+    model: str,
+    folder: Path,
+    deepspeed: Path | None,
+    resume_from: Path | None = None,
+) -> list[str]:
+    return swift_adapter.sft_arguments(
+        stage=stage,
+        curriculum=loaded.curriculum,
+        model=model,
+        dataset=str(folder / "data" / "train.jsonl"),
+        output_dir=str(folder / "engine"),
+        deepspeed=str(deepspeed) if deepspeed else None,
+        resume_from_checkpoint=str(resume_from) if resume_from else None,
+    )
 
 
 def build(
     loaded: LoadedCurriculum,
     output_dir: Path | None = None,
-    launch: swift_adapter.Launch | None = None,
+    launch: Launch | None = None,
     python: str | None = None,
 ) -> Plan:
     curriculum = loaded.curriculum
     output_dir = (output_dir or default_output_dir(loaded)).resolve()
-    launch = launch or swift_adapter.Launch()
-    model = models.resolve(curriculum.model)
+    launch = launch or Launch()
+    model = model_ref.resolve(curriculum.model)
     starts_from = "base"
     stages: list[StagePlan] = []
     skipped: list[SkippedStage] = []
@@ -315,14 +275,8 @@ def build(
         folder = stage_dir(output_dir, index, stage)
         ds_path = deepspeed_configs.resolve(stage.deepspeed, loaded.base_dir) if stage.deepspeed else None
         dataset = folder / "data" / "train.jsonl"
-        engine_args = swift_adapter.sft_arguments(
-            stage=stage,
-            curriculum=curriculum,
-            model=model,
-            dataset=str(dataset),
-            output_dir=str(folder / "engine"),
-            deepspeed=str(ds_path) if ds_path else None,
-        )
+        engine_args = engine_arguments(loaded, stage, model, folder, ds_path)
+        evaluation = curriculum.eval_for(stage)
         stages.append(
             StagePlan(
                 index=index,
@@ -337,7 +291,7 @@ def build(
                 engine_args=engine_args,
                 command=swift_adapter.command(engine_args, launch, python),
                 env=dict(curriculum.env),
-                eval=resolve_eval(curriculum.eval_for(stage), loaded),
+                eval=eval_job(evaluation, curriculum, loaded.base_dir) if evaluation else None,
                 splits=splits,
             )
         )

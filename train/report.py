@@ -12,25 +12,25 @@ Reads the run manifest, the engine's per-step logs of every stage and the stage 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
+from spinegpt.eval_hooks import registry
 from spinegpt.train import manifest, swift_adapter, tracking
+from spinegpt.train.manifest import RunManifest, StageRecord
+from spinegpt.train.swift_adapter import StepRecord
 
 REPORT_DIR = "report"
 
 
-def _steps(stage_dir: Path) -> list[Mapping[str, Any]]:
-    return swift_adapter.step_records(swift_adapter.read_log(stage_dir / "engine"))
+def _steps(stage_dir: Path) -> list[StepRecord]:
+    return swift_adapter.read_steps(stage_dir / "engine")
 
 
-def _duration(stage: dict[str, Any]) -> float | None:
-    if stage.get("started_at") and stage.get("ended_at"):
-        start = dt.datetime.fromisoformat(stage["started_at"])
-        return (dt.datetime.fromisoformat(stage["ended_at"]) - start).total_seconds()
-    seconds = stage.get("engine_seconds")
-    return float(seconds) if seconds is not None else None
+def _duration(stage: StageRecord) -> float | None:
+    if stage.started_at and stage.ended_at:
+        start = dt.datetime.fromisoformat(stage.started_at)
+        return (dt.datetime.fromisoformat(stage.ended_at) - start).total_seconds()
+    return stage.engine_seconds
 
 
 def _fmt_seconds(seconds: float | None) -> str:
@@ -41,29 +41,16 @@ def _fmt_seconds(seconds: float | None) -> str:
     return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
 
 
-def _eval_metrics(stage: dict[str, Any]) -> dict[str, float]:
-    """Flat 'benchmark: metric' -> value of a stage's finished evaluation."""
+def _eval_metrics(stage: StageRecord) -> dict[str, float]:
+    """Flat 'benchmark: metric' -> value of a stage's finished evaluation (each benchmark's headline figures)."""
     out: dict[str, float] = {}
-    evaluation = stage.get("eval") or {}
-    for bench, result in (evaluation.get("benchmarks") or {}).items():
-        scores = result.get("scores", {})
-        for part in ("text", "image"):
-            if part in scores:
-                out[f"{bench}: {part} MCQ %"] = scores[part]["accuracy"]
-        for key, label in (("mcq_average", "MCQ avg %"), ("overall", "overall")):
-            if isinstance(scores.get(key), int | float):
-                out[f"{bench}: {label}"] = scores[key]
-        if isinstance((scores.get("report") or {}).get("score"), int | float):
-            out[f"{bench}: report"] = scores["report"]["score"]
-        if "diagnosis" in scores:
-            out[f"{bench}: diagnosis %"] = 100 * scores["diagnosis"]["accuracy"]
-        for metric in ("accuracy", "precision", "recall"):
-            if metric in scores.get("localisation", {}):
-                out[f"{bench}: localisation {metric} %"] = 100 * scores["localisation"][metric]
+    for bench, result in ((stage.eval.benchmarks if stage.eval else None) or {}).items():
+        headline = registry.get(result["kind"]).headline(result.get("scores", {}))
+        out.update({f"{bench}: {label}": value for label, value in headline.items()})
     return out
 
 
-def plot_loss_lr(stages: list[dict[str, Any]], steps: list[list[Mapping[str, Any]]], path: Path) -> bool:
+def plot_loss_lr(stages: list[StageRecord], steps: list[list[StepRecord]], path: Path) -> bool:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -74,17 +61,15 @@ def plot_loss_lr(stages: list[dict[str, Any]], steps: list[list[Mapping[str, Any
     fig, (ax_loss, ax_lr) = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
     offset = 0
     for stage, records in zip(stages, steps, strict=True):
-        max_steps = stage.get("global_step") or (
-            int(str(records[-1]["global_step/max_steps"]).split("/")[1]) if records else 0
-        )
+        max_steps = stage.global_step or (records[-1].max_steps if records else 0)
         if records:
-            xs = [offset + int(str(r["global_step/max_steps"]).split("/")[0]) for r in records]
-            ax_loss.plot(xs, [float(r["loss"]) for r in records], marker=".", label=stage["name"])
-            ax_lr.plot(xs, [float(r.get("learning_rate", 0)) for r in records], marker=".")
+            xs = [offset + r.step for r in records]
+            ax_loss.plot(xs, [r.loss for r in records], marker=".", label=stage.name)
+            ax_lr.plot(xs, [r.learning_rate or 0.0 for r in records], marker=".")
         for ax in (ax_loss, ax_lr):
             ax.axvline(offset + 0.5, color="grey", linestyle="--", linewidth=0.8)
         ax_loss.annotate(
-            stage["name"],
+            stage.name,
             (offset + 0.5, 1.0),
             xycoords=("data", "axes fraction"),
             fontsize=8,
@@ -105,13 +90,13 @@ def plot_loss_lr(stages: list[dict[str, Any]], steps: list[list[Mapping[str, Any
     return True
 
 
-def plot_eval(stages: list[dict[str, Any]], path: Path) -> bool:
+def plot_eval(stages: list[StageRecord], path: Path) -> bool:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    per_stage = [(s["name"], _eval_metrics(s)) for s in stages]
+    per_stage = [(s.name, _eval_metrics(s)) for s in stages]
     per_stage = [(name, m) for name, m in per_stage if m]
     if not per_stage:
         return False
@@ -132,33 +117,33 @@ def plot_eval(stages: list[dict[str, Any]], path: Path) -> bool:
     return True
 
 
-def build(run_dir: Path, out_dir: Path | None = None) -> Path:
+def write_report(run_dir: Path, out_dir: Path | None = None) -> Path:
     """Write the report of ``run_dir``; returns the markdown file."""
     manifest_path = run_dir / manifest.FILE
     if not manifest_path.is_file():
         raise FileNotFoundError(f"{run_dir} holds no {manifest.FILE}: not a spinegpt run folder (or not started)")
-    data = manifest.read(manifest_path)
+    data = RunManifest.read(manifest_path)
     out_dir = out_dir or run_dir / REPORT_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
-    stages = data["stages"]
-    steps = [_steps(Path(s["dir"])) for s in stages]
+    stages = data.stages
+    steps = [_steps(Path(s.dir)) for s in stages]
     progress = tracking.read_progress(run_dir)
     has_loss_plot = plot_loss_lr(stages, steps, out_dir / "loss_lr.png")
     has_eval_plot = plot_eval(stages, out_dir / "eval.png")
 
-    attempt = (data.get("attempts") or [{}])[-1]
-    git = attempt.get("git") or {}
-    packages = attempt.get("packages") or {}
+    attempt = data.attempts[-1] if data.attempts else None
+    git = (attempt.git if attempt else None) or {}
+    packages = attempt.packages if attempt else {}
     lines = [
-        f"# Run report: {data['name']}",
+        f"# Run report: {data.name}",
         "",
         f"- run folder: `{run_dir}`  ",
-        f"- run id: `{data.get('run_id', '?')}`, status: **{data.get('status', '?')}**, "
-        f"{len(data.get('attempts', []))} attempt(s), {data.get('world_size', '?')} process(es)  ",
-        f"- curriculum: `{data.get('curriculum_file')}`"
-        + (f" with overrides `{' '.join(data['overrides'])}`" if data.get("overrides") else "")
+        f"- run id: `{data.run_id}`, status: **{data.status}**, "
+        f"{len(data.attempts)} attempt(s), {data.world_size} process(es)  ",
+        f"- curriculum: `{data.curriculum_file}`"
+        + (f" with overrides `{' '.join(data.overrides)}`" if data.overrides else "")
         + "  ",
-        f"- base model: `{data['curriculum'].get('model')}`  ",
+        f"- base model: `{data.curriculum.get('model')}`  ",
         f"- code: `{git.get('commit', 'unknown')}`{' (dirty)' if git.get('dirty') else ''}; "
         + ", ".join(
             f"{k} {v}" for k, v in packages.items() if v and k in ("ms-swift", "transformers", "deepspeed", "torch")
@@ -171,35 +156,35 @@ def build(run_dir: Path, out_dir: Path | None = None) -> Path:
     ]
     missing: list[str] = []
     for stage, records in zip(stages, steps, strict=True):
-        data_info = stage.get("data") or {}
+        data_info = stage.data or {}
         inputs = ", ".join(f"{i['source']} `{i['sha256'][:10]}`" for i in data_info.get("inputs", [])) or "-"
         last = records[-1] if records else None
-        done_steps = str(last["global_step/max_steps"]) if last else "-"
-        loss = f"{float(last['loss']):.4f}" if last else "-"
-        weights = f"`{stage['weights_sha256'][:12]}`" if stage.get("weights_sha256") else "-"
+        done_steps = f"{last.step}/{last.max_steps}" if last else "-"
+        loss = f"{last.loss:.4f}" if last else "-"
+        weights = f"`{stage.weights_sha256[:12]}`" if stage.weights_sha256 else "-"
         rows = f" ({data_info['rows']} rows)" if data_info.get("rows") else ""
         lines.append(
-            f"| {stage['index'] + 1} | {stage['name']} | {stage['status']} | {stage.get('starts_from', '?')} | "
+            f"| {stage.index + 1} | {stage.name} | {stage.status} | {stage.starts_from} | "
             f"{inputs}{rows} | {done_steps} | {loss} | {_fmt_seconds(_duration(stage))} | {weights} |"
         )
-        if stage["status"] == "pending":
-            missing.append(f"stage {stage['name']!r} has not started")
-        elif stage["status"] in ("running", "failed"):
+        if stage.status == "pending":
+            missing.append(f"stage {stage.name!r} has not started")
+        elif stage.status in ("running", "failed"):
             where = f" at step {done_steps}" if last else " before its first logged step"
-            why = f" ({stage['error']})" if stage.get("error") else ""
+            why = f" ({stage.error})" if stage.error else ""
             missing.append(
-                f"stage {stage['name']!r} did not finish{where}{why}; continue with `spinegpt run "
-                f"{data.get('curriculum_file')} --output-dir {run_dir} --resume`"
+                f"stage {stage.name!r} did not finish{where}{why}; continue with `spinegpt run "
+                f"{data.curriculum_file} --output-dir {run_dir} --resume`"
             )
-        if stage["status"] != "pending" and not records:
-            missing.append(f"stage {stage['name']!r} has no engine log (`engine/logging.jsonl`)")
-        evaluation = stage.get("eval")
-        if evaluation and evaluation.get("status") == "failed":
-            missing.append(f"the evaluation of stage {stage['name']!r} failed: {evaluation.get('error')}")
-        elif evaluation and evaluation.get("status") == "running":
-            missing.append(f"the evaluation of stage {stage['name']!r} did not finish")
+        if stage.status != "pending" and not records:
+            missing.append(f"stage {stage.name!r} has no engine log (`engine/{swift_adapter.LOG_FILE}`)")
+        evaluation = stage.eval
+        if evaluation and evaluation.status == "failed":
+            missing.append(f"the evaluation of stage {stage.name!r} failed: {evaluation.error}")
+        elif evaluation and evaluation.status == "running":
+            missing.append(f"the evaluation of stage {stage.name!r} did not finish")
 
-    evaluated = [(s["name"], _eval_metrics(s)) for s in stages]
+    evaluated = [(s.name, _eval_metrics(s)) for s in stages]
     evaluated = [(n, m) for n, m in evaluated if m]
     if evaluated:
         metrics = sorted({k for _, m in evaluated for k in m})
@@ -207,7 +192,7 @@ def build(run_dir: Path, out_dir: Path | None = None) -> Path:
         for name, values in evaluated:
             cells = [f"{values[m]:.2f}" if m in values else "-" for m in metrics]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    if progress and data.get("status") == "running":
+    if progress and data.status == "running":
         remaining = progress.get("remaining_s")
         lines += [
             "",

@@ -19,6 +19,7 @@ Under ``--launcher slurm`` each unfinished row becomes one job running this comm
 from __future__ import annotations
 
 import argparse
+import importlib.resources
 import json
 import os
 import shlex
@@ -30,21 +31,32 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from spinegpt.data_mixes.prepare import DataError, resolve_data_root
-from spinegpt.eval_hooks.hooks import SUMMARY, BenchmarkRun
-from spinegpt.train import ablation_table, curriculum, manifest, models, plan, runner
-from spinegpt.train.curriculum import BenchmarkSpec
+from spinegpt.eval_hooks import launch as eval_launch
+from spinegpt.eval_hooks.config import BenchmarkConfig, EvalConfig
+from spinegpt.train import ablation_table, curriculum, manifest, plan, runner
+from spinegpt.train.stage import RunError
+from spinegpt.train.topology import Launch, launch_from_env
+
+from spinegpt import model_ref
+from spinegpt.config_io import ConfigError, ConfigIssue, line_of, read_yaml, validation_issues
+from spinegpt.errors import UserError
+from spinegpt.files import stable_hash, write_json_atomic
 
 SWEEP_FILE = "sweep.yaml"
 ROW_FILE = "row.json"
 PROGRESS = "progress.json"
-REPO = Path(__file__).resolve().parents[1]
 
 
-class SweepError(ValueError):
+class SweepError(UserError, ValueError):
     """A sweep that cannot start; the message lists every problem."""
+
+    exit_code = 2
+
+
+class SweepFileError(ConfigError, SweepError):
+    kind = "sweep"
 
 
 class SweepSpec(BaseModel):
@@ -61,7 +73,7 @@ class SweepSpec(BaseModel):
     of another scale, e.g. the smoke curriculum. Relative to the sweep file's folder."""
     overrides: list[str] = Field(default_factory=list)
     """``key=value`` overrides applied to every row (after ``base``; the command line's come after these)."""
-    benchmark: BenchmarkSpec
+    benchmark: BenchmarkConfig
     """What each row's final model is scored on; a relative ``path`` (and ``image_root``) is taken from the rows'
     data root, where ``data_mixes/sources.yaml`` also finds SpineBench for decontamination."""
     backend: Literal["auto", "transformers", "vllm"] = "auto"
@@ -93,7 +105,7 @@ class Row:
     def eval_dir(self) -> Path:
         return self.dir / "eval"
 
-    def plan(self, launch: Any) -> plan.Plan:
+    def plan(self, launch: Launch) -> plan.Plan:
         return plan.build(self.loaded, self.run_dir, launch)
 
 
@@ -104,20 +116,26 @@ class LoadedSweep:
     rows: list[Row]
     output_dir: Path
 
-    def benchmark_run(self, row: Row) -> BenchmarkRun:
+    def benchmark(self, row: Row) -> BenchmarkConfig:
+        """The row's benchmark with absolute paths: a relative one is taken from the row's data root."""
         b = self.spec.benchmark
         relative = [p for p in (b.path, b.image_root) if p and not Path(p).is_absolute()]
         # Only a relative path needs the data root (which may be unset where every path is absolute).
         root = _data_root(row.loaded.curriculum.data_root, row.loaded.base_dir) if relative else Path("/")
-        run = plan.benchmark_run(b, root, mcq_only=True)  # Table 7 is close-ended accuracy: no report generated
-        if not run.path.is_file():
-            raise SweepError(f"benchmark {b.kind}: {run.path} not found (a relative path is taken from the data root)")
-        return run
+        # Table 7 is close-ended accuracy: no report is generated.
+        resolved = b.resolved(root).model_copy(update={"mcq_only": True})
+        if not Path(resolved.path).is_file():
+            raise SweepError(
+                f"benchmark {b.kind}: {resolved.path} not found (a relative path is taken from the data root)"
+            )
+        return resolved
 
     def row_key(self, row: Row) -> str:
         """What decides a row's figures: its resolved curriculum and how it is evaluated."""
         cur = row.loaded.curriculum.model_dump(mode="json", exclude={"output_dir", "report_to", "wandb_project"})
-        return manifest.stable_hash({"curriculum": cur, "benchmark": self.spec.benchmark.model_dump(mode="json")})
+        return stable_hash(
+            {"curriculum": cur, "benchmark": self.spec.benchmark.model_dump(mode="json", exclude={"mcq_only"})}
+        )
 
 
 def _data_root(value: str | None, base_dir: Path) -> Path:
@@ -134,21 +152,12 @@ def sweep_file(path: Path) -> Path:
 def load(path: Path, overrides: list[str], output_dir: Path | None = None) -> LoadedSweep:
     """Read and validate a sweep and every row curriculum; one error lists every problem found."""
     source = sweep_file(path).resolve()
-    try:
-        text = source.read_text(encoding="utf-8")
-        doc = yaml.safe_load(text) or {}
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except (OSError, yaml.YAMLError) as exc:
-        raise SweepError(f"{source}: cannot read the sweep: {exc}") from None
+    doc, node = read_yaml(source, SweepFileError)
     try:
         spec = SweepSpec.model_validate(doc)
     except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            line, _ = curriculum.line_of(node, list(error["loc"]))
-            where = f"{source}:{line}" if line else str(source)
-            problems.append(f"  - {where}: {curriculum.format_path(error['loc'])}: {curriculum.error_message(error)}")
-        raise SweepError(f"{source}: {len(problems)} error(s) in sweep\n" + "\n".join(problems)) from None
+        issues: list[ConfigIssue] = validation_issues(exc, lambda loc: (source, line_of(node, loc)[0]))
+        raise SweepFileError(source, issues) from None
     out = (output_dir or Path("outputs") / "sweeps" / spec.name).resolve()
     base = (source.parent / spec.base) if spec.base else None
     rows, problems, names = [], [], set()
@@ -185,7 +194,7 @@ def select(rows: list[Row], only: str | None) -> list[Row]:
 # -- progress -----------------------------------------------------------------------------------------------------
 
 
-class Progress:
+class SweepProgress:
     """``progress.json`` in the sweep folder and a console line at every change of a row's status."""
 
     def __init__(self, sweep: LoadedSweep):
@@ -227,9 +236,7 @@ class Progress:
 
     def write(self) -> None:
         self.sweep.output_dir.mkdir(parents=True, exist_ok=True)
-        manifest.write_json_atomic(
-            self.path, {"sweep": self.sweep.spec.name, "file": str(self.sweep.source), "rows": self.rows}
-        )
+        write_json_atomic(self.path, {"sweep": self.sweep.spec.name, "file": str(self.sweep.source), "rows": self.rows})
 
 
 def finished(sweep: LoadedSweep, row: Row) -> dict[str, Any] | None:
@@ -256,7 +263,7 @@ def trained_splits(built: plan.Plan) -> list[str]:
     return [s for s, _ in ablation_table.SPLIT_COLUMNS if s in found]
 
 
-def run_row(sweep: LoadedSweep, row: Row, launch: Any) -> dict[str, Any] | None:
+def run_row(sweep: LoadedSweep, row: Row, launch: Launch) -> dict[str, Any] | None:
     """Train (or resume) the row's curriculum, evaluate its final model, write ``row.json``. Followers (node > 0
     of a multi-node job) only train; node 0 evaluates."""
     built = row.plan(launch)
@@ -265,8 +272,8 @@ def run_row(sweep: LoadedSweep, row: Row, launch: Any) -> dict[str, Any] | None:
         runner.Runner(built, resume=resume, overrides=tuple(sweep.spec.overrides)).run()
         model = str(built.stages[-1].final)
     else:
-        model = str(models.materialise(row.loaded.curriculum.model))
-    if launch.launcher == "torchrun" and launch.node_rank != 0:
+        model = str(model_ref.materialise(row.loaded.curriculum.model))
+    if not launch.leads:
         return None
     scores = evaluate(sweep, row, model)
     data = {
@@ -282,47 +289,31 @@ def run_row(sweep: LoadedSweep, row: Row, launch: Any) -> dict[str, Any] | None:
         "scores": scores,
         "finished_at": manifest.now(),
     }
-    manifest.write_json_atomic(row.dir / ROW_FILE, data)
+    write_json_atomic(row.dir / ROW_FILE, data)
     return data
 
 
 def evaluate(sweep: LoadedSweep, row: Row, model: str) -> dict[str, Any]:
-    """``spinegpt eval`` on ``model`` in its own process (the same command the runner uses after a stage)."""
+    """``spinegpt eval`` on ``model`` in its own process (the same launch the runner uses after a stage)."""
     cur = row.loaded.curriculum
-    bench = sweep.benchmark_run(row)
-    settings = plan.eval_settings(cur, [bench], None, sweep.spec.backend, sweep.spec.batch_size)
-    row.eval_dir.mkdir(parents=True, exist_ok=True)
-    config = row.eval_dir / "config.json"
-    config.write_text(json.dumps(settings.to_json(), indent=2) + "\n")
-    (row.eval_dir / SUMMARY).unlink(missing_ok=True)
-    command = [
-        sys.executable,
-        "-m",
-        "spinegpt.cli",
-        "eval",
-        model,
-        "--config",
-        str(config),
-        "--output",
-        str(row.eval_dir),
-    ]
+    bench = sweep.benchmark(row)
+    config = EvalConfig(benchmarks=[bench], backend=sweep.spec.backend, batch_size=sweep.spec.batch_size)
     env = dict(os.environ)
     for key, value in cur.env.items():
         env.setdefault(key, value)
-    log = row.dir / "eval.log"
-    code = runner.run_engine(command, env, log, f"[{row.name} eval]")
-    summary_path = row.eval_dir / SUMMARY
-    if code != 0 or not summary_path.is_file():
-        raise runner.RunError(f"evaluation of {model} exited with code {code}; log: {log}")
-    scores: dict[str, Any] = json.loads(summary_path.read_text())["benchmarks"][bench.name]["scores"]
+    try:
+        summary = eval_launch.run(model, plan.eval_job(config, cur, Path("/")), row.eval_dir, env, row.dir / "eval.log")
+    except eval_launch.EvalFailed as exc:
+        raise RunError(str(exc)) from None
+    scores: dict[str, Any] = summary["benchmarks"][bench.label]["scores"]
     if "text" not in scores and "image" not in scores:
-        raise runner.RunError(f"{bench.path}: no multiple-choice items were scored; Table 7 needs text or image MCQs")
+        raise RunError(f"{bench.path}: no multiple-choice items were scored; Table 7 needs text or image MCQs")
     return scores
 
 
-def run_local(sweep: LoadedSweep, rows: list[Row], launch: Any, compare_paper: bool) -> int:
-    leads = launch.launcher == "deepspeed" or launch.node_rank == 0  # node 0 keeps the books; others only train
-    progress = Progress(sweep)
+def run_local(sweep: LoadedSweep, rows: list[Row], launch: Launch, compare_paper: bool) -> int:
+    leads = launch.leads  # node 0 keeps the books; others only train
+    progress = SweepProgress(sweep)
     if leads:
         progress.write()
     failed = []
@@ -334,7 +325,7 @@ def run_local(sweep: LoadedSweep, rows: list[Row], launch: Any, compare_paper: b
             progress.set(row, "running", started_at=manifest.now())
         try:
             run_row(sweep, row, launch)
-        except (runner.RunError, DataError, SweepError, FileNotFoundError, OSError) as exc:
+        except (UserError, FileNotFoundError, OSError) as exc:
             failed.append(row.name)
             if leads:
                 progress.set(row, "failed", error=str(exc))
@@ -363,13 +354,18 @@ def slurm_command(sweep: LoadedSweep, row: Row, args: argparse.Namespace) -> lis
     sweep_args = [str(sweep.source), "--only", row.name, "--output-dir", str(sweep.output_dir)]
     if args.compare_paper:
         sweep_args.append("--compare-paper")
-    return [*sbatch, *args.sbatch_arg, str(REPO / "launch" / "slurm.sbatch"), *sweep_args, *args.overrides]
+    return [*sbatch, *args.sbatch_arg, str(launch_scripts() / "slurm.sbatch"), *sweep_args, *args.overrides]
+
+
+def launch_scripts() -> Path:
+    """``launch/``: in a checkout beside the code, in an installed wheel its package data (``spinegpt/launch``)."""
+    return Path(str(importlib.resources.files("spinegpt.launch")))
 
 
 def run_slurm(sweep: LoadedSweep, rows: list[Row], args: argparse.Namespace) -> int:
     if not args.dry_run and shutil.which("sbatch") is None:
         raise SweepError("--launcher slurm: sbatch not found; run the sweep from a SLURM login node")
-    progress = Progress(sweep)
+    progress = SweepProgress(sweep)
     env = {**os.environ, "SPINEGPT_COMMAND": "sweep"}
     for row in rows:
         if finished(sweep, row) is not None:
@@ -391,7 +387,7 @@ def run_slurm(sweep: LoadedSweep, rows: list[Row], args: argparse.Namespace) -> 
 # -- dry run --------------------------------------------------------------------------------------------------------
 
 
-def describe(sweep: LoadedSweep, rows: list[Row], launch: Any) -> str:
+def describe(sweep: LoadedSweep, rows: list[Row], launch: Launch) -> str:
     lines = [f"sweep {sweep.spec.name}  ({sweep.source})", f"  output : {sweep.output_dir}"]
     for row in rows:
         built = row.plan(launch)
@@ -403,7 +399,7 @@ def describe(sweep: LoadedSweep, rows: list[Row], launch: Any) -> str:
         for skipped in built.skipped:
             lines.append(f"  skip   : {skipped.name} ({skipped.reason})")
         try:
-            bench: Any = sweep.benchmark_run(row).path
+            bench: Any = sweep.benchmark(row).path
         except SweepError as exc:
             bench = f"MISSING: {exc}"
         lines.append(f"  eval   : {sweep.spec.benchmark.kind} {bench}")
@@ -413,7 +409,7 @@ def describe(sweep: LoadedSweep, rows: list[Row], launch: Any) -> str:
 def command(args: argparse.Namespace) -> int:
     sweep = load(args.sweep, list(args.overrides), args.output_dir)
     rows = select(sweep.rows, args.only)
-    launch = plan.launch_from_env(args.nproc)
+    launch = launch_from_env(args.nproc)
     if args.launcher == "slurm":
         return run_slurm(sweep, rows, args)
     if args.dry_run:

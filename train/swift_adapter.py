@@ -1,5 +1,6 @@
 """The one module that knows ms-swift: a stage in, the exact ``swift sft`` command out; and back, reading what the
-engine left in its output folder (checkpoints, ``logging.jsonl``).
+engine prints and leaves in its output folder (per-step log records, checkpoints, ``logging.jsonl``); its LoRA merge
+and its inference engines.
 
 Everything here is a pure function of its inputs, so ``spinegpt plan`` prints exactly the command
 ``spinegpt run`` executes. The engine is started as ``python -m swift.cli.sft`` (what the ``swift sft`` console
@@ -9,6 +10,7 @@ script runs per process) under ``torch.distributed.run`` when there is more than
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import sys
@@ -17,49 +19,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from spinegpt.train.curriculum import Curriculum, Stage
+from spinegpt.train.topology import Launch
+
 ENGINE_MODULE = "swift.cli.sft"
 EXPORT_MODULE = "swift.cli.export"
 MERGED_SUFFIX = "-merged"
 LOG_FILE = "logging.jsonl"
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
-
-
-@dataclass(frozen=True)
-class Launch:
-    """How many processes run one stage, where they rendezvous, and which launcher starts them."""
-
-    nproc_per_node: int = 1
-    nnodes: int = 1
-    node_rank: int = 0
-    master_addr: str = "127.0.0.1"
-    master_port: int = 29500
-    launcher: str = "torchrun"
-    """``torchrun``: every node runs the same command (node 0 leads, see runner); ``deepspeed``: node 0 alone
-    starts every rank over ssh from a hostfile."""
-    hostfile: str | None = None
-    """DeepSpeed hostfile (``host slots=N`` per line); only with the deepspeed launcher."""
-    bind_cores: bool = False
-    """Pin each rank to its own CPU cores: faster CPU-offloaded optimizer steps (DeepSpeed's cpu_adam)."""
-
-    @property
-    def world_size(self) -> int:
-        return self.nproc_per_node * self.nnodes
-
-
-def read_hostfile(path: str) -> list[tuple[str, int]]:
-    """(host, slots) pairs of a DeepSpeed hostfile; blank lines and # comments ignored."""
-    hosts = []
-    for number, line in enumerate(Path(path).read_text().splitlines(), 1):
-        line = line.split("#", 1)[0].strip()
-        if not line:
-            continue
-        match = re.match(r"^(\S+)\s+slots=(\d+)$", line)
-        if not match:
-            raise ValueError(f"{path}:{number}: expected 'hostname slots=N', got {line!r}")
-        hosts.append((match.group(1), int(match.group(2))))
-    if not hosts:
-        raise ValueError(f"{path}: no hosts")
-    return hosts
+_CONSOLE_RECORD = re.compile(r"\{'loss': .*\}")
 
 
 def _value(value: Any) -> list[str]:
@@ -74,15 +42,16 @@ def _value(value: Any) -> list[str]:
 
 def sft_arguments(
     *,
-    stage: Any,
-    curriculum: Any,
+    stage: Stage,
+    curriculum: Curriculum,
     model: str,
     dataset: str,
     output_dir: str,
     deepspeed: str | None,
     resume_from_checkpoint: str | None = None,
 ) -> list[str]:
-    """The ``swift sft`` arguments for one stage; ``stage``/``curriculum`` are the validated config models."""
+    """The ``swift sft`` arguments for one stage; ``resume_from_checkpoint`` continues an interrupted attempt
+    (the trainer's state, optimizer and data position come from that checkpoint)."""
     args: dict[str, Any] = {
         "model": model,
         "model_type": curriculum.model_type,
@@ -154,10 +123,17 @@ def command(engine_args: Sequence[str], launch: Launch, python: str | None = Non
             raise ValueError("the deepspeed launcher needs a hostfile")
         binding = ["--bind_cores_to_rank"] if launch.bind_cores else []
         return [
-            python, "-m", "deepspeed.launcher.runner", f"--hostfile={launch.hostfile}",
-            f"--master_addr={launch.master_addr}", f"--master_port={launch.master_port}", *binding,
-            "--module", ENGINE_MODULE, *engine_args,
-        ]  # fmt: skip
+            python,
+            "-m",
+            "deepspeed.launcher.runner",
+            f"--hostfile={launch.hostfile}",
+            f"--master_addr={launch.master_addr}",
+            f"--master_port={launch.master_port}",
+            *binding,
+            "--module",
+            ENGINE_MODULE,
+            *engine_args,
+        ]
     if launch.world_size == 1:
         return [python, *engine]
     if launch.nnodes == 1:
@@ -175,7 +151,7 @@ def command(engine_args: Sequence[str], launch: Launch, python: str | None = Non
 
 
 def merge_lora_command(
-    *, curriculum: Any, model: str, adapter_checkpoint: Path, python: str | None = None
+    *, curriculum: Curriculum, model: str, adapter_checkpoint: Path, python: str | None = None
 ) -> tuple[list[str], Path]:
     """The engine command folding a LoRA checkpoint into its base model, and the folder it writes.
 
@@ -219,8 +195,78 @@ def trainer_state(checkpoint: Path) -> dict[str, Any]:
     return data
 
 
+@dataclass(frozen=True)
+class StepRecord:
+    """One logged training step of the engine (its ``{'loss': ..., 'global_step/max_steps': '3/10', ...}``)."""
+
+    step: int
+    max_steps: int | None
+    loss: float
+    learning_rate: float | None = None
+    elapsed_s: float | None = None
+    remaining_s: float | None = None
+    elapsed: str | None = None
+    """As the engine printed it (``1m 2s``)."""
+    remaining: str | None = None
+
+    @classmethod
+    def parse(cls, record: Mapping[str, Any]) -> StepRecord | None:
+        """A training-step record, or None for any other record (evaluation, the end-of-training summary)."""
+        if "loss" not in record or "global_step/max_steps" not in record:
+            return None
+        step, _, total = str(record["global_step/max_steps"]).partition("/")
+        if not step.isdigit():
+            return None
+        lr = record.get("learning_rate")
+        return cls(
+            step=int(step),
+            max_steps=int(total) if total.isdigit() else None,
+            loss=float(record["loss"]),
+            learning_rate=float(lr) if isinstance(lr, int | float) else None,
+            elapsed_s=_seconds(record.get("elapsed_time")),
+            remaining_s=_seconds(record.get("remaining_time")),
+            elapsed=record.get("elapsed_time"),
+            remaining=record.get("remaining_time"),
+        )
+
+    def summary(self, label: str) -> str:
+        """A one-line console summary."""
+        parts = [
+            f"{label} step {self.step}/{self.max_steps if self.max_steps is not None else '?'}",
+            f"loss {self.loss}",
+        ]
+        if self.learning_rate is not None:
+            parts.append(f"lr {self.learning_rate}")
+        if self.elapsed is not None:
+            parts.append(f"elapsed {self.elapsed}, left {self.remaining or '?'}")
+        return "  ".join(parts)
+
+
+def _seconds(text: Any) -> float | None:
+    """The engine's '1h 2m 3s' / '45s' durations in seconds."""
+    if not isinstance(text, str):
+        return None
+    parts = re.findall(r"(\d+(?:\.\d+)?)\s*([dhms])", text)
+    if not parts:
+        return None
+    scale = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+    return sum(float(n) * scale[u] for n, u in parts)
+
+
+def console_step(line: str) -> StepRecord | None:
+    """The training step the engine printed on this console line (a Python dict literal), if any."""
+    match = _CONSOLE_RECORD.search(line)
+    if not match:
+        return None
+    try:
+        record = ast.literal_eval(match.group(0))
+    except (ValueError, SyntaxError):
+        return None
+    return StepRecord.parse(record) if isinstance(record, dict) else None
+
+
 def read_log(output_dir: Path) -> list[dict[str, Any]]:
-    """The engine's per-step log records (``logging.jsonl``); a torn last line from a killed run is skipped."""
+    """The engine's log records (``logging.jsonl``); a torn last line from a killed run is skipped."""
     path = output_dir / LOG_FILE
     if not path.is_file():
         return []
@@ -233,19 +279,20 @@ def read_log(output_dir: Path) -> list[dict[str, Any]]:
     return records
 
 
-def step_records(records: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    """The engine log's training-step records, one per step in step order. A resumed stage logs the steps after
-    its checkpoint twice (once per attempt); the last attempt's record wins."""
-    by_step: dict[int, Mapping[str, Any]] = {}
-    for record in records:
-        if "loss" in record and "global_step/max_steps" in record:
-            by_step[int(str(record["global_step/max_steps"]).split("/")[0])] = record
+def read_steps(output_dir: Path) -> list[StepRecord]:
+    """The engine's training steps, one per step in step order. A resumed stage logs the steps after its checkpoint
+    twice (once per attempt); the last attempt's record wins."""
+    by_step: dict[int, StepRecord] = {}
+    for record in read_log(output_dir):
+        step = StepRecord.parse(record)
+        if step is not None:
+            by_step[step.step] = step
     return [by_step[step] for step in sorted(by_step)]
 
 
-def losses(records: Sequence[Mapping[str, Any]]) -> list[tuple[int, float]]:
-    """(step, loss) pairs from the engine log, one per step."""
-    return [(int(str(r["global_step/max_steps"]).split("/")[0]), float(r["loss"])) for r in step_records(records)]
+def losses(steps: Sequence[StepRecord]) -> list[tuple[int, float]]:
+    """(step, loss) pairs, one per step."""
+    return [(s.step, s.loss) for s in steps]
 
 
 class Generator:

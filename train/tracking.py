@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from pathlib import Path
 from typing import Any
 
 import yaml
-from spinegpt.train import manifest
+from spinegpt.train.manifest import now
+from spinegpt.train.swift_adapter import StepRecord
+
+from spinegpt.files import write_json_atomic
 
 PROGRESS = "progress.json"
 WANDB_CONFIG = "config-defaults.yaml"
@@ -45,18 +47,7 @@ def wandb_env(*, project: str, group: str, stage: str, stage_dir: Path, config: 
     }
 
 
-def _seconds(text: Any) -> float | None:
-    """The engine's '1h 2m 3s' / '45s' durations in seconds."""
-    if not isinstance(text, str):
-        return None
-    parts = re.findall(r"(\d+(?:\.\d+)?)\s*([dhms])", text)
-    if not parts:
-        return None
-    scale = {"d": 86400, "h": 3600, "m": 60, "s": 1}
-    return sum(float(n) * scale[u] for n, u in parts)
-
-
-class Progress:
+class RunProgress:
     """Writes ``progress.json`` atomically each time the engine logs a step."""
 
     def __init__(self, run_dir: Path, n_stages: int):
@@ -65,22 +56,21 @@ class Progress:
 
     def update(self, **state: Any) -> None:
         state.setdefault("n_stages", self.n_stages)
-        state["updated_at"] = manifest.now()
+        state["updated_at"] = now()
         state["pid"] = os.getpid()
-        manifest.write_json_atomic(self.path, state)
+        write_json_atomic(self.path, state)
 
-    def step(self, stage: str, index: int, record: dict[str, Any]) -> None:
-        step, _, total = str(record.get("global_step/max_steps", "")).partition("/")
+    def step(self, stage: str, index: int, record: StepRecord) -> None:
         self.update(
             status="training",
             stage=stage,
             stage_index=index,
-            step=int(step) if step.isdigit() else None,
-            max_steps=int(total) if total.isdigit() else None,
-            loss=record.get("loss"),
-            learning_rate=record.get("learning_rate"),
-            elapsed_s=_seconds(record.get("elapsed_time")),
-            remaining_s=_seconds(record.get("remaining_time")),
+            step=record.step,
+            max_steps=record.max_steps,
+            loss=record.loss,
+            learning_rate=record.learning_rate,
+            elapsed_s=record.elapsed_s,
+            remaining_s=record.remaining_s,
         )
 
 

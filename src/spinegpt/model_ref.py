@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from types import ModuleType
 
-from spinegpt.testing import tiny_model
+from spinegpt.offline import tiny_model
 
 BUILTIN_PREFIX = "builtin:"
 BUILTINS = {"tiny-qwen2_5_vl": tiny_model}

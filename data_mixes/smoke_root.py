@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from spinegpt.data_mixes.prepare import smoke_file
+
+from spinegpt.offline import smoke_images
 from spinegpt.paths import cache_root
-from spinegpt.testing import smoke_data
 
 VERSION = "3"  # 2: SpineBench image MCQs (Table 7 reports text and image accuracy); 3: non-spine stage-3 items
 NON_SPINE = ["Hand and Upper Extremity Surgery", "Orthopedic Trauma", "Foot and Ankle Surgery", "Joint Reconstruction"]
@@ -37,7 +38,7 @@ def _turns(row: dict[str, Any]) -> tuple[str, str]:
 
 
 def _image(root: Path, relative: str) -> str:
-    smoke_data.write_image(Path(relative).name, (root / relative).parent)
+    smoke_images.write_image(Path(relative).name, (root / relative).parent)
     return relative
 
 
@@ -90,10 +91,17 @@ def _write_files(root: Path) -> None:
     ]
     _dump(root / "Medical-R1-Distill-Data" / "medical_r1_distill_sft.json", r1)
     thoughts = [
-        {"question_id": f"mt-{i}", "question": q, "options": OPTIONS, "answer_idx": "A", "ds_answer": f"A. {a}",
-         "ds_think": cot(q), "source": "smoke"}
+        {
+            "question_id": f"mt-{i}",
+            "question": q,
+            "options": OPTIONS,
+            "answer_idx": "A",
+            "ds_answer": f"A. {a}",
+            "ds_think": cot(q),
+            "source": "smoke",
+        }
         for i, (q, a) in enumerate(map(_turns, text1[5:7]))
-    ]  # fmt: skip
+    ]
     (root / "MedThoughts-8K").mkdir(exist_ok=True)
     (root / "MedThoughts-8K" / "MedThoughts-8K.jsonl").write_text("".join(json.dumps(t) + "\n" for t in thoughts))
     pmv = []
@@ -102,8 +110,15 @@ def _write_files(root: Path) -> None:
         images = [_image(root / "PubMedVision", f"images/{Path(p).name}") for p in row["images"]]
         if i % 2:  # half without placeholders: the reader adds them
             q = q.replace("<image>", "")
-        pmv.append({"id": f"pmv-{i}", "image": images, "modality": "X-ray", "body_part": "spine",
-                    "conversations": [{"from": "human", "value": q}, {"from": "gpt", "value": a}]})  # fmt: skip
+        pmv.append(
+            {
+                "id": f"pmv-{i}",
+                "image": images,
+                "modality": "X-ray",
+                "body_part": "spine",
+                "conversations": [{"from": "human", "value": q}, {"from": "gpt", "value": a}],
+            }
+        )
     _dump(root / "PubMedVision" / "PubMedVision_Alignment_VQA.json", pmv)
 
     spinemed: list[dict[str, Any]] = []
@@ -119,12 +134,22 @@ def _write_files(root: Path) -> None:
     for level in ("L1", "L2", "L3", "L4", "L5", "none"):
         _image(root / "open_datasets" / "VerSe" / "sub-verse010" / "ct", f"ct-sagittal-{level}.png")
     _image(root / "open_datasets" / "VerSe" / "sub-verse004", "ct-sagittal-L3.png")
-    spinemed.append(_item("sm-verse-file", "Spine Surgery", "Trauma", "vqa", "<image>Which level is highlighted?",
-                          "L3.", [VERSE_FILE]))  # fmt: skip
-    spinemed.append(_item("sm-verse-volume", "Spine Surgery", "Trauma", "open_qa",
-                          "<image>Scroll through this CT. Is any vertebra highlighted?",
-                          "Yes: the series highlights each lumbar level in turn.",
-                          [{"dataset": "VerSe", "case": "sub-verse010", "volume": "ct"}]))  # fmt: skip
+    spinemed.append(
+        _item(
+            "sm-verse-file", "Spine Surgery", "Trauma", "vqa", "<image>Which level is highlighted?", "L3.", [VERSE_FILE]
+        )
+    )
+    spinemed.append(
+        _item(
+            "sm-verse-volume",
+            "Spine Surgery",
+            "Trauma",
+            "open_qa",
+            "<image>Scroll through this CT. Is any vertebra highlighted?",
+            "Yes: the series highlights each lumbar level in turn.",
+            [{"dataset": "VerSe", "case": "sub-verse010", "volume": "ct"}],
+        )
+    )
     reasoning = spinemed[-4]
     reasoning["task"], reasoning["reasoning"] = "reasoning", "Weigh red flags first, then the level of the lesion."
     for i, row in enumerate(stage3):
@@ -141,31 +166,59 @@ def _write_files(root: Path) -> None:
         # Every third is an orthopedic-trauma case: stage 3 spans all seven categories, so a non-spine ablation
         # (Table 7 rows 3 and 5) still has consultations and reports to train on.
         spine = i % 3 != 2
-        item = {"id": f"sm-r-{i}", "language": "en", "category": "Spine Surgery" if spine else "Orthopedic Trauma",
-                "subspecialty": "Trauma" if spine else None, "task": task, "messages": messages, "images": images,
-                "provenance": {"source_type": "hospital", "case_id": f"case-{i}"}}  # fmt: skip
+        item = {
+            "id": f"sm-r-{i}",
+            "language": "en",
+            "category": "Spine Surgery" if spine else "Orthopedic Trauma",
+            "subspecialty": "Trauma" if spine else None,
+            "task": task,
+            "messages": messages,
+            "images": images,
+            "provenance": {"source_type": "hospital", "case_id": f"case-{i}"},
+        }
         if task == "report" and i == 1:  # one report given by sections: the reader writes the assistant turn
             item["messages"] = messages[:-1]
-            item["report"] = {"imaging_findings": "Sagittal CT: L2 stands out.", "diagnosis": "Finding at L2.",
-                              "rationale_disclaimer": "Synthetic smoke data; not medical advice."}  # fmt: skip
+            item["report"] = {
+                "imaging_findings": "Sagittal CT: L2 stands out.",
+                "diagnosis": "Finding at L2.",
+                "rationale_disclaimer": "Synthetic smoke data; not medical advice.",
+            }
         if task == "reasoning":
             item["reasoning"] = "List the findings, weigh them, then decide."
         spinemed.append(item)
     (root / "SpineMed-450k").mkdir(exist_ok=True)
     (root / "SpineMed-450k" / "train.jsonl").write_text("".join(json.dumps(s) + "\n" for s in spinemed))
     bench = [
-        {"id": "sb-1", "type": "mcq", "question": LEAKED_QUESTION, "options": {"A": "Saddle anaesthesia", "B": "Fever"},
-         "answer": "A"},
-        {"id": "sb-2", "type": "mcq", "question": "Which level lies just above the sacrum?",
-         "options": {"A": "L4", "B": "L5"}, "answer": "B"},
+        {
+            "id": "sb-1",
+            "type": "mcq",
+            "question": LEAKED_QUESTION,
+            "options": {"A": "Saddle anaesthesia", "B": "Fever"},
+            "answer": "A",
+        },
+        {
+            "id": "sb-2",
+            "type": "mcq",
+            "question": "Which level lies just above the sacrum?",
+            "options": {"A": "L4", "B": "L5"},
+            "answer": "B",
+        },
         {"id": "sb-r-1", "type": "report", "prompt": "Write a report for a normal lumbar radiograph."},
-    ]  # fmt: skip
+    ]
     levels = {"A": "L1", "B": "L2", "C": "L3", "D": "L4", "E": "L5"}
     for i, level in enumerate(("L4", "L2", "L5")):
         image = _image(root / "SpineBench", f"images/mri-sagittal-{level}.png")
         answer = next(k for k, v in levels.items() if v == level)
-        bench.append({"id": f"sb-i-{i}", "type": "mcq", "question": "On this MRI, which lumbar vertebra is marked?",
-                      "options": levels, "answer": answer, "images": [image]})  # fmt: skip
+        bench.append(
+            {
+                "id": f"sb-i-{i}",
+                "type": "mcq",
+                "question": "On this MRI, which lumbar vertebra is marked?",
+                "options": levels,
+                "answer": answer,
+                "images": [image],
+            }
+        )
     (root / "SpineBench").mkdir(exist_ok=True)
     (root / "SpineBench" / "spinebench.jsonl").write_text("".join(json.dumps(b) + "\n" for b in bench))
 
@@ -174,10 +227,15 @@ def _item(
     item_id: str, category: str, subspecialty: str | None, task: str, question: str, answer: str, images: list[Any]
 ) -> dict[str, Any]:
     return {
-        "id": item_id, "language": "en", "category": category, "subspecialty": subspecialty, "task": task,
+        "id": item_id,
+        "language": "en",
+        "category": category,
+        "subspecialty": subspecialty,
+        "task": task,
         "messages": [{"role": "user", "content": question}, {"role": "assistant", "content": answer}],
-        "images": images, "provenance": {"source_type": "textbook", "book": "Smoke Orthopaedics", "case_id": item_id},
-    }  # fmt: skip
+        "images": images,
+        "provenance": {"source_type": "textbook", "book": "Smoke Orthopaedics", "case_id": item_id},
+    }
 
 
 def _dump(path: Path, data: Any) -> None:

@@ -1,0 +1,198 @@
+"""What a benchmark is to the evaluator, and the reading helpers the shipped benchmarks share.
+
+A benchmark is one module implementing :class:`Benchmark` (read its file into :class:`Item` s, score the answered
+items, write its markdown rows and its model-card metrics) and one line in ``registry.py``. The shipped ones:
+``spinebench.py`` (SpineMed format) and ``spinebench_mm25.py`` (the MM'25 SpineBench). Every reading problem is a
+:class:`BenchmarkError` naming file and line (or item index).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from spinegpt.errors import UserError
+
+if TYPE_CHECKING:
+    from spinegpt.eval_hooks.judge import Judge
+
+LETTERS = "ABCDEFGH"
+_OPTION_LINE = re.compile(r"^\s*\(?([A-H])[\.\):：]\s*(.+?)\s*$", re.M)
+
+
+class BenchmarkError(UserError, ValueError):
+    """A benchmark file that cannot be read; the message names file and line (or item index)."""
+
+
+@dataclass(frozen=True)
+class Item:
+    id: str
+    task: str
+    """``text_mcq`` | ``image_mcq`` | ``report`` (SpineBench); ``diagnosis`` | ``localisation`` (MM'25)."""
+    question: str
+    images: list[str] = field(default_factory=list)
+    options: dict[str, str] = field(default_factory=dict)
+    answer: list[str] = field(default_factory=list)
+    """Correct option letters, sorted (empty for reports)."""
+    multi: bool = False
+    reference: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_mcq(self) -> bool:
+        return self.task != "report"
+
+
+def records(path: Path) -> Iterator[tuple[str, Any]]:
+    """(where, record) pairs from a JSON array or a JSONL file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise BenchmarkError(f"{path}: cannot read ({exc.strerror})") from None
+    if text.lstrip().startswith("["):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise BenchmarkError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from None
+        for i, record in enumerate(data):
+            yield f"{path}[{i}]", record
+        return
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                yield f"{path}:{number}", json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise BenchmarkError(f"{path}:{number}: invalid JSON: {exc.msg}") from None
+
+
+def images(value: Any, root: Path, where: str) -> list[str]:
+    if value is None:
+        return []
+    paths = [value] if isinstance(value, str) else value
+    if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+        raise BenchmarkError(f"{where}: images must be a path or a list of paths")
+    resolved = []
+    for p in paths:
+        full = Path(p) if Path(p).is_absolute() else root / p
+        if not full.is_file():
+            raise BenchmarkError(f"{where}: image not found: {full}")
+        resolved.append(str(full.resolve()))
+    return resolved
+
+
+def options(value: Any, question: str, where: str) -> dict[str, str]:
+    if isinstance(value, dict):
+        options = {str(k).strip().upper(): str(v) for k, v in value.items()}
+    elif isinstance(value, list):
+        options = {LETTERS[i]: str(v) for i, v in enumerate(value)}
+    elif value is None:
+        options = {m.group(1): m.group(2) for m in _OPTION_LINE.finditer(question)}
+    else:
+        raise BenchmarkError(f"{where}: options must be an object letter -> text, or a list")
+    if len(options) < 2 or any(k not in LETTERS for k in options):
+        raise BenchmarkError(f"{where}: needs at least two options lettered A-H (found {sorted(options)})")
+    return options
+
+
+def answer_letters(value: Any, options: dict[str, str], where: str) -> list[str]:
+    values = value if isinstance(value, list) else [value]
+    by_text = {re.sub(r"\s+", " ", v).strip().lower(): k for k, v in options.items()}
+    letters = []
+    for v in values:
+        if not isinstance(v, str) or not v.strip():
+            raise BenchmarkError(f"{where}: answer must be an option letter or text, got {v!r}")
+        key = v.strip().upper().rstrip(".")
+        if key in options:
+            letters.append(key)
+        elif (letter := by_text.get(re.sub(r"\s+", " ", v).strip().lower())) is not None:
+            letters.append(letter)
+        else:
+            raise BenchmarkError(f"{where}: answer {v!r} is neither an option letter nor an option text")
+    if not letters:
+        raise BenchmarkError(f"{where}: no answer")
+    return sorted(set(letters))
+
+
+def prompt_for(item: Item) -> str:
+    """The user turn the model sees: one <image> tag per image, the question, the options, the answer format."""
+    tags = "<image>" * len(item.images)
+    if item.task == "report":
+        return tags + item.question.strip()
+    body = item.question.strip()
+    if not all(re.search(rf"^\s*\(?{k}[\.\):：]", body, re.M) for k in item.options):
+        body += "\n\n" + "\n".join(f"{k}. {v}" for k, v in item.options.items())
+    if item.multi:
+        instruction = "Select every correct option. End with 'Answer:' followed by the letters, separated by commas."
+    else:
+        instruction = "Select the single best option. End with 'Answer:' followed by its letter."
+    return f"{tags}{body}\n\n{instruction}"
+
+
+def questions(path: Path) -> list[str]:
+    """Every question (MCQ) and prompt (report) of a benchmark file, without checking its images: what training
+    data is decontaminated against, so the test set's images need not be on the machine that builds data."""
+    found = []
+    for where, record in records(path):
+        if not isinstance(record, dict):
+            raise BenchmarkError(f"{where}: item must be a JSON object")
+        text = record.get("question", record.get("prompt"))
+        if not isinstance(text, str) or not text.strip():
+            raise BenchmarkError(f"{where}: no 'question' (or report 'prompt')")
+        found.append(text)
+    return found
+
+
+Record = dict[str, Any]
+"""One answered item as written to ``<benchmark>.json``: id, task, prompt, images, output, and for a multiple-choice
+item its options, gold answer, parsed answer and correctness (a judged report adds its judgment)."""
+
+
+@runtime_checkable
+class Benchmark(Protocol):
+    """A benchmark the evaluator can run. Implementations are stateless module-level objects."""
+
+    kind: str
+    """The name configs use (``kind: spinebench``)."""
+
+    def read(self, path: Path, image_root: Path | None) -> list[Item]:
+        """Every item of the file, checked (images exist, answers are options); a problem is a BenchmarkError."""
+        ...
+
+    def questions(self, path: Path) -> list[str]:
+        """The question texts training data must not contain (decontamination); needs no images."""
+        ...
+
+    def score(self, items: list[Item], records: list[Record], judge: Judge | None) -> dict[str, Any]:
+        """Scores from the answered items (``records`` in ``items`` order; a judge grades free-text items)."""
+        ...
+
+    def markdown(self, scores: dict[str, Any]) -> list[str]:
+        """The score table of ``<benchmark>.md``."""
+        ...
+
+    def headline(self, scores: dict[str, Any]) -> dict[str, float]:
+        """A few figures by label (percent), for run reports and their plots."""
+        ...
+
+    def model_index(self, dataset: dict[str, str], scores: dict[str, Any]) -> list[dict[str, Any]]:
+        """Results in the hub's model-index form (``task``, ``dataset``, ``metrics``), for the model card."""
+        ...
+
+
+def metric(name: str, value: float | None, kind: str = "accuracy") -> dict[str, Any] | None:
+    """One model-index metric, or None when the score is missing."""
+    return None if value is None else {"type": kind, "name": name, "value": round(float(value), 2)}
+
+
+def result(task_type: str, task_name: str, dataset: dict[str, str], metrics: list[Any]) -> list[dict[str, Any]]:
+    """A model-index result with the metrics that exist (none: no result)."""
+    present = [m for m in metrics if m]
+    return [{"task": {"type": task_type, "name": task_name}, "dataset": dataset, "metrics": present}] if present else []
+
+
+def fmt(value: Any) -> str:
+    return f"{value:.2f}" if isinstance(value, float) else str(value)

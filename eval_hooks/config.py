@@ -1,0 +1,136 @@
+"""Evaluation settings, in one shape: what a curriculum's (or a stage's) ``eval:`` says, what ``spinegpt plan``
+shows, and what the evaluation process reads back from ``eval/config.json``. Defaults are spelled here only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from spinegpt.eval_hooks import registry
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BenchmarkConfig(_Strict):
+    """One benchmark evaluated after a stage."""
+
+    kind: str
+    """A registered benchmark (``eval_hooks/registry.py``): ``spinebench`` (SpineMed format: MCQ text/image +
+    reports) or ``spinebench_mm25`` (the MM'25 SpineBench)."""
+    path: str
+    """The benchmark file; relative paths are taken from the curriculum file's folder."""
+    name: str | None = None
+    """Result file name under the stage's ``eval/`` folder (default: ``kind``)."""
+    image_root: str | None = None
+    """Folder the benchmark's image paths are relative to (default: the file's folder)."""
+    limit: int | None = Field(default=None, gt=0)
+    """Evaluate only the first N items (quick checks)."""
+    max_new_tokens: int = Field(default=1024, gt=0)
+    """Generation budget for multiple-choice answers (reasoning included)."""
+    report_max_new_tokens: int = Field(default=2048, gt=0)
+    """Generation budget for report items."""
+    mcq_only: bool = False
+    """Leave report items out (an ablation table scores multiple-choice accuracy only)."""
+
+    @field_validator("kind")
+    @classmethod
+    def _registered(cls, value: str) -> str:
+        registry.get(value)  # raises with the known kinds
+        return value
+
+    @field_validator("path")
+    @classmethod
+    def _exists(cls, value: str, info: ValidationInfo) -> str:
+        base = (info.context or {}).get("base_dir")
+        if base is not None and not Path(base, value).is_file():
+            raise ValueError(f"no such file: {Path(base, value)}")
+        return value
+
+    @property
+    def label(self) -> str:
+        return self.name or self.kind
+
+    def resolved(self, root: Path) -> BenchmarkConfig:
+        """The same benchmark with absolute paths, relative ones taken from ``root``."""
+        return self.model_copy(
+            update={
+                "path": str((root / self.path).resolve()),
+                "image_root": str((root / self.image_root).resolve()) if self.image_root else None,
+            }
+        )
+
+
+class JudgeConfig(_Strict):
+    """An OpenAI-compatible chat-completions server that grades reports."""
+
+    base_url: str
+    """API root, e.g. ``http://localhost:8000/v1`` (vLLM / SGLang) or a hosted API."""
+    model: str
+    """The judge model's name on that server."""
+    api_key_env: str = "SPINEGPT_JUDGE_API_KEY"
+    """Environment variable holding the key (never put the key itself in a config); unset: no key is sent."""
+    concurrency: int = Field(default=4, gt=0)
+    """Requests in flight at once."""
+    max_attempts: int = Field(default=4, gt=0)
+    """Tries per report, the first included, before it is recorded as a failed judgment."""
+    timeout_s: float = Field(default=120.0, gt=0)
+    """Per-request timeout."""
+    backoff_s: float = Field(default=1.0, ge=0)
+    """First retry delay; doubles each retry, with jitter."""
+    temperature: float = Field(default=0.0, ge=0)
+    """Sampling temperature of the judge (0: the same verdict for the same report)."""
+
+
+class EvalConfig(_Strict):
+    """Benchmarks run on a model: a stage's final weights after the stage is done, or any model folder."""
+
+    benchmarks: list[BenchmarkConfig] = Field(min_length=1)
+    """What to evaluate."""
+    judge: JudgeConfig | None = None
+    """Report grader; without one, report items are generated but not scored (and no overall is computed)."""
+    backend: Literal["auto", "transformers", "vllm"] = "auto"
+    """Engine inference backend: vLLM where installed with a GPU (``auto``), else transformers."""
+    batch_size: int = Field(default=8, gt=0)
+    """Prompts generated together."""
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> EvalConfig:
+        labels = [b.label for b in self.benchmarks]
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"benchmark names must be unique (set `name`): {labels}")
+        return self
+
+    def resolved(self, root: Path) -> EvalConfig:
+        return self.model_copy(update={"benchmarks": [b.resolved(root) for b in self.benchmarks]})
+
+
+class ModelLoading(_Strict):
+    """How the evaluated model is loaded for generation (a curriculum's model type, template, precision, attention)."""
+
+    model_type: str = "qwen2_5_vl"
+    template: str = "qwen2_5_vl"
+    torch_dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
+    attn_impl: Literal["flash_attn", "sdpa", "eager"] = "sdpa"
+
+
+class EvalJob(_Strict):
+    """One evaluation as its process runs it (``eval/config.json``): the settings with absolute paths, and how to
+    load the model."""
+
+    eval: EvalConfig
+    loading: ModelLoading = Field(default_factory=ModelLoading)
+
+    @property
+    def benchmarks(self) -> list[BenchmarkConfig]:
+        return self.eval.benchmarks
+
+    def write(self, path: Path) -> None:
+        path.write_text(self.model_dump_json(indent=2) + "\n", encoding="utf-8")
+
+    @classmethod
+    def read(cls, path: Path) -> EvalJob:
+        return cls.model_validate_json(path.read_text(encoding="utf-8"))

@@ -1,0 +1,13 @@
+"""The one base class of every error a user can cause (a bad config, a bad file, a run that cannot go on).
+
+The command line prints such an error's message and exits with its ``exit_code``; anything else is a bug and keeps
+its traceback.
+"""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """An error whose message says what is wrong and what to do; printed without a traceback."""
+
+    exit_code = 1

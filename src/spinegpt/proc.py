@@ -1,0 +1,106 @@
+"""Child-process supervision: run one command (a stage's engine, an evaluation), its whole output to a log file,
+the lines a caller cares about to the console, and never leave it orphaned.
+
+The child stays in our process group: Ctrl-C, SLURM's scancel and a kill of the group reach it and everything it
+starts. A SIGTERM sent to this process alone is forwarded. ``stop`` is polled while the child runs; when it returns
+a reason the child is terminated (another node failed: without this, torchrun would wait out its rendezvous
+timeout for ranks that will never come).
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+LineHandler = Callable[[str], None]
+StopCheck = Callable[[], str | None]
+
+
+def say(message: str) -> None:
+    print(f"[spinegpt] {message}", flush=True)
+
+
+def split_lines(stream: IO[bytes]) -> Iterator[str]:
+    """Lines of a byte stream, splitting on '\\r' too: tqdm redraws with carriage returns."""
+    buffer = b""
+    while chunk := stream.read1(65536):  # type: ignore[attr-defined]
+        buffer += chunk
+        *lines, buffer = re.split(rb"\r\n|\r|\n", buffer)
+        for line in lines:
+            yield line.decode("utf-8", "replace")
+    if buffer:
+        yield buffer.decode("utf-8", "replace")
+
+
+def echo_own_progress(line: str) -> None:
+    """Default line handler: pass on the progress lines of our own child processes (``[spinegpt ...]``)."""
+    if line.startswith("[spinegpt"):
+        print(line, flush=True)
+
+
+def run(
+    command: list[str],
+    env: dict[str, str],
+    log_path: Path,
+    on_line: LineHandler = echo_own_progress,
+    cwd: Path | None = None,
+    stop: StopCheck | None = None,
+) -> int:
+    """Run ``command`` to its end; every output line goes to ``log_path`` and to ``on_line``. Returns the exit code;
+    on failure the last lines are printed to stderr."""
+    tail: deque[str] = deque(maxlen=60)
+    with log_path.open("ab") as log:
+        log.write(f"\n$ {shlex.join(command)}\n".encode())
+        log.flush()
+        process = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+        def forward(signum: int, _frame: Any) -> None:
+            process.send_signal(signum)
+
+        previous = signal.signal(signal.SIGTERM, forward)
+        watcher = _watch(process, stop, log_path) if stop is not None else None
+        try:
+            assert process.stdout is not None
+            for line in split_lines(process.stdout):
+                log.write(line.encode() + b"\n")
+                tail.append(line)
+                on_line(line)
+            code = process.wait()
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            if process.poll() is None:
+                process.kill()
+            if watcher is not None:
+                watcher.join()
+    if code != 0:
+        print("\n".join(f"  | {line}" for line in tail), file=sys.stderr)
+    return code
+
+
+def _watch(process: subprocess.Popen[bytes], stop: StopCheck, log_path: Path) -> threading.Thread:
+    def loop() -> None:
+        while process.poll() is None:
+            reason = stop()
+            if reason is not None:
+                with log_path.open("a", encoding="utf-8") as log:
+                    log.write(f"\n[spinegpt] stopping: {reason}\n")
+                process.terminate()
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                return
+            time.sleep(2.0)
+
+    thread = threading.Thread(target=loop, name="spinegpt-stop-watch", daemon=True)
+    thread.start()
+    return thread

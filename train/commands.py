@@ -1,0 +1,335 @@
+"""The training verbs of ``spinegpt``: validate, plan, run, sweep, eval, export, report, tiny-model, data audit.
+
+Each verb is a parser and a handler; ``spinegpt.cli`` only dispatches. Nothing here imports torch at module level:
+``spinegpt --help`` and ``spinegpt plan`` must start in a moment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+from pathlib import Path
+
+from spinegpt.eval_hooks import registry
+from spinegpt.eval_hooks.config import BenchmarkConfig, EvalConfig, EvalJob, JudgeConfig, ModelLoading
+from spinegpt.train import curriculum, plan, runner, topology
+from spinegpt.train.audit import audit_curriculum
+
+
+def _curriculum_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("curriculum", type=Path, help="curriculum YAML file")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="override curriculum keys")
+
+
+def _launch_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--output-dir", type=Path, help="run directory (default: the curriculum's output_dir)")
+    parser.add_argument("--nproc", type=int, help="processes per node (default: $NPROC_PER_NODE or 1)")
+    parser.add_argument(
+        "--launcher",
+        choices=["torchrun", "deepspeed"],
+        default="torchrun",
+        help="torchrun (same command on every node; $NNODES, $NODE_RANK, $MASTER_ADDR, $MASTER_PORT) "
+        "or deepspeed (run on the first host only; ranks started over ssh from --hostfile)",
+    )
+    parser.add_argument("--hostfile", help="DeepSpeed hostfile ('host slots=N' lines) for --launcher deepspeed")
+    parser.add_argument(
+        "--bind-cores",
+        action="store_true",
+        help="pin each rank to its own CPU cores (speeds up CPU-offloaded optimizer steps)",
+    )
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    validate = sub.add_parser("validate", help="check a curriculum and report every error")
+    _curriculum_args(validate)
+    validate.set_defaults(handler=_validate)
+
+    p = sub.add_parser("plan", help="show what a curriculum will run, stage by stage (no side effects but --audit)")
+    _curriculum_args(p)
+    _launch_args(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--commands", action="store_true", help="only this node's engine command per stage")
+    p.add_argument("--memory", action="store_true", help="predict each stage's peak GPU memory, term by term")
+    p.add_argument(
+        "--audit",
+        action="store_true",
+        help="build (or reuse) each stage's data and count its tokens exactly: totals, percentiles, "
+        "records over max_length, optimizer steps for the stage's global batch",
+    )
+    p.add_argument("--gpus", type=int, help="GPUs per node for --memory (default: --nproc, else 8)")
+    p.add_argument("--gpu-mem-gb", type=float, default=80.0, help="memory per GPU for --memory (default 80)")
+    p.add_argument("--nodes", type=int, help="nodes for --memory (default: $NNODES or 1)")
+    p.set_defaults(handler=_plan)
+
+    run = sub.add_parser("run", help="train the curriculum's stages in order")
+    _curriculum_args(run)
+    _launch_args(run)
+    run.add_argument("--resume", action="store_true", help="skip finished stages, continue an interrupted one")
+    run.add_argument("--until", metavar="STAGE", help="stop after this stage (continue later with --resume)")
+    run.set_defaults(handler=_run)
+
+    sweep = sub.add_parser("sweep", help="train and evaluate the rows of an ablation sweep, rebuild its table")
+    sweep.add_argument("sweep", type=Path, help="sweep YAML, or a folder holding sweep.yaml")
+    sweep.add_argument("overrides", nargs="*", metavar="key=value", help="override keys of every row's curriculum")
+    sweep.add_argument("--output-dir", type=Path, help="sweep folder (default outputs/sweeps/<name>)")
+    sweep.add_argument("--only", help="comma-separated row names or numbers (1-based)")
+    sweep.add_argument(
+        "--launcher",
+        choices=["local", "slurm"],
+        default="local",
+        help="local: rows one after another here; slurm: one sbatch job per unfinished row",
+    )
+    sweep.add_argument("--dry-run", action="store_true", help="show each row's stages and splits, run nothing")
+    sweep.add_argument("--compare-paper", action="store_true", help="put the paper's Table 7 beside our figures")
+    sweep.add_argument("--nproc", type=int, help="processes per node for each row (default: $NPROC_PER_NODE or 1)")
+    sweep.add_argument(
+        "--sbatch-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="extra sbatch argument per row job (repeatable): --sbatch-arg=--nodes=2",
+    )
+    sweep.set_defaults(handler=_sweep)
+
+    # Evaluation flags default to None: the settings' own defaults (eval_hooks/config.py) apply unless given.
+    ev = sub.add_parser("eval", help="evaluate a model folder on a benchmark (SpineBench, MM'25 SpineBench)")
+    ev.add_argument("model", help="model folder or hub id")
+    ev.add_argument("--config", type=Path, help="resolved eval settings (JSON), as written by `spinegpt run`")
+    ev.add_argument("--benchmark", choices=registry.kinds(), help="benchmark kind")
+    ev.add_argument("--data", type=Path, help="benchmark file")
+    ev.add_argument("--name", help="result name (default: the kind)")
+    ev.add_argument("--image-root", type=Path, help="folder the benchmark's image paths start from")
+    ev.add_argument("--limit", type=int, help="first N items only")
+    ev.add_argument("--max-new-tokens", type=int)
+    ev.add_argument("--report-max-new-tokens", type=int)
+    ev.add_argument("--judge-url", help="OpenAI-compatible API root for report grading")
+    ev.add_argument("--judge-model", help="judge model name on that server")
+    ev.add_argument("--judge-key-env", help="env var holding the judge API key (default SPINEGPT_JUDGE_API_KEY)")
+    ev.add_argument("--backend", choices=["auto", "transformers", "vllm"])
+    ev.add_argument("--batch-size", type=int)
+    ev.add_argument("--torch-dtype", choices=["bfloat16", "float16", "float32"], help="default: bf16 on GPU, else fp32")
+    ev.add_argument("--attn-impl", choices=["flash_attn", "sdpa", "eager"], default="sdpa")
+    ev.add_argument(
+        "--output-dir",
+        "--output",
+        dest="output",
+        type=Path,
+        default=Path("eval"),
+        help="results folder (default ./eval)",
+    )
+    ev.set_defaults(handler=_eval)
+
+    ex = sub.add_parser("export", help="export a run/stage/checkpoint as a verified transformers model folder")
+    ex.add_argument("source", type=Path, help="run folder, stage folder or engine checkpoint")
+    ex.add_argument(
+        "--output-dir",
+        "--output",
+        dest="output",
+        type=Path,
+        required=True,
+        help="folder to write (must not exist, see --overwrite)",
+    )
+    ex.add_argument("--push-to-hub", metavar="REPO_ID", help="upload to this hub repo (token: $HF_TOKEN)")
+    ex.add_argument("--private", action="store_true", help="create the hub repo private")
+    ex.add_argument("--dry-run", action="store_true", help="export and verify in a temporary folder; list the files")
+    ex.add_argument("--overwrite", action="store_true", help="replace an existing --output-dir")
+    ex.add_argument(
+        "--consolidate",
+        choices=["auto", "zero"],
+        default="auto",
+        help="'zero': rebuild fp32 weights from the ZeRO shards even when 16-bit weights were saved",
+    )
+    ex.add_argument("--max-shard-size", default="5GB", help="safetensors shard size (default 5GB)")
+    ex.add_argument("--tolerance", type=float, default=1e-4, help="max |logit difference| of the reload check")
+    ex.add_argument("--license", default="other", help="hub license id for the model card (set it!)")
+    ex.add_argument(
+        "--dataset",
+        action="append",
+        default=[],
+        metavar="HUB_ID",
+        help="a training dataset's hub id for the model card metadata (repeatable)",
+    )
+    ex.set_defaults(handler=_export)
+
+    rep = sub.add_parser("report", help="summarise a run (finished, running or crashed): markdown and plots")
+    rep.add_argument("run_dir", type=Path, help="the run's output folder")
+    rep.add_argument(
+        "--output-dir", "--output", dest="output", type=Path, help="where to write (default RUN_DIR/report)"
+    )
+    rep.set_defaults(handler=_report)
+
+    tiny = sub.add_parser("tiny-model", help="build (or reuse) the offline tiny Qwen2.5-VL and print its path")
+    tiny.add_argument(
+        "--output-dir", "--output", dest="output", type=Path, help="folder to build into (default: the cache)"
+    )
+    tiny.set_defaults(handler=_tiny_model)
+
+
+def register_data(cmds: argparse._SubParsersAction) -> None:
+    """``spinegpt data audit``: a data verb that reads a curriculum, so it lives with the curriculum."""
+    aud = cmds.add_parser("audit", help="exact token counts of a curriculum's stage data against max_length")
+    aud.add_argument("curriculum", type=Path)
+    aud.add_argument("overrides", nargs="*", metavar="key=value")
+    aud.add_argument("--stage", action="append", help="only these stages (repeatable)")
+    aud.add_argument("--nproc", type=int, default=None, help="processes per node (for optimizer steps; default 8)")
+    aud.add_argument("--nodes", type=int, default=1)
+    aud.add_argument("--json", action="store_true")
+    aud.set_defaults(handler=_data_audit)
+
+
+# -- handlers -------------------------------------------------------------------------------------------------------
+
+
+def _built(args: argparse.Namespace) -> tuple[curriculum.LoadedCurriculum, plan.Plan]:
+    loaded = curriculum.load(args.curriculum, args.overrides)
+    try:
+        launch = topology.launch_from_env(args.nproc, args.launcher, args.hostfile, args.bind_cores)
+    except (ValueError, OSError) as exc:
+        raise runner.RunError(str(exc)) from None
+    return loaded, plan.build(loaded, args.output_dir, launch)
+
+
+def _validate(args: argparse.Namespace) -> int:
+    loaded = curriculum.load(args.curriculum, args.overrides)
+    print(f"{args.curriculum}: ok ({len(loaded.curriculum.stages)} stage(s))")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    _, built = _built(args)
+    runner.Runner(built, resume=args.resume, overrides=tuple(args.overrides), until=args.until).run()
+    return 0
+
+
+def _plan(args: argparse.Namespace) -> int:
+    loaded, built = _built(args)
+    if args.commands:
+        print("\n".join(f"{s.stage.name}: {shlex.join(s.command)}" for s in built.stages))
+        return 0
+    as_json, text = built.to_json(), [built.render()]
+    if args.memory:
+        from spinegpt.train import memory
+
+        gpus = args.gpus or args.nproc or 8
+        nodes = args.nodes or built.launch.nnodes
+        reports = [
+            memory.stage_report(loaded.curriculum, s.stage, loaded.base_dir, gpus, nodes, args.gpu_mem_gb)
+            for s in built.stages
+        ]
+        as_json["memory"] = reports
+        text.append(memory.render(reports, gpus, nodes))
+    if args.audit:
+        from spinegpt.data_mixes import audit
+
+        audits = audit_curriculum(loaded, built.launch.world_size)
+        as_json["audit"] = [a.to_json() for a in audits]
+        text.append(f"Data audit (exact tokens; {built.launch.world_size} rank(s)):\n" + audit.render(audits))
+    print(json.dumps(as_json, indent=2) if args.json else "\n\n".join(text))
+    return 0
+
+
+def _data_audit(args: argparse.Namespace) -> int:
+    from spinegpt.data_mixes import audit
+
+    loaded = curriculum.load(args.curriculum, args.overrides)
+    audits = audit_curriculum(loaded, (args.nproc or 8) * args.nodes, args.stage)
+    print(json.dumps([a.to_json() for a in audits], indent=2) if args.json else audit.render(audits))
+    return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from spinegpt.train import sweep
+
+    return sweep.command(args)
+
+
+def _report(args: argparse.Namespace) -> int:
+    from spinegpt.train import report
+
+    print(report.write_report(args.run_dir, args.output))
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from spinegpt.train import export
+
+    export.export(
+        args.source,
+        args.output,
+        max_shard_size=args.max_shard_size,
+        consolidate=args.consolidate,
+        tolerance=args.tolerance,
+        push_to_hub=args.push_to_hub,
+        private=args.private,
+        dry_run=args.dry_run,
+        overwrite=args.overwrite,
+        license=args.license,
+        datasets=args.dataset,
+    )
+    return 0
+
+
+def _tiny_model(args: argparse.Namespace) -> int:
+    from spinegpt.offline import tiny_model
+
+    print(tiny_model.ensure(args.output))
+    return 0
+
+
+def _given(**values: object) -> dict[str, object]:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _eval_job(args: argparse.Namespace) -> EvalJob:
+    """The evaluation the flags describe (or the ``--config`` file ``spinegpt run`` wrote)."""
+    if args.config:
+        return EvalJob.read(args.config)
+    if not args.benchmark or not args.data:
+        raise runner.RunError("give --config, or --benchmark and --data")
+    if bool(args.judge_url) != bool(args.judge_model):
+        raise runner.RunError("--judge-url and --judge-model go together")
+    import torch
+
+    bench = BenchmarkConfig.model_validate(
+        _given(
+            kind=args.benchmark,
+            path=str(args.data.resolve()),
+            name=args.name,
+            image_root=str(args.image_root.resolve()) if args.image_root else None,
+            limit=args.limit,
+            max_new_tokens=args.max_new_tokens,
+            report_max_new_tokens=args.report_max_new_tokens,
+        )
+    )
+    judge = None
+    if args.judge_url:
+        judge = JudgeConfig.model_validate(
+            _given(base_url=args.judge_url, model=args.judge_model, api_key_env=args.judge_key_env)
+        )
+    config = EvalConfig.model_validate(
+        _given(benchmarks=[bench], judge=judge, backend=args.backend, batch_size=args.batch_size)
+    )
+    dtype = args.torch_dtype or ("bfloat16" if torch.cuda.is_available() else "float32")
+    return EvalJob(
+        eval=config, loading=ModelLoading.model_validate({"torch_dtype": dtype, "attn_impl": args.attn_impl})
+    )
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from spinegpt.eval_hooks import evaluator
+    from spinegpt.train import swift_adapter
+
+    job = _eval_job(args)
+    loading = job.loading
+    generate = swift_adapter.Generator(
+        args.model,
+        model_type=loading.model_type,
+        template=loading.template,
+        torch_dtype=loading.torch_dtype,
+        attn_impl=loading.attn_impl,
+        batch_size=job.eval.batch_size,
+        backend=job.eval.backend,
+    )
+    evaluator.evaluate(args.model, job.benchmarks, args.output, generate, job.eval.judge, evaluator.judge_cache_path())
+    return 0

@@ -1,0 +1,262 @@
+"""One stage, top to bottom: prepare its data, launch the engine, verify what it wrote, mark it done.
+
+A stage is *done* only when its ``DONE.json`` exists. That file is written last, atomically, after the engine
+exited cleanly at its final step, the final weights were checked against the model the stage started from, and
+their hash was recorded. Anything short of that (a crash, a kill, a failed check) leaves the stage not done, and
+``--resume`` continues it from its last complete engine checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from spinegpt.data_mixes import audit as data_audit
+from spinegpt.data_mixes import prepare as data_prepare
+from spinegpt.train import swift_adapter, weights
+from spinegpt.train.manifest import StageRecord, now
+from spinegpt.train.plan import FINAL, Plan, StagePlan
+
+from spinegpt import model_ref
+from spinegpt.errors import UserError
+from spinegpt.files import write_json_atomic
+from spinegpt.proc import LineHandler, StopCheck, echo_own_progress, say
+
+DONE = "DONE.json"
+ENGINE_LOG = "engine.log"
+
+
+class RunError(UserError, RuntimeError):
+    """The run cannot start or continue; the message says why and what to do."""
+
+
+class StageFailed(RunError):
+    """A stage's engine failed or its output did not verify."""
+
+
+@dataclass(frozen=True)
+class StageResult:
+    name: str
+    status: str  # "done" | "skipped"
+    final: Path
+
+
+class Engine(Protocol):
+    """Runs one process group to its end (``spinegpt.proc.run``; tests pass a stand-in)."""
+
+    def __call__(
+        self,
+        command: list[str],
+        env: dict[str, str],
+        log_path: Path,
+        on_line: LineHandler = ...,
+        cwd: Path | None = ...,
+        stop: StopCheck | None = ...,
+    ) -> int: ...
+
+
+def is_done(stage_dir: Path) -> bool:
+    return (stage_dir / DONE).is_file() and (stage_dir / FINAL).exists()
+
+
+def engine_env(stage: StagePlan, extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    for key, value in stage.env.items():
+        env.setdefault(key, value)  # the caller's environment wins, as with ms-swift's own ENV block
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    # Tracking identity is the run's, not the shell's: a stale WANDB_JOB_TYPE would merge stages in the UI.
+    env.update(extra or {})
+    return env
+
+
+def engine_console(label: str, on_step: Callable[[swift_adapter.StepRecord], None] | None = None) -> LineHandler:
+    """What of the engine's output reaches the console: one line per logged step (and our own children's lines)."""
+
+    def on_line(line: str) -> None:
+        step = swift_adapter.console_step(line)
+        if step is None:
+            echo_own_progress(line)
+            return
+        say(step.summary(label))
+        if on_step is not None:
+            on_step(step)
+
+    return on_line
+
+
+@dataclass
+class StageRun:
+    """Everything one stage needs from the run around it."""
+
+    plan: Plan
+    stage: StagePlan
+    record: StageRecord
+    save: Callable[[], None]
+    """Write the run manifest (after every change of ``record``)."""
+    engine: Engine
+    resume: bool
+    env: Callable[[], dict[str, str]]
+    """The engine's environment, made once the data is prepared (tracking configs carry the data's hashes)."""
+    on_step: Callable[[swift_adapter.StepRecord], None]
+    previous: StageRecord | None = None
+    """The record of the stage this one starts from (None for the first)."""
+    announce: Callable[[list[str]], None] | None = None
+    """Multi-node: tell the other nodes to start this command."""
+    stop: StopCheck | None = None
+    """Multi-node: why the engine must stop now (another node failed), if it must."""
+
+    @property
+    def label(self) -> str:
+        return f"[{self.stage.index + 1}/{len(self.plan.stages)} {self.stage.stage.name}]"
+
+    def run(self) -> Path:
+        """Train the stage to its verified final weights; returns the final checkpoint."""
+        stage, record, label = self.stage, self.record, self.label
+        start_model = self._start_model()
+        record.set(status="running", started_at=record.started_at or now())
+        self.save()
+
+        say(f"{label} preparing data")
+        prepared = self._prepare()
+        record.started_from_sha256 = self._source_hash(start_model)
+
+        command, resumed_from = self._command()
+        record.set(command=command, resumed_from=str(resumed_from) if resumed_from else None)
+        self.save()
+        how = f"resuming from {resumed_from.name}" if resumed_from else f"from {start_model}"
+        say(f"{label} training {how}; {prepared.rows} rows; log {stage.dir / ENGINE_LOG}")
+        if self.announce is not None:
+            self.announce(command)
+        started = time.monotonic()
+        # The stage folder is the engine's working directory: every path it gets is absolute, and anything it
+        # drops in its working directory (wandb's config-defaults.yaml is read from there) stays with the stage.
+        code = self.engine(
+            command, self.env(), stage.dir / ENGINE_LOG, engine_console(label, self.on_step), stage.dir, self.stop
+        )
+        record.engine_seconds = round((record.engine_seconds or 0) + time.monotonic() - started, 1)
+        if code != 0:
+            why = (self.stop() if self.stop else None) or f"engine exited with code {code}"
+            record.set(status="failed", error=why)
+            self.save()
+            raise StageFailed(f"{label} {why}; full log: {stage.dir / ENGINE_LOG}")
+        return self._finish(start_model)
+
+    def _start_model(self) -> str:
+        if self.stage.index == 0:
+            return model_ref.materialise(self.plan.loaded.curriculum.model)
+        if not is_done(self.plan.stages[self.stage.index - 1].dir):
+            raise RunError(f"{self.label} the previous stage is not done")
+        return self.stage.model
+
+    def _prepare(self) -> data_prepare.PreparedData:
+        """The stage's rows, checked, counted exactly, and the over-length policy applied."""
+        curriculum, stage = self.plan.loaded.curriculum, self.stage
+        prepared = data_prepare.prepare(
+            stage.stage.data,
+            self.plan.loaded.base_dir,
+            stage.dataset.parent,
+            data_root=curriculum.data_root,
+            seed=curriculum.seed,
+        )
+        counter = data_audit.counter_for(model_ref.materialise(curriculum.model), {**stage.env, **os.environ})
+        prepared, lengths = data_prepare.apply_length_policy(
+            prepared, counter, stage.stage.max_length, stage.stage.over_length
+        )
+        if lengths["over_max_length"]:
+            what = "dropped" if lengths["dropped"] else "truncated by the engine"
+            say(f"{self.label} {lengths['over_max_length']} record(s) over max_length {stage.stage.max_length}: {what}")
+        if self.record.data and self.record.data["sha256"] != prepared.sha256:
+            raise RunError(
+                f"{self.label} cannot resume: the stage's data changed since the run started "
+                f"({self.record.data['sha256'][:12]} -> {prepared.sha256[:12]})"
+            )
+        self.record.data = {**prepared.to_json(), "lengths": lengths}
+        return prepared
+
+    def _source_hash(self, start_model: str) -> str | None:
+        if self.previous is not None:
+            return self.previous.weights_sha256
+        return weights.weights_sha256(Path(start_model)) if Path(start_model).is_dir() else None
+
+    def _command(self) -> tuple[list[str], Path | None]:
+        stage = self.stage
+        checkpoint = swift_adapter.resumable_checkpoint(stage.engine_dir) if self.resume else None
+        if checkpoint is None and stage.engine_dir.exists() and any(stage.engine_dir.iterdir()):
+            # Leftovers of an attempt that never reached a checkpoint: keep them for inspection, out of the way.
+            aside = stage.engine_dir.with_name(f"engine.abandoned-{int(time.time())}")
+            stage.engine_dir.rename(aside)
+            say(f"moved the incomplete engine output of an earlier attempt to {aside}")
+        if checkpoint is None:
+            return stage.command, None
+        return self.plan.command(stage, resume_from=checkpoint), checkpoint
+
+    def _finish(self, start_model: str) -> Path:
+        stage, record = self.stage, self.record
+        label = f"stage {stage.stage.name!r}"
+        checkpoint = swift_adapter.resumable_checkpoint(stage.engine_dir)
+        if checkpoint is None:
+            raise StageFailed(f"{label}: the engine exited cleanly but left no checkpoint in {stage.engine_dir}")
+        state = swift_adapter.trainer_state(checkpoint)
+        step, max_steps = state.get("global_step"), state.get("max_steps")
+        if step != max_steps:
+            raise StageFailed(f"{label}: the last checkpoint {checkpoint.name} is at step {step} of {max_steps}")
+        final = self._merge_lora(checkpoint, start_model) if stage.stage.tuner_type == "lora" else checkpoint
+        try:
+            weights.verify(final, start_model)
+        except weights.WeightsError as exc:
+            record.set(status="failed", error=str(exc))
+            self.save()
+            raise StageFailed(f"{label}: final weights did not verify: {exc}") from exc
+
+        losses = swift_adapter.losses(swift_adapter.read_steps(stage.engine_dir))
+        record.set(
+            final_checkpoint=str(final),
+            final=str(stage.final),
+            weights_sha256=weights.weights_sha256(final),
+            global_step=step,
+            losses=losses,
+            final_loss=losses[-1][1] if losses else None,
+        )
+        # The `final` link, then DONE.json, each replaced atomically: a stage is done exactly when DONE.json exists.
+        link_tmp = stage.dir / f".{FINAL}.tmp"
+        link_tmp.unlink(missing_ok=True)
+        link_tmp.symlink_to(final.relative_to(stage.dir))
+        os.replace(link_tmp, stage.final)
+        record.set(status="done", ended_at=now())
+        done = record.model_dump(
+            mode="json",
+            include={
+                "name",
+                "final",
+                "final_checkpoint",
+                "weights_sha256",
+                "started_from_sha256",
+                "model",
+                "global_step",
+                "final_loss",
+                "ended_at",
+            },
+        )
+        write_json_atomic(stage.dir / DONE, done)
+        self.save()
+        say(f"{self.label} done: final weights {final} (sha256 {str(record.weights_sha256)[:12]})")
+        return final
+
+    def _merge_lora(self, checkpoint: Path, start_model: str) -> Path:
+        command, merged = swift_adapter.merge_lora_command(
+            curriculum=self.plan.loaded.curriculum,
+            model=start_model,
+            adapter_checkpoint=checkpoint,
+            python=self.stage.command[0],
+        )
+        say(f"{self.label} merging LoRA adapters of {checkpoint.name} into full weights")
+        code = self.engine(command, engine_env(self.stage), self.stage.dir / ENGINE_LOG, engine_console(self.label))
+        if code != 0:
+            raise StageFailed(
+                f"{self.label} merging the LoRA adapters failed (code {code}); log: {self.stage.dir / ENGINE_LOG}"
+            )
+        return merged
