@@ -78,11 +78,13 @@ class JudgeConfig(_Strict):
     max_attempts: int = Field(default=4, gt=0)
     """Tries per report, the first included, before it is recorded as a failed judgment."""
     timeout_s: float = Field(default=120.0, gt=0)
-    """Per-request timeout."""
+    """Total seconds one request may take (a server that trickles bytes is cut off here)."""
     backoff_s: float = Field(default=1.0, ge=0)
     """First retry delay; doubles each retry, with jitter."""
     temperature: float = Field(default=0.0, ge=0)
     """Sampling temperature of the judge (0: the same verdict for the same report)."""
+    phase_timeout_s: float = Field(default=3600.0, gt=0)
+    """Bound on the whole judging of one benchmark: reports not judged by then are recorded as failed judgments."""
 
 
 class EvalConfig(_Strict):

@@ -17,6 +17,7 @@ from spinegpt.eval_hooks.benchmark import Record, prompt_for
 from spinegpt.eval_hooks.config import BenchmarkConfig, JudgeConfig
 from spinegpt.eval_hooks.judge import Judge
 
+from spinegpt.errors import UserError
 from spinegpt.files import write_json_atomic
 from spinegpt.paths import cache_root
 
@@ -29,7 +30,11 @@ def judge_cache_path() -> Path:
     return cache_root() / "judge-cache.sqlite"
 
 
-def run_benchmark(bench: BenchmarkConfig, generate: Generator, judge: Judge | None) -> dict[str, Any]:
+def run_benchmark(
+    bench: BenchmarkConfig, generate: Generator, judge: Judge | None, write: Callable[[dict[str, Any]], None]
+) -> dict[str, Any]:
+    """Generate, read the answers, score; ``write`` gets the result once before judging (the multiple-choice
+    scores survive a judge that never answers) and once complete."""
     kind = registry.get(bench.kind)
     path = Path(bench.path)
     items = kind.read(path, Path(bench.image_root) if bench.image_root else None)
@@ -64,15 +69,20 @@ def run_benchmark(bench: BenchmarkConfig, generate: Generator, judge: Judge | No
                 options=item.options, answer=item.answer, parsed=parsed, correct=bool(parsed) and parsed == item.answer
             )
         records.append(record)
-    return {
+    result = {
         "benchmark": bench.label,
         "kind": bench.kind,
         "path": str(path),
         "items": len(items),
         "unparsed": sum(1 for r in records if r["task"] != "report" and not r["parsed"]),
-        "scores": kind.score(items, records, judge),
+        "scores": kind.score(items, records, None),
         "records": records,
     }
+    if judge is not None and any(i.task == "report" for i in items):
+        write({**result, "status": "judging"})
+        result["scores"] = kind.score(items, records, judge)
+    write(result)
+    return result
 
 
 def markdown(result: dict[str, Any], model: str) -> str:
@@ -103,8 +113,8 @@ def evaluate(
     try:
         for bench in benchmarks:
             print(f"[spinegpt eval] {bench.label}: {bench.path}", flush=True)
-            result = run_benchmark(bench, generate, judge)
-            write_json_atomic(out_dir / f"{bench.label}.json", result)
+            path = out_dir / f"{bench.label}.json"
+            result = run_benchmark(bench, generate, judge, lambda r, p=path: write_json_atomic(p, r))
             (out_dir / f"{bench.label}.md").write_text(markdown(result, model))
             summary["benchmarks"][bench.label] = {
                 "kind": bench.kind,
@@ -117,4 +127,14 @@ def evaluate(
         if judge is not None:
             judge.close()
     write_json_atomic(out_dir / SUMMARY, summary)
+    unjudged = [
+        name for name, b in summary["benchmarks"].items() if (b["scores"].get("report") or {}).get("judged") == 0
+    ]
+    if unjudged:
+        raise EvalError(f"no report of {', '.join(unjudged)} could be judged (every judgment failed; see the records' "
+                        f"'judgment' errors in {out_dir}); the multiple-choice scores are written")  # fmt: skip
     return summary
+
+
+class EvalError(UserError, RuntimeError):
+    """An evaluation that ran but could not produce its scores (every report judgment failed)."""

@@ -5,28 +5,23 @@ The judge gets the rubric of the paper's ten dimensions and must reply with stri
 1-5. A reply that is not that (HTTP error, timeout, malformed or incomplete JSON) is retried with exponential backoff;
 an item whose judgment still fails is recorded as failed with the reason, and never given a score it did not get.
 Verdicts are cached on disk by (judge model, prompt, answer), so a re-run pays nothing twice. The API key is read from
-the environment and sent only in the Authorization header: it is never logged, cached or written to a result.
+the environment variable configured for this judge (and only that one) and sent only in the Authorization header:
+it is never logged, cached or written to a result.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import random
 import re
-import sqlite3
-import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from spinegpt.eval_hooks.config import JudgeConfig
+from spinegpt.eval_hooks.llm_client import ChatClient, ReplyCache, ReplyError, Server
 from spinegpt.eval_hooks.spinebench import DIMENSION_CRITERIA, DIMENSIONS
 
 RUBRIC_VERSION = 1
@@ -50,7 +45,7 @@ def rubric_prompt(prompt: str, answer: str, reference: str | None = None) -> str
     return "\n\n".join(parts)
 
 
-class JudgeReplyError(ValueError):
+class JudgeReplyError(ReplyError):
     """The judge's reply is not a complete, valid verdict."""
 
 
@@ -93,107 +88,46 @@ class Judgment:
         return {"scores": self.scores, "attempts": self.attempts, "cached": self.cached, "errors": self.errors}
 
 
-class VerdictCache:
-    """(judge model, prompt, answer) -> verdict, in SQLite; safe to share between threads of one process."""
-
-    def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path), check_same_thread=False)
-        self._lock = threading.Lock()
-        with self._lock:
-            self._db.execute("CREATE TABLE IF NOT EXISTS verdicts (key TEXT PRIMARY KEY, scores TEXT NOT NULL)")
-            self._db.commit()
-
-    @staticmethod
-    def key(model: str, prompt: str, answer: str) -> str:
-        blob = json.dumps([RUBRIC_VERSION, model, prompt, answer], ensure_ascii=False)
-        return hashlib.sha256(blob.encode()).hexdigest()
-
-    def get(self, key: str) -> dict[str, int] | None:
-        with self._lock:
-            row = self._db.execute("SELECT scores FROM verdicts WHERE key = ?", (key,)).fetchone()
-        return json.loads(row[0]) if row else None
-
-    def put(self, key: str, scores: dict[str, int]) -> None:
-        with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO verdicts VALUES (?, ?)", (key, json.dumps(scores)))
-            self._db.commit()
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-
 class Judge:
+    """Grades reports on the paper's rubric through :class:`ChatClient`; verdicts cached by (judge model, prompt,
+    answer), so a re-run pays nothing twice."""
+
     def __init__(
         self, config: JudgeConfig, cache_path: Path | None = None, sleep: Callable[[float], None] = time.sleep
     ):
         """``cache_path``: the SQLite verdict cache (None: no caching)."""
         self.config = config
-        self._sleep = sleep
-        self._cache = VerdictCache(cache_path) if cache_path else None
-        self.requests_sent = 0
-        self._count_lock = threading.Lock()
+        server = Server(config.base_url, config.model, config.api_key_env, config.timeout_s, config.max_attempts,
+                        config.backoff_s, config.temperature)  # fmt: skip
+        self._client = ChatClient(server, sleep=sleep)
+        self._cache = ReplyCache(cache_path, "judge_verdicts") if cache_path else None
 
-    def _api_key(self) -> str | None:
-        # Only the variable configured for this judge: a general-purpose key (OPENAI_API_KEY) must never reach
-        # whatever server --judge-url names.
-        return os.environ.get(self.config.api_key_env) or None
-
-    def _post(self, content: str) -> str:
-        body = {
-            "model": self.config.model,
-            "temperature": self.config.temperature,
-            "messages": [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": content}],
-        }
-        request = urllib.request.Request(
-            self.config.base_url.rstrip("/") + "/chat/completions",
-            data=json.dumps(body).encode(),
-            headers={"Content-Type": "application/json"},
-            method="POST",
-        )
-        key = self._api_key()
-        if key:
-            request.add_header("Authorization", f"Bearer {key}")
-        with self._count_lock:
-            self.requests_sent += 1
-        with urllib.request.urlopen(request, timeout=self.config.timeout_s) as response:
-            payload = json.loads(response.read().decode())
-        try:
-            return str(payload["choices"][0]["message"]["content"])
-        except (KeyError, IndexError, TypeError):
-            raise JudgeReplyError("response is not a chat completion (no choices[0].message.content)") from None
+    @property
+    def requests_sent(self) -> int:
+        return self._client.requests_sent
 
     def judge_one(self, prompt: str, answer: str, reference: str | None = None) -> Judgment:
         content = rubric_prompt(prompt, answer, reference)
-        key = VerdictCache.key(self.config.model, content, answer)
+        key = ReplyCache.key(RUBRIC_VERSION, self.config.model, content, answer)
         if self._cache is not None and (hit := self._cache.get(key)) is not None:
             return Judgment(scores=hit, attempts=0, cached=True)
-        errors: list[str] = []
-        for attempt in range(1, self.config.max_attempts + 1):
-            try:
-                scores = parse_verdict(self._post(content))
-            except urllib.error.HTTPError as exc:
-                errors.append(f"HTTP {exc.code}")
-            except (urllib.error.URLError, TimeoutError, OSError) as exc:
-                reason = getattr(exc, "reason", exc)
-                errors.append(f"connection: {type(reason).__name__}: {reason}")
-            except (JudgeReplyError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-                errors.append(f"bad reply: {exc}")
-            else:
-                if self._cache is not None:
-                    self._cache.put(key, scores)
-                return Judgment(scores=scores, attempts=attempt, errors=errors)
-            if attempt < self.config.max_attempts:
-                delay = self.config.backoff_s * 2 ** (attempt - 1)
-                self._sleep(delay * (0.5 + random.random()))
-        return Judgment(scores=None, attempts=self.config.max_attempts, errors=errors)
+        outcome = self._client.ask(SYSTEM_PROMPT, content, parse_verdict)
+        if outcome.value is not None and self._cache is not None:
+            self._cache.put(key, outcome.value)
+        return Judgment(scores=outcome.value, attempts=outcome.attempts, errors=outcome.errors)
 
     def judge_many(self, items: Sequence[tuple[str, str, str | None]]) -> list[Judgment]:
-        """Judge (prompt, answer, reference) triples with bounded concurrency; results in input order."""
-        with ThreadPoolExecutor(max_workers=max(1, self.config.concurrency)) as pool:
-            return list(pool.map(lambda item: self.judge_one(*item), items))
+        """Judge (prompt, answer, reference) triples with bounded concurrency; results in input order. Items not
+        judged within ``phase_timeout_s`` are recorded as failed judgments (never scored)."""
+        pool = ThreadPoolExecutor(max_workers=max(1, self.config.concurrency), thread_name_prefix="judge")
+        futures = [pool.submit(self.judge_one, *item) for item in items]
+        done, _ = wait(futures, timeout=self.config.phase_timeout_s)
+        # Requests still in flight end by their own deadline; nothing waits for them here.
+        pool.shutdown(wait=False, cancel_futures=True)
+        why = f"judging phase exceeded {self.config.phase_timeout_s:g}s (eval.judge.phase_timeout_s)"
+        return [f.result() if f in done else Judgment(scores=None, attempts=0, errors=[why]) for f in futures]
 
     def close(self) -> None:
+        self._client.close()
         if self._cache is not None:
             self._cache.close()

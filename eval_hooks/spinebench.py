@@ -206,12 +206,17 @@ class SpineBench:
                     dims = mean_dimensions(judged)
                     report.update(dimensions=dims, sections=section_scores(dims), score=report_score(dims))
                     parts["report"] = (report["score"], len(judged))
+                if report["failed"]:
+                    # Scored from the judged subset only: never shown as if it were the whole benchmark.
+                    report["partial"] = f"{len(judged)} of {len(reports)} reports judged"
             scores["report"] = report
         try:
             scores["overall"] = overall_score(parts)
         except ValueError as exc:
             scores["overall"] = None
             scores["overall_missing"] = str(exc)
+        if scores["overall"] is not None and scores.get("report", {}).get("partial"):
+            scores["overall_partial"] = scores["report"]["partial"]
         return scores
 
     def markdown(self, scores: dict[str, Any]) -> list[str]:
@@ -232,7 +237,8 @@ class SpineBench:
                 lines.append(f"| report | {report['n']} | {report.get('status', 'no judged report')} |")
             if report.get("failed"):
                 lines.append(f"| report judgments failed | {report['failed']} | not scored |")
-        lines.append(f"| overall | | {fmt(scores['overall']) if scores['overall'] is not None else 'n/a'} |")
+        partial = f" (partial: {scores['overall_partial']})" if scores.get("overall_partial") else ""
+        lines.append(f"| overall | | {fmt(scores['overall']) if scores['overall'] is not None else 'n/a'}{partial} |")
         if scores.get("overall_missing"):
             lines += ["", f"overall not computed: {scores['overall_missing']}"]
         return lines
@@ -242,11 +248,13 @@ class SpineBench:
         for part in ("text", "image"):
             if part in scores:
                 out[f"{part} MCQ %"] = scores[part]["accuracy"]
-        for key, label in (("mcq_average", "MCQ avg %"), ("overall", "overall")):
-            if isinstance(scores.get(key), int | float):
-                out[label] = scores[key]
+        partial = " (partial)" if scores.get("overall_partial") else ""
+        if isinstance(scores.get("mcq_average"), int | float):
+            out["MCQ avg %"] = scores["mcq_average"]
+        if isinstance(scores.get("overall"), int | float):
+            out[f"overall{partial}"] = scores["overall"]
         if isinstance((scores.get("report") or {}).get("score"), int | float):
-            out["report"] = scores["report"]["score"]
+            out[f"report{partial}"] = scores["report"]["score"]
         return out
 
     def model_index(self, dataset: dict[str, str], scores: dict[str, Any]) -> list[dict[str, Any]]:
@@ -255,9 +263,10 @@ class SpineBench:
             metric("Image MCQ accuracy", scores.get("image", {}).get("accuracy")),
             metric("MCQ average accuracy", scores.get("mcq_average")),
         ]
+        partial = f" (partial: {scores['overall_partial']})" if scores.get("overall_partial") else ""
         report = [
-            metric("Report score (0-100)", scores.get("report", {}).get("score"), "report_score"),
-            metric("Overall", scores.get("overall"), "overall"),
+            metric(f"Report score (0-100){partial}", scores.get("report", {}).get("score"), "report_score"),
+            metric(f"Overall{partial}", scores.get("overall"), "overall"),
         ]
         return [
             *result("multiple-choice", "Close-ended QA", dataset, mcq),

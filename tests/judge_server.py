@@ -18,7 +18,7 @@ GOOD = dict.fromkeys(DIMENSIONS, 4) | {"imaging_report": 5, "diagnosis": 3}
 
 class JudgeServer:
     """Behaviours: good, fenced, malformed, malformed-once, missing, float, http500, http500-once, slow-once,
-    not-chat. Anything else (no marker) is graded good."""
+    not-chat, trickle. Anything else (no marker) is graded good."""
 
     def __init__(self, slow_s: float = 1.5):
         self.slow_s = slow_s
@@ -72,6 +72,9 @@ class JudgeServer:
             time.sleep(self.slow_s)
         elif behaviour == "not-chat":
             content = None
+        elif behaviour == "trickle":
+            self._trickle(handler, body)
+            return
         payload: dict[str, Any] = (
             {"error": "boom"}
             if status != 200
@@ -90,6 +93,22 @@ class JudgeServer:
             handler.wfile.write(data)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client timed out and went away
+
+    @staticmethod
+    def _trickle(handler: BaseHTTPRequestHandler, body: dict[str, Any]) -> None:
+        """A valid reply sent one byte every 0.2 s: each read is quick, the whole reply takes minutes."""
+        data = json.dumps({"choices": [{"message": {"role": "assistant", "content": json.dumps(GOOD)}}]}).encode()
+        try:
+            handler.send_response(200)
+            handler.send_header("Content-Type", "application/json")
+            handler.send_header("Content-Length", str(len(data)))
+            handler.end_headers()
+            for i in range(len(data)):  # bounded: stops when the body is sent or the client has gone
+                handler.wfile.write(data[i : i + 1])
+                handler.wfile.flush()
+                time.sleep(0.2)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
 
     def __enter__(self) -> JudgeServer:
         self._thread.start()

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from spinegpt.eval_hooks import evaluator, registry, spinebench
@@ -142,3 +143,42 @@ def test_failed_judgments_are_counted_not_scored(tmp_path: Path) -> None:
     failed = next(r for r in records if r["id"] == "r1")
     assert failed["judgment"]["scores"] is None and "report_score" not in failed
     assert "judgments failed | 1" in (tmp_path / "eval" / "sb.md").read_text()
+
+
+def test_a_partly_failed_judging_marks_every_overall_partial(tmp_path: Path) -> None:
+    sb = write_spinebench(tmp_path / "sb")
+    sb.write_text(sb.read_text().replace("CT. [[good]]", "CT. [[http500]]"))
+    with JudgeServer() as server:
+        judge = JudgeConfig(base_url=server.url, model="judge", backoff_s=0.01, max_attempts=2)
+        bench = BenchmarkConfig(name="sb", kind="spinebench", path=str(sb))
+        summary = evaluator.evaluate("m", [bench], tmp_path / "eval", _scripted({}), judge)
+    scores = summary["benchmarks"]["sb"]["scores"]
+    assert scores["overall"] is not None and scores["overall_partial"] == "1 of 2 reports judged"
+    assert "(partial: 1 of 2 reports judged)" in (tmp_path / "eval" / "sb.md").read_text()
+    assert "overall (partial)" in spinebench.BENCHMARK.headline(scores)
+    metrics = [m["name"] for r in spinebench.BENCHMARK.model_index({"name": "sb", "type": "x"}, scores)
+               for m in r["metrics"]]  # fmt: skip
+    assert "Overall (partial: 1 of 2 reports judged)" in metrics
+
+
+def test_nothing_judged_fails_the_evaluation_but_keeps_the_mcq_results(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sb = write_spinebench(tmp_path / "sb")
+    sb.write_text(sb.read_text().replace("[[good]]", "[[http500]]"))
+    written_as: list[str] = []
+    original = evaluator.run_benchmark
+
+    def watched(bench: Any, generate: Any, judge: Any, write: Any) -> dict[str, Any]:
+        return original(bench, generate, judge, lambda r: (written_as.append(r.get("status", "complete")), write(r)))
+
+    monkeypatch.setattr(evaluator, "run_benchmark", watched)
+    with JudgeServer() as server:
+        judge = JudgeConfig(base_url=server.url, model="judge", backoff_s=0.01, max_attempts=1)
+        bench = BenchmarkConfig(name="sb", kind="spinebench", path=str(sb))
+        with pytest.raises(evaluator.EvalError, match="no report of sb could be judged"):
+            evaluator.evaluate("m", [bench], tmp_path / "eval", _scripted({}), judge)
+    assert written_as == ["judging", "complete"]  # the MCQ scores were on disk before the judge was asked
+    written = json.loads((tmp_path / "eval" / "sb.json").read_text())
+    assert written["scores"]["text"]["n"] > 0 and written["scores"]["report"]["judged"] == 0
+    assert (tmp_path / "eval" / evaluator.SUMMARY).is_file()

@@ -242,3 +242,23 @@ def test_eval_section_global_and_per_stage(tmp_path: Path) -> None:
     )
     assert "eval.benchmarks[0].kind" in found and "eval.benchmarks[0].path" in found
     assert found["eval.benchmarks[1].path"] == "required"
+
+
+def test_engine_args_through_dashes_are_the_engines_own_names(tmp_path: Path) -> None:
+    """`--max-steps` reaches the engine as `max_steps`: the reserved and stage-key checks see through the dash, and a
+    name the engine does not know is refused instead of failing at engine start."""
+    body = with_stage(engine_args="{learning-rate: 0.5, max-steps: 2, output-dir: /tmp/x, lora-dropuot: 0.1}")
+    message = issues(write(tmp_path, "name: t\nmodel: m\n" + body))["stages[0].engine_args"]
+    assert "'output-dir' is set by spinegpt" in message
+    assert "'learning-rate' is a stage key" in message and "'max-steps' is a stage key" in message
+    assert "'lora-dropuot' is not an argument of the engine" in message and "lora_dropout" in message
+    loaded = curriculum.load(write(tmp_path, "name: t\nmodel: m\n" + with_stage(engine_args="{lora-dropout: 0.1}")))
+    assert loaded.curriculum.stages[0].engine_args == {"lora_dropout": 0.1}
+
+
+def test_duplicate_yaml_keys_are_an_error_with_both_lines(tmp_path: Path) -> None:
+    path = write(tmp_path, "name: t\nmodel: m\nseed: 1\nseed: 2\n" + ONE_STAGE)
+    with pytest.raises(CurriculumError) as info:
+        curriculum.load(path)
+    (issue,) = info.value.issues
+    assert issue.line == 4 and "duplicate key 'seed' (first on line 3)" in issue.message

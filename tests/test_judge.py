@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -117,3 +118,31 @@ def test_unreachable_server_fails_every_attempt() -> None:
     config = JudgeConfig(base_url="http://127.0.0.1:9/v1", model="m", max_attempts=2, backoff_s=0.01, timeout_s=0.5)
     result = Judge(config).judge_one("p", "a")
     assert result.scores is None and result.attempts == 2 and all("connection" in e for e in result.errors)
+
+
+def test_a_trickling_server_is_cut_off_at_the_total_deadline() -> None:
+    """Each read of a trickling reply is quick, so a per-read timeout never fires; the request's total deadline does,
+    and the judging phase as a whole is bounded too."""
+    with JudgeServer() as server:
+        j = judge(server, timeout_s=1.5, max_attempts=2)
+        started = time.monotonic()
+        result = j.judge_one("Write a report.", "report [[trickle]]")
+        assert time.monotonic() - started < 8
+        assert result.scores is None and result.attempts == 2
+        assert all(e.startswith("connection: TimeoutError") for e in result.errors), result.errors
+        bounded = judge(server, timeout_s=30, max_attempts=1, phase_timeout_s=1.0)
+        started = time.monotonic()
+        many = bounded.judge_many([("Write a report.", "report [[trickle]]", None), ("Write.", "fine", None)])
+        assert time.monotonic() - started < 5
+    assert many[0].scores is None and "judging phase exceeded 1s" in many[0].errors[0]
+    assert many[1].scores == GOOD
+
+
+def test_no_key_but_the_configured_one_is_ever_sent(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-general-purpose")
+    monkeypatch.delenv("SPINEGPT_JUDGE_API_KEY", raising=False)
+    with JudgeServer() as server:
+        judge(server).judge_one("Write a report.", "fine")
+        monkeypatch.setenv("MY_JUDGE_KEY", "sk-judge-only")
+        judge(server, api_key_env="MY_JUDGE_KEY").judge_one("Write a report.", "fine too")
+    assert server.auth == ["Bearer EMPTY", "Bearer sk-judge-only"]

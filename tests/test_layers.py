@@ -6,7 +6,6 @@ import ast
 from pathlib import Path
 
 import pytest
-
 from spinegpt.data_mixes import sources
 from spinegpt.eval_hooks import registry
 from spinegpt.eval_hooks.benchmark import Benchmark, BenchmarkError

@@ -11,10 +11,13 @@ import json
 import shlex
 from pathlib import Path
 
+from pydantic import ValidationError
 from spinegpt.eval_hooks import registry
 from spinegpt.eval_hooks.config import BenchmarkConfig, EvalConfig, EvalJob, JudgeConfig, ModelLoading
 from spinegpt.train import curriculum, plan, runner, topology
 from spinegpt.train.audit import audit_curriculum
+
+from spinegpt.config_io import validation_issues
 
 
 def _curriculum_args(parser: argparse.ArgumentParser) -> None:
@@ -106,6 +109,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--judge-url", help="OpenAI-compatible API root for report grading")
     ev.add_argument("--judge-model", help="judge model name on that server")
     ev.add_argument("--judge-key-env", help="env var holding the judge API key (default SPINEGPT_JUDGE_API_KEY)")
+    ev.add_argument("--judge-timeout", type=float, help="total seconds per judge request (default 120)")
+    ev.add_argument("--judge-attempts", type=int, help="tries per report before it is a failed judgment (default 4)")
+    ev.add_argument("--judge-concurrency", type=int, help="judge requests in flight at once (default 4)")
     ev.add_argument("--backend", choices=["auto", "transformers", "vllm"])
     ev.add_argument("--batch-size", type=int)
     ev.add_argument("--torch-dtype", choices=["bfloat16", "float16", "float32"], help="default: bf16 on GPU, else fp32")
@@ -282,6 +288,14 @@ def _given(**values: object) -> dict[str, object]:
 
 
 def _eval_job(args: argparse.Namespace) -> EvalJob:
+    try:
+        return _eval_job_unchecked(args)
+    except ValidationError as exc:
+        issues = validation_issues(exc, lambda loc: (None, None))
+        raise runner.RunError("invalid evaluation settings:\n" + "\n".join(f"  - {i}" for i in issues)) from None
+
+
+def _eval_job_unchecked(args: argparse.Namespace) -> EvalJob:
     """The evaluation the flags describe (or the ``--config`` file ``spinegpt run`` wrote)."""
     if args.config:
         return EvalJob.read(args.config)
@@ -305,7 +319,14 @@ def _eval_job(args: argparse.Namespace) -> EvalJob:
     judge = None
     if args.judge_url:
         judge = JudgeConfig.model_validate(
-            _given(base_url=args.judge_url, model=args.judge_model, api_key_env=args.judge_key_env)
+            _given(
+                base_url=args.judge_url,
+                model=args.judge_model,
+                api_key_env=args.judge_key_env,
+                timeout_s=args.judge_timeout,
+                max_attempts=args.judge_attempts,
+                concurrency=args.judge_concurrency,
+            )
         )
     config = EvalConfig.model_validate(
         _given(benchmarks=[bench], judge=judge, backend=args.backend, batch_size=args.batch_size)

@@ -11,6 +11,7 @@ key is in the file, its line (``curricula/x.yaml:14: stages[1].learning_rate: mu
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from spinegpt.data_mixes.records import Split
 from spinegpt.eval_hooks.config import EvalConfig
-from spinegpt.train import deepspeed_configs
+from spinegpt.train import deepspeed_configs, swift_adapter
 
 from spinegpt.config_io import (
     ConfigError,
@@ -30,30 +31,6 @@ from spinegpt.config_io import (
     line_of,
     resolve_extends,
     validation_issues,
-)
-
-# Engine arguments the runner sets itself from the curriculum; a stage may not pass them through, because a
-# second value would silently fight the first (two outputs, two models, two datasets).
-MANAGED_ENGINE_ARGS = frozenset(
-    {
-        "model",
-        "model_type",
-        "template",
-        "dataset",
-        "output_dir",
-        "add_version",
-        "resume_from_checkpoint",
-        "resume_only_model",
-        "seed",
-        "data_seed",
-        "deepspeed",
-        "check_model",
-        "torch_dtype",
-        "attn_impl",
-        "report_to",
-        "run_name",
-        "truncation_strategy",
-    }
 )
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -212,15 +189,26 @@ class Stage(_Strict):
     @classmethod
     def _engine_args_free(cls, value: dict[str, Any]) -> dict[str, Any]:
         typed = set(Stage.model_fields) - {"name", "data", "engine_args", "eval", "attn_impl"}
+        known = swift_adapter.engine_argument_names() if value else None
         problems = []
-        for key in value:
-            if key in MANAGED_ENGINE_ARGS:
+        normalised: dict[str, Any] = {}
+        for key, arg in value.items():
+            # `--max-steps` and `--max_steps` are the same argument to the engine: check the one it will read.
+            name = swift_adapter.argument_name(str(key))
+            if name in swift_adapter.MANAGED_ARGS:
                 problems.append(f"{key!r} is set by spinegpt from the curriculum")
-            elif key in typed:
+            elif name in typed:
                 problems.append(f"{key!r} is a stage key; set it on the stage, not in engine_args")
+            elif known is not None and name not in known:
+                close = difflib.get_close_matches(name, known, n=3)
+                hint = f" (did you mean {', '.join(close)}?)" if close else ""
+                problems.append(f"{key!r} is not an argument of the engine (ms-swift sft){hint}")
+            elif name in normalised:
+                problems.append(f"{key!r} repeats another spelling of {name!r}")
+            normalised[name] = arg
         if problems:
             raise ValueError("; ".join(problems))
-        return value
+        return normalised
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Stage:

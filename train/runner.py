@@ -4,6 +4,7 @@ stage its evaluation. Node 0 leads; on several torchrun nodes the others follow 
 from __future__ import annotations
 
 import os
+import platform
 import time
 from typing import Any
 
@@ -15,6 +16,7 @@ from spinegpt.train.plan import Plan, StagePlan
 from spinegpt.train.stage import Engine, RunError, StageResult, StageRun, engine_env, is_done
 
 from spinegpt import proc
+from spinegpt.files import FolderBusy, FolderLock
 from spinegpt.proc import say
 
 EVAL_LOG = "eval.log"
@@ -22,7 +24,26 @@ EVAL_LOG = "eval.log"
 __all__ = ["RunError", "Runner", "StageResult"]
 
 
-def stage_record(stage: StagePlan) -> StageRecord:
+# Curriculum keys that decide a stage's trained weights besides the stage's own block (the data is compared by hash).
+WEIGHTS_KEYS = ("model", "model_type", "template", "seed", "torch_dtype", "attn_impl")
+PIXEL_ENV = ("MAX_PIXELS", "MIN_PIXELS")
+
+
+def weights_config(plan: Plan, stage: StagePlan) -> dict[str, Any]:
+    """Everything that decides what a stage trains into its weights; a resume must see all of it unchanged
+    (evaluation settings may change between attempts)."""
+    curriculum = plan.loaded.curriculum
+    env = {**stage.env, **os.environ}
+    return {
+        "stage": stage.stage.model_dump(mode="json", exclude={"eval"}),
+        "curriculum": {key: getattr(curriculum, key) for key in WEIGHTS_KEYS},
+        "starts_from": stage.starts_from,
+        # The engine resizes images by these: another value is other visual tokens, so other gradients.
+        "pixels": {key: env.get(key) for key in PIXEL_ENV},
+    }
+
+
+def stage_record(plan: Plan, stage: StagePlan) -> StageRecord:
     """A stage's record before it starts: what it will run."""
     config = stage.stage.model_dump(mode="json")
     return StageRecord(
@@ -31,8 +52,7 @@ def stage_record(stage: StagePlan) -> StageRecord:
         dir=str(stage.dir),
         status="pending",
         config=config,
-        # What decides the trained weights; evaluation settings may change between attempts.
-        config_sha256=manifest.stable_hash(stage.stage.model_dump(mode="json", exclude={"eval"})),
+        config_sha256=manifest.stable_hash(weights_config(plan, stage)),
         model=stage.model,
         starts_from=stage.starts_from,
         deepspeed=str(stage.deepspeed) if stage.deepspeed else None,
@@ -65,6 +85,7 @@ class Runner:
         self.data: RunManifest | None = None
         self.progress = tracking.RunProgress(plan.output_dir, len(plan.stages))
         self.leader = Leader(plan, opened_at=time.time())
+        self.lock = FolderLock(plan.output_dir)
 
     # -- the manifest ---------------------------------------------------------------------------------------------
 
@@ -91,11 +112,23 @@ class Runner:
             created_at=now(),
             status="running",
             attempts=[],
-            stages=[stage_record(s) for s in self.plan.stages],
+            stages=[stage_record(self.plan, s) for s in self.plan.stages],
         )
+
+    def _lock(self) -> None:
+        """One run per output folder: a second ``spinegpt run`` (or ``--resume``) into it while the first still
+        trains would train into the same engine folder and lose manifest updates."""
+        try:
+            self.lock.acquire({"host": platform.node(), "pid": os.getpid(), "since": now()})
+        except FolderBusy as exc:
+            raise RunError(
+                f"{exc}: one run per output folder. Wait for it to finish, or stop it (kill {exc.holder.get('pid')} "
+                f"on {exc.holder.get('host')}), then --resume"
+            ) from None
 
     def _open(self) -> None:
         self.plan.output_dir.mkdir(parents=True, exist_ok=True)
+        self._lock()
         exists = self.manifest_path.is_file()
         if exists and not self.resume:
             raise RunError(
@@ -126,13 +159,14 @@ class Runner:
                 f"{self.plan.world_size}; ZeRO checkpoints are partitioned per rank, so resume with the same layout"
             )
         for i, (record, stage) in enumerate(zip(data.stages, self.plan.stages, strict=True)):
-            fresh = stage_record(stage)
+            fresh = stage_record(self.plan, stage)
             if record.status == "pending":
                 data.stages[i] = fresh  # not started yet: free to take the current configuration
             elif record.config_sha256 != fresh.config_sha256:
                 raise RunError(
-                    f"cannot resume: stage {stage.stage.name!r} was started with another configuration; "
-                    "start a new run (another --output-dir) to change it"
+                    f"cannot resume: stage {stage.stage.name!r} was started with another configuration (its settings, "
+                    f"or the curriculum's {', '.join(WEIGHTS_KEYS)}, or {'/'.join(PIXEL_ENV)}); start a new run "
+                    "(another --output-dir) to change it"
                 )
 
     # -- the stage loop -------------------------------------------------------------------------------------------
@@ -145,7 +179,13 @@ class Runner:
                 f"nothing to train: splits {self.plan.loaded.curriculum.splits} leave every stage without data "
                 "(the base model as it is; `spinegpt sweep` or `spinegpt eval` evaluates it)"
             )
-        self._open()
+        try:
+            self._open()
+            return self._run_stages()
+        finally:
+            self.lock.release()
+
+    def _run_stages(self) -> list[StageResult]:
         data = self.run_manifest
         results = []
         try:

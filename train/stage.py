@@ -127,6 +127,11 @@ class StageRun:
         command, resumed_from = self._command()
         record.set(command=command, resumed_from=str(resumed_from) if resumed_from else None)
         self.save()
+        if resumed_from is not None and swift_adapter.is_last_step(resumed_from):
+            # Killed after the final checkpoint was written but before DONE.json: that checkpoint is the finished
+            # stage. Training on from it would run past max_steps, and the engine's rotation would delete it.
+            say(f"{label} {resumed_from.name} is the stage's last step: verifying it, not training on")
+            return self._finish(start_model)
         how = f"resuming from {resumed_from.name}" if resumed_from else f"from {start_model}"
         say(f"{label} training {how}; {prepared.rows} rows; log {stage.dir / ENGINE_LOG}")
         if self.announce is not None:

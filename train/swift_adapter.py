@@ -11,16 +11,23 @@ script runs per process) under ``torch.distributed.run`` when there is more than
 from __future__ import annotations
 
 import ast
+import dataclasses
+import importlib.metadata
 import json
 import re
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from spinegpt.train.curriculum import Curriculum, Stage
 from spinegpt.train.topology import Launch
+
+from spinegpt.files import write_json_atomic
+from spinegpt.paths import cache_root
+
+if TYPE_CHECKING:
+    from spinegpt.train.curriculum import Curriculum, Stage
 
 ENGINE_MODULE = "swift.cli.sft"
 EXPORT_MODULE = "swift.cli.export"
@@ -28,6 +35,58 @@ MERGED_SUFFIX = "-merged"
 LOG_FILE = "logging.jsonl"
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 _CONSOLE_RECORD = re.compile(r"\{'loss': .*\}")
+
+MANAGED_ARGS = frozenset(
+    {
+        "model",
+        "model_type",
+        "template",
+        "dataset",
+        "output_dir",
+        "add_version",
+        "resume_from_checkpoint",
+        "resume_only_model",
+        "seed",
+        "data_seed",
+        "deepspeed",
+        "check_model",
+        "torch_dtype",
+        "attn_impl",
+        "report_to",
+        "run_name",
+        "truncation_strategy",
+    }
+)
+"""Engine arguments spinegpt sets itself from the curriculum; a stage may not pass them through, because a second
+value would silently fight the first (two outputs, two models, two datasets, a seed the manifest does not show)."""
+
+
+def argument_name(key: str) -> str:
+    """The engine's name for a command-line key: its parser takes ``--max-steps`` and ``--max_steps`` alike."""
+    return key.strip().lstrip("-").replace("-", "_")
+
+
+def engine_argument_names() -> frozenset[str] | None:
+    """Every argument ``swift sft`` accepts (its ``SftArguments`` fields), or None where ms-swift is not installed.
+
+    Importing ms-swift takes seconds, so the list is cached per ms-swift version under the spinegpt cache."""
+    try:
+        version = importlib.metadata.version("ms-swift")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    cache = cache_root() / f"ms-swift-{version}-sft-arguments.json"
+    try:
+        return frozenset(json.loads(cache.read_text()))
+    except (OSError, ValueError):
+        pass
+    try:
+        from swift.arguments.sft_args import SftArguments
+    except ImportError:
+        return None
+    names = sorted(f.name for f in dataclasses.fields(SftArguments))
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(cache, names)
+    return frozenset(names)
 
 
 def _value(value: Any) -> list[str]:
@@ -188,6 +247,12 @@ def resumable_checkpoint(output_dir: Path) -> Path | None:
         if (checkpoint / "trainer_state.json").is_file():
             return checkpoint
     return None
+
+
+def is_last_step(checkpoint: Path) -> bool:
+    """Whether the checkpoint was written at the trainer's last step (the stage's training is complete)."""
+    state = trainer_state(checkpoint)
+    return bool(state.get("max_steps")) and state.get("global_step") == state.get("max_steps")
 
 
 def trainer_state(checkpoint: Path) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -35,3 +36,51 @@ def first_of(problems: list[str], limit: int = 20, indent: str = "  ") -> str:
     shown = "\n".join(f"{indent}{p}" for p in problems[:limit])
     more = f"\n{indent}... and {len(problems) - limit} more" if len(problems) > limit else ""
     return shown + more
+
+
+class FolderBusy(OSError):
+    """Another live process holds the folder's lock; ``holder`` is what it wrote there (host, pid, since)."""
+
+    def __init__(self, path: Path, holder: dict[str, Any]):
+        self.path, self.holder = path, holder
+        who = f"host {holder.get('host', '?')}, pid {holder.get('pid', '?')}, since {holder.get('since', '?')}"
+        super().__init__(f"{path.parent} is in use by another process ({who})")
+
+
+class FolderLock:
+    """An exclusive ``flock`` on ``<folder>/<name>``, held until :meth:`release` or the holder's death.
+
+    flock rather than a pid file: the kernel drops the lock when the process dies (kill -9 included), so a crashed
+    run never leaves the folder locked, and no pid needs checking on another host. On NFS, Linux forwards flock to the
+    server's byte-range locks, so the nodes of a multi-node run see each other's lock on a shared output folder.
+    """
+
+    def __init__(self, folder: Path, name: str = ".lock"):
+        self.path = folder / name
+        self._fd: int | None = None
+
+    def acquire(self, describe: dict[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = self._holder(fd)
+            os.close(fd)
+            raise FolderBusy(self.path, holder) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(describe).encode(), 0)
+        self._fd = fd
+
+    @staticmethod
+    def _holder(fd: int) -> dict[str, Any]:
+        try:
+            data = json.loads(os.pread(fd, 65536, 0) or b"{}")
+        except ValueError:
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor drops the flock
+            self._fd = None

@@ -1,0 +1,100 @@
+"""Run safety under faults: a kill at the worst moment, two runs at once, a changed input on resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from spinegpt.train import curriculum, manifest, plan, runner, topology
+from spinegpt.train.stage import DONE, RunError
+
+from spinegpt.files import FolderLock
+
+from .conftest import REPO, run_spinegpt
+
+SMOKE = REPO / "curricula" / "smoke.yaml"
+
+
+def _failing_engine(*args: object) -> int:
+    return 1  # the engine "crashed" at once: the stage is started, not done
+
+
+def test_one_run_per_output_folder_and_the_lock_dies_with_its_holder(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from spinegpt.files import FolderLock; "
+         "FolderLock(Path(sys.argv[1])).acquire({'host': 'node-a', 'pid': 4242, 'since': 'now'}); "
+         "print('locked', flush=True); time.sleep(600)", str(out)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        second = run_spinegpt("run", str(SMOKE), "--output-dir", str(out), "--resume", check=False, timeout=300)
+        assert second.returncode == 1 and "Traceback" not in second.stderr
+        assert "in use by another process (host node-a, pid 4242" in second.stderr
+        assert not (out / manifest.FILE).exists() and not (out / "stages").exists()  # it touched nothing
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    lock = FolderLock(out)  # kill -9 released it: no stale lock to clean up by hand
+    lock.acquire({"pid": os.getpid()})
+    lock.release()
+
+
+def _built(tmp_path: Path, *overrides: str) -> plan.Plan:
+    loaded = curriculum.load(SMOKE, list(overrides))
+    return plan.build(loaded, tmp_path / "run", topology.Launch())
+
+
+def test_resume_refuses_a_changed_seed_or_pixel_limit(
+    tmp_path: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(RunError, match="engine exited with code 1"):
+        runner.Runner(_built(tmp_path), engine=_failing_engine).run()
+    data = json.loads((tmp_path / "run" / manifest.FILE).read_text())
+    assert data["stages"][0]["status"] == "failed" and data["stages"][0]["config_sha256"]
+    with pytest.raises(RunError, match="cannot resume: stage 'foundation' was started with another configuration"):
+        runner.Runner(_built(tmp_path, "seed=7"), resume=True, engine=_failing_engine).run()
+    monkeypatch.setenv("MAX_PIXELS", "12544")  # the smoke curriculum says 50176
+    with pytest.raises(RunError, match="cannot resume: stage 'foundation'"):
+        runner.Runner(_built(tmp_path), resume=True, engine=_failing_engine).run()
+    monkeypatch.delenv("MAX_PIXELS")
+    # The same inputs resume (and an evaluation setting is not an input of the weights).
+    with pytest.raises(RunError, match="engine exited with code 1"):
+        runner.Runner(_built(tmp_path, "stages.foundation.eval=false"), resume=True, engine=_failing_engine).run()
+
+
+@pytest.mark.slow
+def test_resume_after_the_final_checkpoint_verifies_instead_of_training(
+    smoke_run: tuple[Path, dict[str, Any], str], tmp_path: Path
+) -> None:
+    """Killed after the last stage's final checkpoint but before its DONE.json: --resume must take that checkpoint
+    as the finished stage, never train past max_steps (which also rotated the real final checkpoint away)."""
+    run, data, _ = smoke_run
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy, symlinks=True)
+    last = copy / "stages" / "03-reports"
+    (last / DONE).unlink()
+    (last / "final").unlink()
+    engine_log = (last / "engine.log").read_text()
+    checkpoints = sorted(p.name for p in (last / "engine").glob("checkpoint-*"))
+
+    result = run_spinegpt("run", str(SMOKE), "--nproc", "2", "--output-dir", str(copy), "--resume")
+    assert "is the stage's last step: verifying it, not training on" in result.stdout
+    assert (last / "engine.log").read_text() == engine_log  # the engine was not started again
+    assert sorted(p.name for p in (last / "engine").glob("checkpoint-*")) == checkpoints
+    resumed = json.loads((copy / manifest.FILE).read_text())["stages"][2]
+    assert (last / DONE).is_file() and (last / "final").resolve().name == checkpoints[-1]
+    assert resumed["status"] == "done" and resumed["weights_sha256"] == data["stages"][2]["weights_sha256"]
+    assert resumed["global_step"] == data["stages"][2]["global_step"]
+    # A second --resume finds every stage done and trains nothing.
+    again = run_spinegpt("run", str(SMOKE), "--nproc", "2", "--output-dir", str(copy), "--resume")
+    assert again.stdout.count("already done, skipping") == 3
