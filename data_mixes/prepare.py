@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from spinegpt.data_mixes import audit
+from spinegpt.data_mixes.image_check import check_images
 
 from spinegpt.errors import UserError
 from spinegpt.files import first_of, sha256_file
@@ -135,18 +136,47 @@ def check_row(row: Any, image_root: Path, check_files: bool = True) -> tuple[lis
     return problems, resolved
 
 
-def _read_jsonl(path: Path) -> Iterator[tuple[int, Any, str | None]]:
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
+MAX_ROW_BYTES = 16 << 20
+"""A row longer than this cannot fit any max_length (even at 16 bytes a token it is a million tokens); it is an
+error before it is parsed or tokenized, which would cost gigabytes for one row."""
+
+
+def _lines(path: Path) -> Iterator[tuple[int, bytes | None]]:
+    """(line number, raw line) of a file, a line over MAX_ROW_BYTES as None, read in bounded pieces."""
+    with path.open("rb") as handle:
+        number = 0
+        while True:
+            line = handle.readline(MAX_ROW_BYTES + 1)
+            if not line:
+                return
+            number += 1
+            if len(line) > MAX_ROW_BYTES and not line.endswith(b"\n"):
+                while (rest := handle.readline(1 << 20)) and not rest.endswith(b"\n"):
+                    pass  # skip the rest of the oversized line without holding it
+                yield number, None
                 continue
-            try:
-                yield number, json.loads(line), None
-            except json.JSONDecodeError as exc:
-                yield number, None, f"invalid JSON: {exc.msg} (column {exc.colno})"
+            yield number, line
 
 
-def _rows(path: Path, image_root: Path, errors: list[str]) -> Iterator[dict[str, Any]]:
+def _read_jsonl(path: Path) -> Iterator[tuple[int, Any, str | None]]:
+    for number, raw in _lines(path):
+        if raw is None:
+            yield number, None, f"row longer than {MAX_ROW_BYTES >> 20} MB: no sample that long fits a max_length"
+            continue
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            yield number, None, f"not UTF-8 text (byte {exc.start}: {raw[exc.start : exc.start + 1]!r})"
+            continue
+        if not line.strip():
+            continue
+        try:
+            yield number, json.loads(line), None
+        except json.JSONDecodeError as exc:
+            yield number, None, f"invalid JSON: {exc.msg} (column {exc.colno})"
+
+
+def _rows(path: Path, image_root: Path, errors: list[str], image_uses: dict[str, str]) -> Iterator[dict[str, Any]]:
     for number, row, parse_error in _read_jsonl(path):
         problems = [parse_error] if parse_error else []
         images: list[str] = []
@@ -155,6 +185,8 @@ def _rows(path: Path, image_root: Path, errors: list[str]) -> Iterator[dict[str,
         if problems:
             errors.extend(f"{path}:{number}: {p}" for p in problems)
             continue
+        for image in images:
+            image_uses.setdefault(image, f"{path}:{number}")
         out = {"messages": row["messages"]}
         if images:
             out["images"] = images
@@ -226,38 +258,44 @@ def prepare(
     target = out_dir / "train.jsonl"
     tmp = target.with_suffix(".jsonl.tmp")
     errors: list[str] = []
+    image_uses: dict[str, str] = {}
     inputs: list[InputRecord] = []
     mixes: list[dict[str, Any]] = []
     rows = image_rows = 0
-    with tmp.open("w", encoding="utf-8") as out:
-        for source in sources:
-            if source.kind == "mix":
-                built = build_mix(source, base_dir, data_root, seed)
-                files = [
-                    (shard, shard.parent, s["sha256"])
-                    for shard, s in zip(built.shards, built.manifest["output"]["shards"], strict=True)
-                ]
-                mixes.append(
-                    {
-                        "source": source.label(),
-                        "dir": str(built.dir),
-                        "key": built.manifest["key"],
-                        "rows": built.rows,
-                        "sha256": built.sha256,
-                        "splits": source.splits,
-                    }
-                )
-            else:
-                path, image_root = resolve_input(source, base_dir, images_dir)
-                files = [(path, image_root, None)]
-            for path, image_root, digest in files:
-                count = 0
-                for row in _rows(path, image_root, errors):
-                    out.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
-                    count += 1
-                    image_rows += bool(row.get("images"))
-                inputs.append(InputRecord(source.label(), str(path), digest or sha256_file(path), count))
-                rows += count
+    try:
+        with tmp.open("w", encoding="utf-8") as out:
+            for source in sources:
+                if source.kind == "mix":
+                    built = build_mix(source, base_dir, data_root, seed)
+                    files = [
+                        (shard, shard.parent, s["sha256"])
+                        for shard, s in zip(built.shards, built.manifest["output"]["shards"], strict=True)
+                    ]
+                    mixes.append(
+                        {
+                            "source": source.label(),
+                            "dir": str(built.dir),
+                            "key": built.manifest["key"],
+                            "rows": built.rows,
+                            "sha256": built.sha256,
+                            "splits": source.splits,
+                        }
+                    )
+                else:
+                    path, image_root = resolve_input(source, base_dir, images_dir)
+                    files = [(path, image_root, None)]
+                for path, image_root, digest in files:
+                    count = 0
+                    for row in _rows(path, image_root, errors, image_uses):
+                        out.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
+                        count += 1
+                        image_rows += bool(row.get("images"))
+                    inputs.append(InputRecord(source.label(), str(path), digest or sha256_file(path), count))
+                    rows += count
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a failure anywhere leaves no half-written file behind
+        raise
+    errors += check_images(image_uses)
     if errors:
         tmp.unlink()
         raise DataError(f"{len(errors)} problem(s) in the stage data:\n{first_of(errors, MAX_REPORTED)}")

@@ -262,3 +262,20 @@ def test_duplicate_yaml_keys_are_an_error_with_both_lines(tmp_path: Path) -> Non
         curriculum.load(path)
     (issue,) = info.value.issues
     assert issue.line == 4 and "duplicate key 'seed' (first on line 3)" in issue.message
+
+
+def test_invalid_deepspeed_json_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "ds.json").write_text('{"zero_optimization": {"stage": 2,}}')
+    message = issues(write(tmp_path, "name: t\nmodel: m\n" + with_stage(deepspeed="ds.json")))["stages[0].deepspeed"]
+    assert "ds.json:1: invalid JSON" in message
+
+
+def test_a_stage_named_twice_in_an_extending_file_is_an_error(tmp_path: Path) -> None:
+    write(tmp_path, GOOD, "base.yaml")
+    child = write(
+        tmp_path,
+        "extends: base.yaml\nstages:\n  - {name: two, max_steps: 2}\n  - {name: two, max_steps: 3}\n",
+        "child.yaml",
+    )
+    with pytest.raises(CurriculumError, match="'two' appears twice"):
+        curriculum.load(child)

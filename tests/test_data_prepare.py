@@ -104,3 +104,49 @@ def test_a_mix_without_a_data_root_is_a_clear_error(tmp_path: Path, monkeypatch:
         prepare.prepare([src(mix="stage1_foundation")], tmp_path, tmp_path / "out")
     with pytest.raises(prepare.DataError, match=r"source 'medical_o1_en': .* not found under the data root"):
         prepare.prepare([src(mix="stage1_foundation")], tmp_path, tmp_path / "out", data_root=str(tmp_path))
+
+
+def _one_image_row(image: str) -> str:
+    return json.dumps(
+        {
+            "messages": [{"role": "user", "content": "<image>Level?"}, {"role": "assistant", "content": "L2"}],
+            "images": [image],
+        }
+    )
+
+
+def test_corrupt_empty_and_non_images_are_bad_rows_with_their_lines(tmp_path: Path) -> None:
+    """A valid header over a broken body passes a header read (and the engine then silently trains on another
+    row): every image is decoded once, and each bad one is reported like any bad row, never as a traceback."""
+    from spinegpt.offline import smoke_images
+
+    d = tmp_path / "d"
+    good = smoke_images.write_image("ct-ap-L2.png", d)
+    data = good.read_bytes()
+    (d / "truncated.png").write_bytes(data[: len(data) // 2])
+    (d / "empty.png").write_bytes(b"")
+    (d / "text.png").write_text("not an image")
+    names = ["ct-ap-L2.png", "truncated.png", "empty.png", "text.png"]
+    (d / "x.jsonl").write_text("\n".join(_one_image_row(n) for n in names) + "\n")
+    with pytest.raises(prepare.DataError) as info:
+        prepare.prepare([src(jsonl="d/x.jsonl")], tmp_path, tmp_path / "out")
+    message = str(info.value)
+    assert "3 problem(s)" in message and "Traceback" not in message
+    for line, name in ((2, "truncated.png"), (3, "empty.png"), (4, "text.png")):
+        assert f"x.jsonl:{line}: image {d / name} cannot be decoded" in message
+    assert "empty file" in message and not (tmp_path / "out" / "train.jsonl.tmp").exists()
+    # The verdicts are cached by content: the good image is not decoded again, a fixed one is.
+    (d / "x.jsonl").write_text(_one_image_row("ct-ap-L2.png") + "\n")
+    assert prepare.prepare([src(jsonl="d/x.jsonl")], tmp_path, tmp_path / "out").rows == 1
+
+
+def test_non_utf8_and_oversized_rows_are_bad_rows(tmp_path: Path) -> None:
+    good = '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}'
+    huge = '{"messages": [{"role": "user", "content": "' + "x" * (prepare.MAX_ROW_BYTES + 10) + '"}]}'
+    path = tmp_path / "x.jsonl"
+    path.write_bytes(good.encode() + b"\n" + b'{"messages": "caf\xe9"}\n' + huge.encode() + b"\n" + good.encode())
+    with pytest.raises(prepare.DataError) as info:
+        prepare.prepare([src(jsonl="x.jsonl")], tmp_path, tmp_path / "out")
+    message = str(info.value)
+    assert f"{path}:2: not UTF-8 text" in message and f"{path}:3: row longer than 16 MB" in message
+    assert "2 problem(s)" in message and not list((tmp_path / "out").glob("*.tmp"))

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from spinegpt.data_mixes.prepare import DataError
 from spinegpt.train import curriculum, manifest, plan, runner, topology
 from spinegpt.train.stage import DONE, RunError
 
@@ -98,3 +99,21 @@ def test_resume_after_the_final_checkpoint_verifies_instead_of_training(
     # A second --resume finds every stage done and trains nothing.
     again = run_spinegpt("run", str(SMOKE), "--nproc", "2", "--output-dir", str(copy), "--resume")
     assert again.stdout.count("already done, skipping") == 3
+
+
+def test_bad_data_leaves_the_stage_failed_not_running(tmp_path: Path, tiny_model: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(b'{"messages": "caf\xe9"}\n')
+    built = _built(tmp_path, f"stages.foundation.data=[{{jsonl: '{bad}'}}]")
+    with pytest.raises(DataError, match="bad.jsonl:1: not UTF-8"):
+        runner.Runner(built, engine=_failing_engine).run()
+    data = json.loads((tmp_path / "run" / manifest.FILE).read_text())
+    assert data["status"] == "failed" and data["stages"][0]["status"] == "failed"
+    assert "not UTF-8" in data["stages"][0]["error"]
+    assert not list((tmp_path / "run").rglob("*.tmp"))
+
+
+def test_zero_processes_is_a_clear_error(tmp_path: Path) -> None:
+    result = run_spinegpt("plan", str(SMOKE), "--nproc", "0", check=False, timeout=120)
+    assert result.returncode == 1 and "nproc_per_node must be at least 1, got 0" in result.stderr
+    assert "Traceback" not in result.stderr

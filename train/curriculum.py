@@ -182,7 +182,8 @@ class Stage(_Strict):
     @classmethod
     def _deepspeed_resolves(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is not None:
-            deepspeed_configs.resolve(value, base_dir=(info.context or {}).get("base_dir"))
+            # Read it now: a broken JSON file would otherwise pass validation and fail `run` with a traceback.
+            deepspeed_configs.load(deepspeed_configs.resolve(value, base_dir=(info.context or {}).get("base_dir")))
         return value
 
     @field_validator("engine_args")

@@ -114,7 +114,17 @@ class StageRun:
         return f"[{self.stage.index + 1}/{len(self.plan.stages)} {self.stage.stage.name}]"
 
     def run(self) -> Path:
-        """Train the stage to its verified final weights; returns the final checkpoint."""
+        """Train the stage to its verified final weights; returns the final checkpoint. Whatever stops it (bad data,
+        an engine failure, Ctrl-C) leaves its record saying so, never "running"."""
+        try:
+            return self._run()
+        except BaseException as exc:
+            if self.record.status == "running":
+                self.record.set(status="failed" if isinstance(exc, Exception) else "interrupted", error=str(exc))
+                self.save()
+            raise
+
+    def _run(self) -> Path:
         stage, record, label = self.stage, self.record, self.label
         start_model = self._start_model()
         record.set(status="running", started_at=record.started_at or now())

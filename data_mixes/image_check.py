@@ -1,0 +1,98 @@
+"""Every image a stage trains on, decoded once before training.
+
+A file can have a valid header and a broken body (a truncated download, a bad copy). The engine then logs "another
+piece of data will be randomly selected" and trains on another row: the run succeeds on data it was not given.
+Reading the header (what token counting does) does not catch that; a full decode does. Results are cached by the
+file's sha256, so a re-run (or the next stage using the same images) only hashes them.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import sys
+import time
+import warnings
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+
+from PIL import Image
+
+from spinegpt.files import sha256_file
+from spinegpt.paths import cache_root
+
+T = TypeVar("T")
+
+
+def decode_problem(path: Path) -> str | None:
+    """Why the image cannot be used, or None when it decodes completely."""
+    try:
+        if path.stat().st_size == 0:
+            return "empty file"
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image.load()  # the whole body, not just the header
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+        return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return None
+
+
+class _Cache:
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(path), timeout=30)
+        self._db.execute("CREATE TABLE IF NOT EXISTS images (sha256 TEXT PRIMARY KEY, problem TEXT)")
+
+    def get(self, digest: str) -> tuple[bool, str | None]:
+        row = self._db.execute("SELECT problem FROM images WHERE sha256 = ?", (digest,)).fetchone()
+        return (row is not None, row[0] if row else None)
+
+    def put(self, results: Mapping[str, str | None]) -> None:
+        with self._db:
+            self._db.executemany("INSERT OR REPLACE INTO images VALUES (?, ?)", list(results.items()))
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def _progress(results: Iterator[T], total: int, what: str, every_s: float = 5.0) -> Iterator[T]:
+    """Pass results through, with a line on stderr every few seconds: a first check of 150k images takes minutes."""
+    started = last = time.monotonic()
+    for done, result in enumerate(results, 1):
+        yield result
+        now = time.monotonic()
+        if now - last >= every_s:
+            last = now
+            print(
+                f"[spinegpt data] images {what}: {done:,}/{total:,} ({done / (now - started):,.0f}/s)",
+                file=sys.stderr,
+                flush=True,
+            )
+
+
+def check_images(uses: Mapping[str, str], workers: int | None = None) -> list[str]:
+    """``uses``: image path -> the first ``file:line`` that names it. Returns one problem line per bad image."""
+    if not uses:
+        return []
+    paths = sorted(uses)
+    workers = workers or min(8, os.cpu_count() or 1)
+    cache = _Cache(cache_root() / "image-checks.sqlite")
+    try:
+        # Hashing and decoding both release the GIL for their heavy parts: threads are enough.
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            digests = dict(
+                zip(
+                    paths, _progress(pool.map(lambda p: sha256_file(Path(p)), paths), len(paths), "hashed"), strict=True
+                )
+            )
+            todo = [p for p in paths if not cache.get(digests[p])[0]]
+            decoded = pool.map(lambda p: decode_problem(Path(p)), todo)
+            fresh = dict(zip(todo, _progress(decoded, len(todo), "decoded"), strict=True))
+        cache.put({digests[p]: problem for p, problem in fresh.items()})
+        problems = {p: fresh[p] if p in fresh else cache.get(digests[p])[1] for p in paths}
+    finally:
+        cache.close()
+    return [f"{uses[p]}: image {p} cannot be decoded ({problem})" for p, problem in problems.items() if problem]
