@@ -105,7 +105,7 @@ def test_bad_data_leaves_the_stage_failed_not_running(tmp_path: Path, tiny_model
     bad = tmp_path / "bad.jsonl"
     bad.write_bytes(b'{"messages": "caf\xe9"}\n')
     built = _built(tmp_path, f"stages.foundation.data=[{{jsonl: '{bad}'}}]")
-    with pytest.raises(DataError, match="bad.jsonl:1: not UTF-8"):
+    with pytest.raises(DataError, match=r"bad\.jsonl:1: not UTF-8"):
         runner.Runner(built, engine=_failing_engine).run()
     data = json.loads((tmp_path / "run" / manifest.FILE).read_text())
     assert data["status"] == "failed" and data["stages"][0]["status"] == "failed"
