@@ -176,7 +176,14 @@ def _read_jsonl(path: Path) -> Iterator[tuple[int, Any, str | None]]:
             yield number, None, f"invalid JSON: {exc.msg} (column {exc.colno})"
 
 
-def _rows(path: Path, image_root: Path, errors: list[str], image_uses: dict[str, str]) -> Iterator[dict[str, Any]]:
+def origins_of(prepared: Path) -> Path:
+    """Beside a prepared file: for each of its lines, the ``file:line`` it came from (errors name the source)."""
+    return prepared.with_name(prepared.stem + ".origins")
+
+
+def _rows(
+    path: Path, image_root: Path, errors: list[str], image_uses: dict[str, str]
+) -> Iterator[tuple[dict[str, Any], str]]:
     for number, row, parse_error in _read_jsonl(path):
         problems = [parse_error] if parse_error else []
         images: list[str] = []
@@ -190,7 +197,7 @@ def _rows(path: Path, image_root: Path, errors: list[str], image_uses: dict[str,
         out = {"messages": row["messages"]}
         if images:
             out["images"] = images
-        yield out
+        yield out, f"{path}:{number}"
 
 
 def _materialise_smoke(name: str, images_dir: Path) -> Path:
@@ -257,13 +264,14 @@ def prepare(
     images_dir = out_dir / "images"
     target = out_dir / "train.jsonl"
     tmp = target.with_suffix(".jsonl.tmp")
+    origins_tmp = origins_of(target).with_suffix(".tmp")
     errors: list[str] = []
     image_uses: dict[str, str] = {}
     inputs: list[InputRecord] = []
     mixes: list[dict[str, Any]] = []
     rows = image_rows = 0
     try:
-        with tmp.open("w", encoding="utf-8") as out:
+        with tmp.open("w", encoding="utf-8") as out, origins_tmp.open("w", encoding="utf-8") as origins:
             for source in sources:
                 if source.kind == "mix":
                     built = build_mix(source, base_dir, data_root, seed)
@@ -286,22 +294,23 @@ def prepare(
                     files = [(path, image_root, None)]
                 for path, image_root, digest in files:
                     count = 0
-                    for row in _rows(path, image_root, errors, image_uses):
+                    for row, origin in _rows(path, image_root, errors, image_uses):
                         out.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
+                        origins.write(origin + "\n")
                         count += 1
                         image_rows += bool(row.get("images"))
                     inputs.append(InputRecord(source.label(), str(path), digest or sha256_file(path), count))
                     rows += count
+        errors += check_images(image_uses)
+        if errors:
+            raise DataError(f"{len(errors)} problem(s) in the stage data:\n{first_of(errors, MAX_REPORTED)}")
+        if rows == 0:
+            raise DataError(f"the stage data is empty: {', '.join(s.label() for s in sources)}")
     except BaseException:
         tmp.unlink(missing_ok=True)  # a failure anywhere leaves no half-written file behind
+        origins_tmp.unlink(missing_ok=True)
         raise
-    errors += check_images(image_uses)
-    if errors:
-        tmp.unlink()
-        raise DataError(f"{len(errors)} problem(s) in the stage data:\n{first_of(errors, MAX_REPORTED)}")
-    if rows == 0:
-        tmp.unlink()
-        raise DataError(f"the stage data is empty: {', '.join(s.label() for s in sources)}")
+    origins_tmp.replace(origins_of(target))
     tmp.replace(target)
     return PreparedData(target, sha256_file(target), rows, image_rows, inputs, mixes)
 
@@ -339,15 +348,25 @@ def enforce_lengths(path: Path, counter: audit.Counter, max_length: int, policy:
     lengths: list[int] = []
     image_rows = 0
     tmp = path.with_suffix(".lengths.tmp")
-    with tmp.open("w", encoding="utf-8") as kept:
+    origins = origins_of(path)
+    origins_tmp = origins.with_name(origins.name + ".tmp")
+    # Each row's source file:line, where preparation recorded it (a file prepared elsewhere: its own lines).
+    sources = _origin_lines(origins)
+    with tmp.open("w", encoding="utf-8") as kept, origins_tmp.open("w", encoding="utf-8") as kept_origins:
         for number, tokens, row in audit.count_file(path, counter):
+            origin = next(sources, None) or f"{path}:{number}"
             if tokens > max_length:
-                over.append(f"{path}:{number}: {tokens} tokens")
+                over.append(f"{origin}: {tokens} tokens")
                 if policy == "drop":
                     continue
             lengths.append(tokens)
             image_rows += bool(row.get("images"))
             kept.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
+            kept_origins.write(origin + "\n")
+    if over and policy == "drop":
+        origins_tmp.replace(origins)
+    else:
+        origins_tmp.unlink()
     if over and policy == "error":
         tmp.unlink()
         raise DataError(
@@ -371,6 +390,12 @@ def enforce_lengths(path: Path, counter: audit.Counter, max_length: int, policy:
         "min_pixels": counter.min_pixels,
         "max_pixels": counter.max_pixels,
     }
+
+
+def _origin_lines(origins: Path) -> Iterator[str]:
+    if origins.is_file():
+        with origins.open(encoding="utf-8") as handle:
+            yield from (line.rstrip("\n") for line in handle)
 
 
 def apply_length_policy(

@@ -150,3 +150,22 @@ def test_non_utf8_and_oversized_rows_are_bad_rows(tmp_path: Path) -> None:
     message = str(info.value)
     assert f"{path}:2: not UTF-8 text" in message and f"{path}:3: row longer than 16 MB" in message
     assert "2 problem(s)" in message and not list((tmp_path / "out").glob("*.tmp"))
+
+
+def test_over_length_errors_name_the_source_file_and_line(tmp_path: Path, tiny_model: Path) -> None:
+    from spinegpt.data_mixes import audit
+    from transformers import AutoTokenizer
+
+    rows = [
+        {"messages": [{"role": "user", "content": "q " * n}, {"role": "assistant", "content": "a"}]} for n in (5, 6)
+    ]
+    rows.append({"messages": [{"role": "user", "content": "q " * 500}, {"role": "assistant", "content": "a"}]})
+    source = tmp_path / "src.jsonl"
+    source.write_text("\n" + "".join(json.dumps(r) + "\n" for r in rows))  # a blank first line: lines are lines
+    prepared = prepare.prepare([src(jsonl="src.jsonl")], tmp_path, tmp_path / "out")
+    counter = audit.Counter(AutoTokenizer.from_pretrained(tiny_model), 3136, 50176)
+    with pytest.raises(prepare.DataError, match=rf"{source}:4: \d+ tokens"):
+        prepare.apply_length_policy(prepared, counter, 100, "error")
+    dropped, lengths = prepare.apply_length_policy(prepared, counter, 100, "drop")
+    assert lengths["dropped"] == 1 and dropped.rows == 2
+    assert prepare.origins_of(dropped.path).read_text().splitlines() == [f"{source}:2", f"{source}:3"]

@@ -31,11 +31,17 @@ def test_one_run_per_output_folder_and_the_lock_dies_with_its_holder(tmp_path: P
     out = tmp_path / "run"
     out.mkdir()
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from pathlib import Path; from spinegpt.files import FolderLock; "
-         "FolderLock(Path(sys.argv[1])).acquire({'host': 'node-a', 'pid': 4242, 'since': 'now'}); "
-         "print('locked', flush=True); time.sleep(600)", str(out)],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; from spinegpt.files import FolderLock; "
+            "FolderLock(Path(sys.argv[1])).acquire({'host': 'node-a', 'pid': 4242, 'since': 'now'}); "
+            "print('locked', flush=True); time.sleep(600)",
+            str(out),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
         second = run_spinegpt("run", str(SMOKE), "--output-dir", str(out), "--resume", check=False, timeout=300)
@@ -117,3 +123,49 @@ def test_zero_processes_is_a_clear_error(tmp_path: Path) -> None:
     result = run_spinegpt("plan", str(SMOKE), "--nproc", "0", check=False, timeout=120)
     assert result.returncode == 1 and "nproc_per_node must be at least 1, got 0" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_truncated_weight_shard_is_a_clear_export_error(tmp_path: Path, tiny_model: Path) -> None:
+    damaged = tmp_path / "model"
+    shutil.copytree(tiny_model, damaged)
+    shard = next(damaged.glob("*.safetensors"))
+    with shard.open("r+b") as handle:
+        handle.truncate(shard.stat().st_size // 2)
+    result = run_spinegpt("export", str(damaged), "--output-dir", str(tmp_path / "out"), check=False, timeout=300)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"{shard}: truncated" in result.stderr and not (tmp_path / "out").exists()
+
+
+def test_the_report_says_how_many_rows_were_dropped(tmp_path: Path) -> None:
+    from spinegpt.train import report
+    from spinegpt.train.manifest import RunManifest, StageRecord
+
+    stage = StageRecord(
+        name="foundation",
+        index=0,
+        dir=str(tmp_path / "stages" / "01-foundation"),
+        status="done",
+        config={},
+        config_sha256="x",
+        model="m",
+        starts_from="base",
+        engine_args=[],
+        command=[],
+        data={"rows": 97, "inputs": [], "lengths": {"dropped": 3, "max_length": 16384}},
+    )
+    RunManifest(
+        format=manifest.FORMAT,
+        name="r",
+        run_id="r-1",
+        curriculum_file="c.yaml",
+        curriculum={},
+        output_dir="o",
+        launch={},
+        world_size=1,
+        created_at="now",
+        status="done",
+        attempts=[],
+        stages=[stage],
+    ).write(tmp_path / manifest.FILE)
+    text = report.write_report(tmp_path).read_text()
+    assert "(97 rows; 3 dropped over max_length 16384)" in text

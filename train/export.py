@@ -110,6 +110,8 @@ def resolve_source(source: Path, consolidate: Literal["auto", "zero"] = "auto") 
     else:
         folder = source
     kind = _kind(folder, consolidate)
+    if kind == "full" and (broken := weights.shard_problems(folder)):
+        raise ExportError("the source weights are damaged:\n" + "\n".join(f"  {p}" for p in broken))
     base = None
     if kind == "lora":
         base = json.loads((folder / "adapter_config.json").read_text()).get("base_model_name_or_path")

@@ -163,6 +163,12 @@ def write_report(run_dir: Path, out_dir: Path | None = None) -> Path:
         loss = f"{last.loss:.4f}" if last else "-"
         weights = f"`{stage.weights_sha256[:12]}`" if stage.weights_sha256 else "-"
         rows = f" ({data_info['rows']} rows)" if data_info.get("rows") else ""
+        lengths = data_info.get("lengths") or {}
+        if lengths.get("dropped"):
+            # Rows removed by the over-length policy are data the stage did not train on: say so where it shows.
+            rows = rows.replace(
+                " rows)", f" rows; {lengths['dropped']} dropped over max_length {lengths['max_length']})"
+            )
         lines.append(
             f"| {stage.index + 1} | {stage.name} | {stage.status} | {stage.starts_from} | "
             f"{inputs}{rows} | {done_steps} | {loss} | {_fmt_seconds(_duration(stage))} | {weights} |"

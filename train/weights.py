@@ -26,6 +26,27 @@ def safetensors_files(folder: Path) -> list[Path]:
     return [f for f in files if not f.name.startswith("adapter_")]
 
 
+def shard_problems(folder: Path) -> list[str]:
+    """Why each safetensors shard of ``folder`` is unreadable (a truncated copy, a cut-off save), from its header
+    and its size alone: the header must parse and the file must hold every byte the header promises."""
+    problems = []
+    for file in safetensors_files(folder):
+        size = file.stat().st_size
+        try:
+            with file.open("rb") as handle:
+                (length,) = struct.unpack("<Q", handle.read(8))
+                if length > size:
+                    raise ValueError(f"header of {length} bytes in a file of {size}")
+                header = json.loads(handle.read(length))
+            end = max((info["data_offsets"][1] for k, info in header.items() if k != "__metadata__"), default=0)
+        except (struct.error, ValueError, KeyError, TypeError, IndexError) as exc:
+            problems.append(f"{file}: not a readable safetensors file ({exc or type(exc).__name__})")
+            continue
+        if size < 8 + length + end:
+            problems.append(f"{file}: truncated: {size:,} bytes, its header needs {8 + length + end:,}")
+    return problems
+
+
 def tensor_shapes(folder: Path) -> dict[str, tuple[int, ...]]:
     """Tensor name -> shape over every safetensors shard in ``folder`` (headers only)."""
     shapes: dict[str, tuple[int, ...]] = {}
@@ -67,6 +88,8 @@ def check_complete(folder: Path) -> None:
         json.loads((folder / "config.json").read_text())
     except json.JSONDecodeError as exc:
         raise WeightsError(f"{folder}/config.json: invalid JSON ({exc.msg})") from None
+    if broken := shard_problems(folder):
+        raise WeightsError("; ".join(broken))
 
 
 def check_matches(saved: Path, reference: Path) -> None:
