@@ -8,6 +8,8 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -169,3 +171,41 @@ def test_the_report_says_how_many_rows_were_dropped(tmp_path: Path) -> None:
     ).write(tmp_path / manifest.FILE)
     text = report.write_report(tmp_path).read_text()
     assert "(97 rows; 3 dropped over max_length 16384)" in text
+
+
+def _processes_with(marker: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and marker in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def test_killing_the_run_group_stops_ranks_that_live_in_their_own_sessions(tmp_path: Path) -> None:
+    """torchrun starts each rank with start_new_session; a kill -9 of the run's process group reached spinegpt and
+    torchrun, and the ranks trained on. The engine's launcher (here a stand-in that does the same) runs under
+    spinegpt.proc, whose reaper stops what is left below it."""
+    marker = f"rank-{uuid.uuid4().hex}"
+    rank = f"import time; time.sleep(300)  # {marker}"
+    launcher = (
+        "import subprocess, sys, time; "
+        f"subprocess.Popen([sys.executable, '-c', {rank!r}], start_new_session=True); time.sleep(300)"
+    )
+    spinegpt = (
+        "import os, sys; from pathlib import Path; from spinegpt import proc; "
+        f"proc.run([sys.executable, '-c', {launcher!r}], dict(os.environ), Path({str(tmp_path / 'log')!r}))"
+    )
+    run = subprocess.Popen([sys.executable, "-c", spinegpt], start_new_session=True)
+    deadline = time.monotonic() + 30
+    while not _processes_with(marker):
+        assert time.monotonic() < deadline, "the stand-in rank never started"
+        time.sleep(0.2)
+    os.killpg(run.pid, signal.SIGKILL)
+    run.wait()
+    deadline = time.monotonic() + 30
+    while _processes_with(marker) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not _processes_with(marker), "a rank outlived the run"

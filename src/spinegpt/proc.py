@@ -1,14 +1,17 @@
 """Child-process supervision: run one command (a stage's engine, an evaluation), its whole output to a log file,
 the lines a caller cares about to the console, and never leave it orphaned.
 
-The child stays in our process group: Ctrl-C, SLURM's scancel and a kill of the group reach it and everything it
-starts. A SIGTERM sent to this process alone is forwarded. ``stop`` is polled while the child runs; when it returns
-a reason the child is terminated (another node failed: without this, torchrun would wait out its rendezvous
-timeout for ranks that will never come).
+On Linux the child runs under ``spinegpt.reaper``, which stops the child's whole process tree when this process
+dies or asks it to: torchrun starts each rank in a session of its own, so without it a kill of the run's process
+group (kill -9, a preemption) would leave the ranks training on, reparented. Ctrl-C, a SIGTERM to this process and
+the end of this process all stop the tree. ``stop`` is polled while the child runs; when it returns a reason the
+child is terminated (another node failed: without this, torchrun would wait out its rendezvous timeout for ranks
+that will never come).
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import signal
@@ -61,10 +64,18 @@ def run(
     with log_path.open("ab") as log:
         log.write(f"\n$ {shlex.join(command)}\n".encode())
         log.flush()
-        process = subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        guarded = [sys.executable, "-m", "spinegpt.reaper", str(os.getpid()), "--", *command]
+        process = subprocess.Popen(
+            guarded if sys.platform == "linux" else command,
+            env=env,
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=sys.platform == "linux",
+        )
 
         def forward(signum: int, _frame: Any) -> None:
-            process.send_signal(signum)
+            process.terminate()  # the reaper stops the whole tree below it
 
         previous = signal.signal(signal.SIGTERM, forward)
         watcher = _watch(process, stop, log_path) if stop is not None else None
@@ -78,7 +89,11 @@ def run(
         finally:
             signal.signal(signal.SIGTERM, previous)
             if process.poll() is None:
-                process.kill()
+                process.terminate()
+                try:
+                    process.wait(timeout=30)  # the reaper's grace period for the ranks, and some
+                except subprocess.TimeoutExpired:
+                    process.kill()
             if watcher is not None:
                 watcher.join()
     if code != 0:
