@@ -279,3 +279,11 @@ def test_a_stage_named_twice_in_an_extending_file_is_an_error(tmp_path: Path) ->
     )
     with pytest.raises(CurriculumError, match="'two' appears twice"):
         curriculum.load(child)
+
+
+def test_an_overridden_value_is_not_blamed_on_a_line_of_the_file(tmp_path: Path) -> None:
+    """The YAML line of `learning_rate` holds 1e-5; the bad value came from the command line."""
+    with pytest.raises(CurriculumError) as info:
+        curriculum.load(write(tmp_path, GOOD), ["stages[0].learning_rate=-1"])
+    (issue,) = info.value.issues
+    assert issue.path == "stages[0].learning_rate" and issue.line is None and issue.file is None

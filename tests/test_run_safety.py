@@ -209,3 +209,15 @@ def test_killing_the_run_group_stops_ranks_that_live_in_their_own_sessions(tmp_p
     while _processes_with(marker) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert not _processes_with(marker), "a rank outlived the run"
+
+
+def test_a_base_model_with_its_own_code_is_refused(tmp_path: Path, tiny_model: Path) -> None:
+    """ms-swift loads models with trust_remote_code=True and no argument turns that off; Qwen2.5-VL needs no
+    custom code, so a folder that declares some is refused before anything runs it."""
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**config, "auto_map": {"AutoConfig": "evil.Config"}}))
+    result = run_spinegpt("run", str(SMOKE), f"model={model}", "--output-dir", str(tmp_path / "run"), check=False)
+    assert result.returncode == 1 and "declares custom model code (auto_map" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "run" / "stages" / "01-foundation" / "engine").exists()
