@@ -57,7 +57,10 @@ _AFFIRM_MANY = (
     r"(?<![A-Za-z0-9])(?:options|choices|answers)\s+((?:[\(\[]?{letter}[\)\]]?\s*(?:,|，|、|and|&|\s)\s*)+)"
     rf"(?:are|would\s+be)\s+(?:all\s+|both\s+)?(?:{_AFFIRMED})(?![A-Za-z])"
 )
-_AFFIRM_ZH = r"(?:选项|答案)?\s*({letter}(?:\s*[、,，和及]?\s*{letter})*)\s*(?:项|选项)?\s*(?:是|为)?\s*(?:正确|对的|最佳|最合适)"
+_AFFIRM_ZH = (
+    r"(?:选项|答案)?\s*({letter}(?:\s*[、,，和及]?\s*{letter})*)\s*(?:项|选项)?\s*(?:是|为)?\s*"
+    r"(?:正确|对的|最佳|最合适)"
+)
 
 
 def _letters_pattern(letters: str) -> str:
@@ -74,10 +77,10 @@ def _leading_letters(region: str, letters: str, strict: bool) -> tuple[list[str]
     text = re.sub(r"([\)\]])\s*([\(\[])", r"\1, \2", text)  # (B)(D) and (B) (D): a list
     letter = _letters_pattern(letters)
     run = re.match(rf"{_LEAD}({letter}{{2,5}})(?![A-Za-z0-9])", text)
-    if run and run.group(1).isupper() and len(set(run.group(1))) == len(run.group(1)):
-        # Letters written together after a cue ("答案：BD", "Answer: ACE"): only capitals, each once.
-        if not strict or re.match(r"\s*(?:[\.\)\]:：,，;。]|$)", text[run.end() :]):
-            return list(run.group(1)), False
+    # Letters written together after a cue ("答案：BD", "Answer: ACE"): only capitals, each once.
+    together = run is not None and run.group(1).isupper() and len(set(run.group(1))) == len(run.group(1))
+    if run and together and (not strict or re.match(r"\s*(?:[\.\)\]:：,，;。]|$)", text[run.end() :])):
+        return list(run.group(1)), False
     one = rf"[\(\[\{{]?\s*(?:options?\s+|选项\s*)?({letter})\s*[\)\]\}}]?(?![A-Za-z0-9])"
     joiner = r"\s*(?:,|，|、|;|/|&|\band\b|\bor\b|和|或|以及)\s*"
     match = re.match(rf"{_LEAD}{one}((?:{joiner}{one})*)", text, re.I)
