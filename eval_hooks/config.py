@@ -9,6 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from spinegpt.eval_hooks import registry
+from spinegpt.eval_hooks.llm_client import Server
 
 
 class _Strict(BaseModel):
@@ -87,6 +88,26 @@ class JudgeConfig(_Strict):
     """Bound on the whole judging of one benchmark: reports not judged by then are recorded as failed judgments."""
 
 
+class ExtractorConfig(_Strict):
+    """An OpenAI-compatible model that reads the multiple-choice answers the rules could not (``eval_hooks/
+    extractor.py``): it maps an answer to option letters or to none, never guesses. Unset fields take the judge's."""
+
+    base_url: str | None = None
+    """API root; default: the judge's."""
+    model: str | None = None
+    """Model name on that server; default: the judge's."""
+    api_key_env: str | None = None
+    """Environment variable holding its key; default: the judge's (``SPINEGPT_JUDGE_API_KEY``)."""
+    concurrency: int = Field(default=4, gt=0)
+    """Requests in flight at once."""
+    max_attempts: int = Field(default=4, gt=0)
+    """Tries per answer before it stays unparsed (recorded as an extractor failure)."""
+    timeout_s: float = Field(default=60.0, gt=0)
+    """Total seconds one request may take."""
+    backoff_s: float = Field(default=1.0, ge=0)
+    """First retry delay; doubles each retry, with jitter."""
+
+
 class EvalConfig(_Strict):
     """Benchmarks run on a model: a stage's final weights after the stage is done, or any model folder."""
 
@@ -98,13 +119,34 @@ class EvalConfig(_Strict):
     """Engine inference backend: vLLM where installed with a GPU (``auto``), else transformers."""
     batch_size: int = Field(default=8, gt=0)
     """Prompts generated together."""
+    extractor: ExtractorConfig | None = None
+    """Off by default. Set (``extractor: {}`` uses the judge's server and model) to have a model read the
+    multiple-choice answers the rules could not; every item records whether a rule, the model or nothing decided."""
 
     @model_validator(mode="after")
     def _unique_names(self) -> EvalConfig:
         labels = [b.label for b in self.benchmarks]
         if len(set(labels)) != len(labels):
             raise ValueError(f"benchmark names must be unique (set `name`): {labels}")
+        if self.extractor and not (self.extractor.base_url and self.extractor.model) and self.judge is None:
+            raise ValueError("extractor: give base_url and model, or configure a judge whose server it can use")
         return self
+
+    def extractor_server(self) -> tuple[Server, int] | None:
+        """The extractor's server (unset fields from the judge's) and its concurrency; None when it is off."""
+        x, judge = self.extractor, self.judge
+        if x is None:
+            return None
+        server = Server(
+            base_url=x.base_url or (judge.base_url if judge else ""),
+            model=x.model or (judge.model if judge else ""),
+            api_key_env=x.api_key_env
+            or (judge.api_key_env if judge else JudgeConfig.model_fields["api_key_env"].default),
+            timeout_s=x.timeout_s,
+            max_attempts=x.max_attempts,
+            backoff_s=x.backoff_s,
+        )
+        return server, x.concurrency
 
     def resolved(self, root: Path) -> EvalConfig:
         return self.model_copy(update={"benchmarks": [b.resolved(root) for b in self.benchmarks]})

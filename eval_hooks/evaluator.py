@@ -13,15 +13,20 @@ from typing import Any
 
 from spinegpt.eval_hooks import registry
 from spinegpt.eval_hooks.answers import parse_choices
-from spinegpt.eval_hooks.benchmark import Record, prompt_for
+from spinegpt.eval_hooks.benchmark import Item, Record, prompt_for
 from spinegpt.eval_hooks.config import BenchmarkConfig, JudgeConfig
+from spinegpt.eval_hooks.extractor import Extractor, Request
 from spinegpt.eval_hooks.judge import Judge
+from spinegpt.eval_hooks.llm_client import Server
 
 from spinegpt.errors import UserError
 from spinegpt.files import write_json_atomic
 from spinegpt.paths import cache_root
+from spinegpt.progress import Progress
 
 SUMMARY = "summary.json"
+DECISION_PATHS = ("rule", "llm", "unparsed")
+"""How a multiple-choice answer was read: by the rules, by the LLM extractor, or not at all (scored wrong)."""
 Generator = Callable[[Sequence[tuple[str, Sequence[str]]], int], list[str]]
 """(requests, max_new_tokens) -> completions, in order."""
 
@@ -30,8 +35,56 @@ def judge_cache_path() -> Path:
     return cache_root() / "judge-cache.sqlite"
 
 
+def _generate(label: str, generate: Generator, items: list[Item], max_new_tokens: int, chunk: int) -> list[str]:
+    """Completions for ``items`` in chunks, with progress after each (574 items on a 7B model take a while)."""
+    progress = Progress(f"[spinegpt eval] {label}", len(items), unit="answers")
+    texts: list[str] = []
+    for start in range(0, len(items), chunk):
+        part = items[start : start + chunk]
+        out = generate([(prompt_for(i), i.images) for i in part], max_new_tokens)
+        if len(out) != len(part):
+            raise RuntimeError(f"{label}: {len(out)} outputs for {len(part)} items")
+        texts += out
+        progress.advance(len(part))
+    progress.close()
+    return texts
+
+
+def _read_answers(records: list[Record], items: list[Item], extractor: Extractor | None) -> dict[str, int]:
+    """Each multiple-choice record's letters and the path that decided them: ``rule`` (answers.py), ``llm`` (the
+    extractor, for what the rules left) or ``unparsed``. Returns the count per path."""
+    mcq = [(i, r) for i, r in zip(items, records, strict=True) if i.is_mcq]
+    for item, record in mcq:
+        parsed = parse_choices(record["output"], letters="".join(item.options), multi=item.multi, options=item.options)
+        record.update(
+            options=item.options, answer=item.answer, parsed=parsed, decided_by="rule" if parsed else "unparsed"
+        )
+    left = [(i, r) for i, r in mcq if not r["parsed"]]
+    if extractor is not None and left:
+        requests = [Request(i.question, i.options, r["output"], i.multi) for i, r in left]
+        for (_, record), outcome in zip(left, extractor.extract_many(requests), strict=True):
+            record["extractor"] = {
+                "letters": outcome.value,
+                "attempts": outcome.attempts,
+                "cached": outcome.cached,
+                "errors": outcome.errors,
+            }
+            if outcome.value:
+                record.update(parsed=outcome.value, decided_by="llm")
+    for item, record in mcq:
+        record["correct"] = bool(record["parsed"]) and record["parsed"] == item.answer
+    counts = {path: sum(r["decided_by"] == path for _, r in mcq) for path in DECISION_PATHS}
+    counts["llm_failed"] = sum(1 for _, r in mcq if r.get("extractor") and r["extractor"]["letters"] is None)
+    return counts
+
+
 def run_benchmark(
-    bench: BenchmarkConfig, generate: Generator, judge: Judge | None, write: Callable[[dict[str, Any]], None]
+    bench: BenchmarkConfig,
+    generate: Generator,
+    judge: Judge | None,
+    write: Callable[[dict[str, Any]], None],
+    extractor: Extractor | None = None,
+    chunk: int = 32,
 ) -> dict[str, Any]:
     """Generate, read the answers, score; ``write`` gets the result once before judging (the multiple-choice
     scores survive a judge that never answers) and once complete."""
@@ -47,34 +100,27 @@ def run_benchmark(
         group = [i for i in items if (i.task == "report") == is_report]
         if group:
             tokens = bench.report_max_new_tokens if is_report else bench.max_new_tokens
-            texts = generate([(prompt_for(i), i.images) for i in group], tokens)
-            if len(texts) != len(group):
-                raise RuntimeError(f"{bench.label}: {len(texts)} outputs for {len(group)} items")
-            outputs.update({i.id: t for i, t in zip(group, texts, strict=True)})
-    records: list[Record] = []
-    for item in items:
-        record: Record = {
-            "id": item.id,
-            "task": item.task,
-            "prompt": prompt_for(item),
-            "images": item.images,
-            "output": outputs[item.id],
-            **({"meta": item.meta} if item.meta else {}),
+            label = f"{bench.label} {'reports' if is_report else 'multiple choice'}"
+            outputs.update(zip((i.id for i in group), _generate(label, generate, group, tokens, chunk), strict=True))
+    records: list[Record] = [
+        {
+            "id": i.id,
+            "task": i.task,
+            "prompt": prompt_for(i),
+            "images": i.images,
+            "output": outputs[i.id],
+            **({"meta": i.meta} if i.meta else {}),
         }
-        if item.is_mcq:
-            parsed = parse_choices(
-                record["output"], letters="".join(item.options), multi=item.multi, options=item.options
-            )
-            record.update(
-                options=item.options, answer=item.answer, parsed=parsed, correct=bool(parsed) and parsed == item.answer
-            )
-        records.append(record)
+        for i in items
+    ]
+    answers = _read_answers(records, items, extractor)
     result = {
         "benchmark": bench.label,
         "kind": bench.kind,
         "path": str(path),
         "items": len(items),
-        "unparsed": sum(1 for r in records if r["task"] != "report" and not r["parsed"]),
+        "unparsed": answers["unparsed"],
+        "answers": answers,
         "scores": kind.score(items, records, None),
         "records": records,
     }
@@ -85,12 +131,22 @@ def run_benchmark(
     return result
 
 
+def answers_line(answers: dict[str, int]) -> str:
+    """How the multiple-choice answers were read, for people: rule / LLM extractor / unparsed."""
+    failed = f" ({answers['llm_failed']} extractor failure(s))" if answers.get("llm_failed") else ""
+    return (
+        f"answers read by rule: {answers.get('rule', 0)}, by the LLM extractor: {answers.get('llm', 0)}, "
+        f"unparsed: {answers.get('unparsed', 0)}{failed}"
+    )
+
+
 def markdown(result: dict[str, Any], model: str) -> str:
     lines = [
         f"# {result['benchmark']} ({result['kind']})",
         "",
         f"model: `{model}`  ",
-        f"items: {result['items']}, unparsed answers: {result['unparsed']} (scored as wrong)",
+        f"items: {result['items']}, unparsed answers: {result['unparsed']} (scored as wrong)  ",
+        answers_line(result.get("answers", {})),
         "",
         *registry.get(result["kind"]).markdown(result["scores"]),
     ]
@@ -104,35 +160,46 @@ def evaluate(
     generate: Generator,
     judge_config: JudgeConfig | None = None,
     judge_cache: Path | None = None,
+    extractor_server: tuple[Server, int] | None = None,
 ) -> dict[str, Any]:
     """Run every benchmark on ``model``; write per-benchmark JSON + markdown, then ``summary.json`` last."""
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / SUMMARY).unlink(missing_ok=True)
     judge = Judge(judge_config, cache_path=judge_cache) if judge_config else None
+    extractor = None
+    if extractor_server is not None:
+        extractor = Extractor(extractor_server[0], extractor_server[1], cache_path=judge_cache)
     summary: dict[str, Any] = {"model": model, "benchmarks": {}}
     try:
         for bench in benchmarks:
             print(f"[spinegpt eval] {bench.label}: {bench.path}", flush=True)
             path = out_dir / f"{bench.label}.json"
-            result = run_benchmark(bench, generate, judge, lambda r, p=path: write_json_atomic(p, r))
+            result = run_benchmark(
+                bench, generate, judge, lambda r, p=path: write_json_atomic(p, r), extractor=extractor
+            )
             (out_dir / f"{bench.label}.md").write_text(markdown(result, model))
             summary["benchmarks"][bench.label] = {
                 "kind": bench.kind,
                 "items": result["items"],
                 "unparsed": result["unparsed"],
+                "answers": result["answers"],
                 "scores": result["scores"],
             }
             print(markdown(result, model), flush=True)
     finally:
         if judge is not None:
             judge.close()
+        if extractor is not None:
+            extractor.close()
     write_json_atomic(out_dir / SUMMARY, summary)
     unjudged = [
         name for name, b in summary["benchmarks"].items() if (b["scores"].get("report") or {}).get("judged") == 0
     ]
     if unjudged:
-        raise EvalError(f"no report of {', '.join(unjudged)} could be judged (every judgment failed; see the records' "
-                        f"'judgment' errors in {out_dir}); the multiple-choice scores are written")  # fmt: skip
+        raise EvalError(
+            f"no report of {', '.join(unjudged)} could be judged (every judgment failed; see the records' "
+            f"'judgment' errors in {out_dir}); the multiple-choice scores are written"
+        )
     return summary
 
 

@@ -15,7 +15,7 @@ import json
 import re
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,8 @@ from typing import Any
 from spinegpt.eval_hooks.config import JudgeConfig
 from spinegpt.eval_hooks.llm_client import ChatClient, ReplyCache, ReplyError, Server
 from spinegpt.eval_hooks.spinebench import DIMENSION_CRITERIA, DIMENSIONS
+
+from spinegpt.progress import Progress
 
 RUBRIC_VERSION = 1
 SYSTEM_PROMPT = (
@@ -121,7 +123,15 @@ class Judge:
         judged within ``phase_timeout_s`` are recorded as failed judgments (never scored)."""
         pool = ThreadPoolExecutor(max_workers=max(1, self.config.concurrency), thread_name_prefix="judge")
         futures = [pool.submit(self.judge_one, *item) for item in items]
-        done, _ = wait(futures, timeout=self.config.phase_timeout_s)
+        progress = Progress("[spinegpt eval] judging", len(futures), unit="reports")
+        done = set()
+        try:
+            for future in as_completed(futures, timeout=self.config.phase_timeout_s):
+                done.add(future)
+                progress.advance()
+        except TimeoutError:
+            pass  # the phase is over: what is not done is recorded as failed below
+        progress.close()
         # Requests still in flight end by their own deadline; nothing waits for them here.
         pool.shutdown(wait=False, cancel_futures=True)
         why = f"judging phase exceeded {self.config.phase_timeout_s:g}s (eval.judge.phase_timeout_s)"

@@ -18,7 +18,8 @@ GOOD = dict.fromkeys(DIMENSIONS, 4) | {"imaging_report": 5, "diagnosis": 3}
 
 class JudgeServer:
     """Behaviours: good, fenced, malformed, malformed-once, missing, float, http500, http500-once, slow-once,
-    not-chat, trickle. Anything else (no marker) is graded good."""
+    not-chat, trickle, and for the answer extractor letters-<LETTERS> / letters-none. Anything else (no marker) is
+    graded good."""
 
     def __init__(self, slow_s: float = 1.5):
         self.slow_s = slow_s
@@ -72,6 +73,9 @@ class JudgeServer:
             time.sleep(self.slow_s)
         elif behaviour == "not-chat":
             content = None
+        elif behaviour.startswith("letters-"):  # the answer extractor's replies: letters-C, letters-none, letters-Z
+            chosen = behaviour.removeprefix("letters-")
+            content = json.dumps({"letters": [] if chosen == "none" else list(chosen.upper())})
         elif behaviour == "trickle":
             self._trickle(handler, body)
             return

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from spinegpt.eval_hooks import evaluator, registry, spinebench
 from spinegpt.eval_hooks.benchmark import BenchmarkError, prompt_for
-from spinegpt.eval_hooks.config import BenchmarkConfig, JudgeConfig
+from spinegpt.eval_hooks.config import BenchmarkConfig, EvalConfig, ExtractorConfig, JudgeConfig
 
 from .bench_fixtures import write_mm25, write_spinebench
 from .judge_server import GOOD, JudgeServer
@@ -169,8 +169,9 @@ def test_nothing_judged_fails_the_evaluation_but_keeps_the_mcq_results(
     written_as: list[str] = []
     original = evaluator.run_benchmark
 
-    def watched(bench: Any, generate: Any, judge: Any, write: Any) -> dict[str, Any]:
-        return original(bench, generate, judge, lambda r: (written_as.append(r.get("status", "complete")), write(r)))
+    def watched(bench: Any, generate: Any, judge: Any, write: Any, **kw: Any) -> dict[str, Any]:
+        record = lambda r: (written_as.append(r.get("status", "complete")), write(r))  # noqa: E731
+        return original(bench, generate, judge, record, **kw)
 
     monkeypatch.setattr(evaluator, "run_benchmark", watched)
     with JudgeServer() as server:
@@ -182,3 +183,46 @@ def test_nothing_judged_fails_the_evaluation_but_keeps_the_mcq_results(
     written = json.loads((tmp_path / "eval" / "sb.json").read_text())
     assert written["scores"]["text"]["n"] > 0 and written["scores"]["report"]["judged"] == 0
     assert (tmp_path / "eval" / evaluator.SUMMARY).is_file()
+
+
+def test_the_extractor_reads_what_the_rules_cannot_and_every_decision_is_counted(tmp_path: Path) -> None:
+    sb = write_spinebench(tmp_path / "sb")
+    generate = _scripted(
+        {
+            "most often herniated": "Hmm, herniation is common in the lower spine. [[letters-b]]",  # rules: nothing
+            "Cobb angle": "Answer: B",  # a rule decides; the extractor is not asked
+            "cauda equina": "It depends on the history. [[letters-none]]",  # the extractor says none: unparsed
+            "red flags": "Several of these matter. [[http500]]",  # the extractor fails: unparsed, failure recorded
+            "Which level is highlighted": "Answer: D",
+            "Both images": "Answer: E",
+        }
+    )
+    bench = BenchmarkConfig(name="sb", kind="spinebench", path=str(sb), mcq_only=True)
+    with JudgeServer() as server:
+        judge = JudgeConfig(base_url=server.url, model="judge", backoff_s=0.01, max_attempts=2)
+        config = EvalConfig(benchmarks=[bench], judge=judge, extractor=ExtractorConfig(backoff_s=0.01, max_attempts=2))
+        extractor = config.extractor_server()
+        cache = tmp_path / "cache.sqlite"
+        summary = evaluator.evaluate("m", [bench], tmp_path / "eval", generate, judge, cache, extractor)
+        asked = sum(server.calls.values())
+        evaluator.evaluate("m", [bench], tmp_path / "again", generate, judge, cache, extractor)
+        assert (
+            sum(server.calls.values()) - asked == 2
+        )  # cached: the mapped and the "none" answers; asked again: the failed one
+    records = {r["id"]: r for r in json.loads((tmp_path / "eval" / "sb.json").read_text())["records"]}
+    assert records["t0"]["decided_by"] == "llm" and records["t0"]["parsed"] == ["B"] and records["t0"]["correct"]
+    assert records["t1"]["decided_by"] == "rule" and "extractor" not in records["t1"]
+    assert records["t2"]["decided_by"] == "unparsed" and records["t2"]["extractor"]["letters"] == []
+    assert records["t3"]["decided_by"] == "unparsed" and records["t3"]["extractor"]["letters"] is None
+    assert records["t3"]["extractor"]["errors"] == ["HTTP 500", "HTTP 500"]
+    answers = summary["benchmarks"]["sb"]["answers"]
+    assert answers == {"rule": 4, "llm": 1, "unparsed": 2, "llm_failed": 1}
+    assert summary["benchmarks"]["sb"]["scores"]["text"]["unparsed"] == 2
+    text = (tmp_path / "eval" / "sb.md").read_text()
+    assert "answers read by rule: 4, by the LLM extractor: 1, unparsed: 2 (1 extractor failure(s))" in text
+
+
+def test_the_extractor_is_off_by_default_and_needs_a_server() -> None:
+    assert EvalConfig(benchmarks=[BenchmarkConfig(kind="spinebench", path="x")]).extractor_server() is None
+    with pytest.raises(ValueError, match="extractor: give base_url and model, or configure a judge"):
+        EvalConfig(benchmarks=[BenchmarkConfig(kind="spinebench", path="x")], extractor=ExtractorConfig())

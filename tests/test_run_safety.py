@@ -138,7 +138,7 @@ def test_a_truncated_weight_shard_is_a_clear_export_error(tmp_path: Path, tiny_m
     assert f"{shard}: truncated" in result.stderr and not (tmp_path / "out").exists()
 
 
-def test_the_report_says_how_many_rows_were_dropped(tmp_path: Path) -> None:
+def test_the_report_says_how_many_rows_were_dropped_and_how_answers_were_read(tmp_path: Path) -> None:
     from spinegpt.train import report
     from spinegpt.train.manifest import RunManifest, StageRecord
 
@@ -154,6 +154,18 @@ def test_the_report_says_how_many_rows_were_dropped(tmp_path: Path) -> None:
         engine_args=[],
         command=[],
         data={"rows": 97, "inputs": [], "lengths": {"dropped": 3, "max_length": 16384}},
+        eval={
+            "status": "done",
+            "dir": "e",
+            "started_at": "t",
+            "benchmarks": {
+                "sb": {
+                    "kind": "spinebench",
+                    "answers": {"rule": 480, "llm": 5, "unparsed": 2, "llm_failed": 0},
+                    "scores": {"text": {"accuracy": 80.0, "n": 294}},
+                }
+            },
+        },
     )
     RunManifest(
         format=manifest.FORMAT,
@@ -171,6 +183,7 @@ def test_the_report_says_how_many_rows_were_dropped(tmp_path: Path) -> None:
     ).write(tmp_path / manifest.FILE)
     text = report.write_report(tmp_path).read_text()
     assert "(97 rows; 3 dropped over max_length 16384)" in text
+    assert "foundation, sb: answers read by rule: 480, by the LLM extractor: 5, unparsed: 2" in text
 
 
 def _processes_with(marker: str) -> list[int]:

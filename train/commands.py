@@ -112,6 +112,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--judge-timeout", type=float, help="total seconds per judge request (default 120)")
     ev.add_argument("--judge-attempts", type=int, help="tries per report before it is a failed judgment (default 4)")
     ev.add_argument("--judge-concurrency", type=int, help="judge requests in flight at once (default 4)")
+    ev.add_argument(
+        "--extractor",
+        action="store_true",
+        help="let a model read the answers the rules cannot (the judge's server unless --extractor-url)",
+    )
+    ev.add_argument("--extractor-url", help="OpenAI-compatible API root of the answer extractor")
+    ev.add_argument("--extractor-model", help="the answer extractor's model name on that server")
+    ev.add_argument("--extractor-key-env", help="env var holding the extractor's API key")
     ev.add_argument("--backend", choices=["auto", "transformers", "vllm"])
     ev.add_argument("--batch-size", type=int)
     ev.add_argument("--torch-dtype", choices=["bfloat16", "float16", "float32"], help="default: bf16 on GPU, else fp32")
@@ -328,8 +336,11 @@ def _eval_job_unchecked(args: argparse.Namespace) -> EvalJob:
                 concurrency=args.judge_concurrency,
             )
         )
+    extractor = None
+    if args.extractor or args.extractor_url or args.extractor_model:
+        extractor = _given(base_url=args.extractor_url, model=args.extractor_model, api_key_env=args.extractor_key_env)
     config = EvalConfig.model_validate(
-        _given(benchmarks=[bench], judge=judge, backend=args.backend, batch_size=args.batch_size)
+        _given(benchmarks=[bench], judge=judge, backend=args.backend, batch_size=args.batch_size, extractor=extractor)
     )
     dtype = args.torch_dtype or ("bfloat16" if torch.cuda.is_available() else "float32")
     return EvalJob(
@@ -352,5 +363,13 @@ def _eval(args: argparse.Namespace) -> int:
         batch_size=job.eval.batch_size,
         backend=job.eval.backend,
     )
-    evaluator.evaluate(args.model, job.benchmarks, args.output, generate, job.eval.judge, evaluator.judge_cache_path())
+    evaluator.evaluate(
+        args.model,
+        job.benchmarks,
+        args.output,
+        generate,
+        job.eval.judge,
+        evaluator.judge_cache_path(),
+        extractor_server=job.eval.extractor_server(),
+    )
     return 0

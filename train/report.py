@@ -15,6 +15,7 @@ import datetime as dt
 from pathlib import Path
 
 from spinegpt.eval_hooks import registry
+from spinegpt.eval_hooks.evaluator import answers_line
 from spinegpt.train import manifest, swift_adapter, tracking
 from spinegpt.train.manifest import RunManifest, StageRecord
 from spinegpt.train.swift_adapter import StepRecord
@@ -198,6 +199,11 @@ def write_report(run_dir: Path, out_dir: Path | None = None) -> Path:
         for name, values in evaluated:
             cells = [f"{values[m]:.2f}" if m in values else "-" for m in metrics]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append("")
+        for stage in stages:
+            for bench, result in ((stage.eval.benchmarks if stage.eval else None) or {}).items():
+                if result.get("answers"):
+                    lines.append(f"- {stage.name}, {bench}: {answers_line(result['answers'])}")
     if progress and data.status == "running":
         remaining = progress.get("remaining_s")
         lines += [
