@@ -8,7 +8,9 @@ items, write its markdown rows and its model-card metrics) and one line in ``reg
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from spinegpt.errors import UserError
+from spinegpt.paths import cache_root
 
 if TYPE_CHECKING:
     from spinegpt.eval_hooks.judge import Judge
@@ -48,11 +51,19 @@ class Item:
 
 
 def records(path: Path) -> Iterator[tuple[str, Any]]:
-    """(where, record) pairs from a JSON array or a JSONL file."""
+    """(where, record) pairs from a JSON array, a JSONL file or a parquet file (the hub's conversion)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as handle:
+            magic = handle.read(4)
     except OSError as exc:
         raise BenchmarkError(f"{path}: cannot read ({exc.strerror})") from None
+    if magic == b"PAR1":
+        yield from _parquet(path)
+        return
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise BenchmarkError(f"{path}: neither UTF-8 JSON/JSONL nor parquet (byte {exc.start})") from None
     if text.lstrip().startswith("["):
         try:
             data = json.loads(text)
@@ -69,15 +80,53 @@ def records(path: Path) -> Iterator[tuple[str, Any]]:
                 raise BenchmarkError(f"{path}:{number}: invalid JSON: {exc.msg}") from None
 
 
+def _parquet(path: Path) -> Iterator[tuple[str, Any]]:
+    """Rows of a parquet file, a row group at a time (an image column can hold megabytes per row)."""
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.ParquetFile(path)
+        row = 0
+        for group in range(table.num_row_groups):
+            for record in table.read_row_group(group).to_pylist():
+                yield f"{path}[row {row}]", record
+                row += 1
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowException subclasses these
+        raise BenchmarkError(f"{path}: unreadable parquet ({exc})") from None
+
+
+def embedded_image(value: dict[str, Any], where: str) -> str:
+    """An image stored in the file (the hub's Image feature: ``{bytes, path}``), written once into the cache by
+    its content hash and reused by every later read."""
+    data = value.get("bytes")
+    if not isinstance(data, bytes | bytearray) or not data:
+        raise BenchmarkError(f"{where}: an embedded image has no bytes")
+    digest = hashlib.sha256(data).hexdigest()
+    suffix = Path(str(value.get("path") or "")).suffix.lower() or ".png"
+    target = cache_root() / "benchmark-images" / digest[:2] / f"{digest}{suffix}"
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, target)
+    return str(target)
+
+
 def images(value: Any, root: Path, where: str) -> list[str]:
+    """Image paths (relative to ``root``) or embedded images, one or a list, as absolute paths that exist."""
     if value is None:
         return []
-    paths = [value] if isinstance(value, str) else value
-    if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
-        raise BenchmarkError(f"{where}: images must be a path or a list of paths")
+    entries = value if isinstance(value, list) else [value]
     resolved = []
-    for p in paths:
-        full = Path(p) if Path(p).is_absolute() else root / p
+    for entry in entries:
+        if isinstance(entry, dict) and entry.get("bytes"):
+            resolved.append(embedded_image(entry, where))
+            continue
+        if isinstance(entry, dict):  # an Image feature without bytes: its path
+            entry = entry.get("path")
+        if not isinstance(entry, str) or not entry:
+            raise BenchmarkError(f"{where}: images must be paths or embedded images ({{bytes, path}})")
+        full = Path(entry) if Path(entry).is_absolute() else root / entry
         if not full.is_file():
             raise BenchmarkError(f"{where}: image not found: {full}")
         resolved.append(str(full.resolve()))
@@ -99,19 +148,25 @@ def options(value: Any, question: str, where: str) -> dict[str, str]:
 
 
 def answer_letters(value: Any, options: dict[str, str], where: str) -> list[str]:
+    """Letters of the correct options: given as letters or option texts, as a list or joined by commas."""
     values = value if isinstance(value, list) else [value]
     by_text = {re.sub(r"\s+", " ", v).strip().lower(): k for k, v in options.items()}
+
+    def letter_of(text: str) -> str | None:
+        key = text.strip().upper().rstrip(".")
+        return key if key in options else by_text.get(re.sub(r"\s+", " ", text).strip().lower())
+
     letters = []
     for v in values:
         if not isinstance(v, str) or not v.strip():
             raise BenchmarkError(f"{where}: answer must be an option letter or text, got {v!r}")
-        key = v.strip().upper().rstrip(".")
-        if key in options:
-            letters.append(key)
-        elif (letter := by_text.get(re.sub(r"\s+", " ", v).strip().lower())) is not None:
+        if (letter := letter_of(v)) is not None:
             letters.append(letter)
-        else:
+            continue
+        parts = [letter_of(p) for p in re.split(r"[,，;]", v) if p.strip()]  # "L4/L5, L5/S1" or "A,B"
+        if len(parts) < 2 or any(p is None for p in parts):
             raise BenchmarkError(f"{where}: answer {v!r} is neither an option letter nor an option text")
+        letters += [p for p in parts if p is not None]
     if not letters:
         raise BenchmarkError(f"{where}: no answer")
     return sorted(set(letters))

@@ -117,3 +117,54 @@ def write_mm25(folder: Path) -> Path:
     path = folder / "spinebench_mm25.json"
     path.write_text(json.dumps(rows, indent=1))
     return path
+
+
+def write_mm25_parquet(folder: Path) -> Path:
+    """The MM'25 SpineBench as the hub's parquet conversion ships it: images embedded as the datasets Image feature
+    (``{bytes, path}`` structs), options as a list field or lettered lines, answers as letters or option texts,
+    as a list or joined by commas."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    def png(name: str) -> dict[str, object]:
+        buffer = io.BytesIO()
+        smoke_data.render(name).save(buffer, format="PNG")
+        return {"bytes": buffer.getvalue(), "path": name}
+
+    levels = ["L1/L2", "L2/L3", "L3/L4", "L4/L5", "L5/S1"]
+    rows = [
+        {
+            "image": png("mri-sagittal-L3.png"),
+            "task": "spine_disease_classification",
+            "question": "What is the diagnosis?",
+            "options": ["Healthy", "Disc herniation", "Spondylolisthesis", "Scoliosis", "Fracture"],
+            "answer": "B",
+        },
+        {
+            "image": png("xray-lateral-none.png"),
+            "task": "spine_disease_classification",
+            "question": "What is the diagnosis?\nA. Scoliosis\nB. Fracture\nC. Healthy\nD. Tumor\nE. Spondylolisthesis",
+            "options": None,
+            "answer": "Healthy",
+        },
+        {
+            "image": png("mri-sagittal-L4.png"),
+            "task": "spine_lesion_localization",
+            "question": "Where are the lesions?",
+            "options": levels,
+            "answer": "L4/L5, L5/S1",
+        },
+        {
+            "image": png("mri-sagittal-L4.png"),
+            "task": "spine_lesion_localization",
+            "question": "Where are the lesions?",
+            "options": levels,
+            "answer": "D,E",
+        },
+    ]
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "test-00000-of-00001.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    return path

@@ -9,7 +9,7 @@ from spinegpt.eval_hooks import evaluator, registry, spinebench
 from spinegpt.eval_hooks.benchmark import BenchmarkError, prompt_for
 from spinegpt.eval_hooks.config import BenchmarkConfig, EvalConfig, ExtractorConfig, JudgeConfig
 
-from .bench_fixtures import write_mm25, write_spinebench
+from .bench_fixtures import write_mm25, write_mm25_parquet, write_spinebench
 from .judge_server import GOOD, JudgeServer
 
 
@@ -226,3 +226,38 @@ def test_the_extractor_is_off_by_default_and_needs_a_server() -> None:
     assert EvalConfig(benchmarks=[BenchmarkConfig(kind="spinebench", path="x")]).extractor_server() is None
     with pytest.raises(ValueError, match="extractor: give base_url and model, or configure a judge"):
         EvalConfig(benchmarks=[BenchmarkConfig(kind="spinebench", path="x")], extractor=ExtractorConfig())
+
+
+def test_mm25_as_the_hub_ships_it_in_parquet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SPINEGPT_CACHE", str(tmp_path / "cache"))
+    path = write_mm25_parquet(tmp_path / "hub")
+    mm25 = registry.get("spinebench_mm25")
+    items = mm25.read(path)
+    assert [i.task for i in items] == ["diagnosis", "diagnosis", "localisation", "localisation"]
+    assert [i.answer for i in items] == [["B"], ["C"], ["D", "E"], ["D", "E"]]
+    assert items[0].options["B"] == "Disc herniation" and items[1].options["C"] == "Healthy"
+    first = [Path(i.images[0]) for i in items]
+    assert all(p.is_file() and p.is_relative_to(tmp_path / "cache") for p in first)
+    assert first[2] == first[3]  # the same embedded image is written once
+    mtime = first[0].stat().st_mtime_ns
+    assert [Path(i.images[0]) for i in mm25.read(path)] == first and first[0].stat().st_mtime_ns == mtime
+    assert mm25.questions(path)[0] == "What is the diagnosis?"
+
+
+def test_unreadable_benchmark_files_name_the_file_and_row(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.parquet"
+    broken.write_bytes(b"PAR1" + b"\x00" * 64)
+    with pytest.raises(BenchmarkError, match=r"broken.parquet: unreadable parquet"):
+        registry.get("spinebench_mm25").read(broken)
+    binary = tmp_path / "binary.json"
+    binary.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(BenchmarkError, match=r"binary.json: neither UTF-8 JSON/JSONL nor parquet"):
+        registry.get("spinebench_mm25").read(binary)
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    bad = tmp_path / "bad.parquet"
+    row = {"task": "spine_lesion_localization", "question": "Where?", "options": ["L4/L5", "L5/S1"], "answer": "S2/S3"}
+    pq.write_table(pa.Table.from_pylist([row]), bad)
+    with pytest.raises(BenchmarkError, match=r"bad.parquet\[row 0\]: answer 'S2/S3' is neither"):
+        registry.get("spinebench_mm25").read(bad)

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from spinegpt.train import manifest, weights
 
-from .bench_fixtures import write_mm25, write_spinebench
+from .bench_fixtures import write_mm25, write_mm25_parquet, write_spinebench
 from .conftest import run_spinegpt, run_until_then_kill
 from .judge_server import JudgeServer
 
@@ -218,3 +218,27 @@ def test_standalone_eval_command(tmp_path: Path, tiny_model: Path) -> None:
     summary = json.loads((out / "summary.json").read_text())
     assert summary["benchmarks"]["spinebench_mm25"]["items"] == 4
     assert "| localisation |" in result.stdout
+
+
+def test_eval_of_the_hub_parquet_on_the_tiny_model(tmp_path: Path, tiny_model: Path) -> None:
+    """The MM'25 SpineBench in the hub's parquet form, end to end through `spinegpt eval` and the real engine."""
+    parquet = write_mm25_parquet(tmp_path / "hub")
+    out = tmp_path / "eval"
+    result = run_spinegpt(
+        "eval",
+        str(tiny_model),
+        "--benchmark",
+        "spinebench_mm25",
+        "--data",
+        str(parquet),
+        "--max-new-tokens",
+        "4",
+        "--output-dir",
+        str(out),
+        "--batch-size",
+        "2",
+    )
+    summary = json.loads((out / "summary.json").read_text())["benchmarks"]["spinebench_mm25"]
+    assert summary["items"] == 4 and set(summary["scores"]) == {"diagnosis", "localisation"}
+    assert sum(summary["answers"][p] for p in ("rule", "llm", "unparsed")) == 4
+    assert "4/4 answers" in result.stderr + result.stdout  # progress, as plain lines when not on a terminal
