@@ -10,11 +10,11 @@ and its one ``<image>`` tag becomes one tag per sampled slice.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from spinegpt.data_mixes import volumes
 from spinegpt.data_mixes.readers import FileCheck, ReaderInfo, ReadOptions, _file_and_line, objects
 from spinegpt.data_mixes.records import (
     CATEGORIES,
@@ -28,7 +28,6 @@ from spinegpt.data_mixes.records import (
     split_for,
 )
 
-SLICE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 REPORT_SECTIONS = {
     "imaging_findings": "Structured imaging findings",
     "diagnosis": "AI-assisted diagnosis",
@@ -43,19 +42,6 @@ _ROLES = ("system", "user", "assistant")
 
 class PointerError(ValueError):
     """An image pointer that does not resolve in the user's download."""
-
-
-def _natural(path: Path) -> list[Any]:
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.name)]
-
-
-def sample_evenly(count: int, wanted: int) -> list[int]:
-    """``wanted`` indices spread evenly over ``range(count)``, first and last included (all when fewer)."""
-    if count <= wanted:
-        return list(range(count))
-    if wanted == 1:
-        return [count // 2]
-    return [round(i * (count - 1) / (wanted - 1)) for i in range(wanted)]
 
 
 def resolve_pointer(pointer: dict[str, Any], options: ReadOptions) -> list[str]:
@@ -77,27 +63,21 @@ def resolve_pointer(pointer: dict[str, Any], options: ReadOptions) -> list[str]:
         if not path.is_file():
             raise PointerError(f"{where}: file {pointer['file']!r} not found under {case_dir}")
         return [str(path.resolve())]
-    slices = _slices(case_dir / str(pointer["volume"]), where)
-    if "slice" in pointer:
-        index = pointer["slice"]
-        if not isinstance(index, int) or not 0 <= index < len(slices):
-            raise PointerError(f"{where}: slice {index!r} out of range (the volume has {len(slices)} slices)")
-        return [str(slices[index].resolve())]
-    return [str(slices[i].resolve()) for i in sample_evenly(len(slices), options.volume_slices)]
-
-
-def _slices(folder: Path, where: str) -> list[Path]:
-    if folder.is_file() and folder.name.endswith((".nii", ".nii.gz", ".mha", ".nrrd")):
-        raise PointerError(
-            f"{where}: {folder.name} is a volume file; export it to a folder of 2-D slices "
-            f"({folder.name.split('.')[0]}/000.png, 001.png, ...) and point the item at that folder"
-        )
-    if not folder.is_dir():
-        raise PointerError(f"{where}: volume {folder} not found")
-    slices = sorted((p for p in folder.iterdir() if p.suffix.lower() in SLICE_SUFFIXES), key=_natural)
-    if not slices:
-        raise PointerError(f"{where}: {folder} holds no slice images ({', '.join(SLICE_SUFFIXES)})")
-    return slices
+    axis = str(pointer.get("axis", "sagittal"))
+    if axis not in volumes.AXES:
+        raise PointerError(f"{where}: axis {axis!r}; one of {', '.join(volumes.AXES)}")
+    modality = pointer.get("modality")
+    try:
+        volume = volumes.locate(case_dir, str(pointer["volume"]), where)
+        if "slice" in pointer:
+            every = volumes.slices(volume, 1 << 20, where, axis, modality)
+            index = pointer["slice"]
+            if not isinstance(index, int) or not 0 <= index < len(every):
+                raise PointerError(f"{where}: slice {index!r} out of range (the volume has {len(every)} slices)")
+            return [str(every[index].resolve())]
+        return [str(p.resolve()) for p in volumes.slices(volume, options.volume_slices, where, axis, modality)]
+    except volumes.VolumeError as exc:
+        raise PointerError(str(exc)) from None
 
 
 class _Images:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from spinegpt.data_mixes import audit, build, mixes, prepare, readers, sources, spinemed
+from spinegpt.data_mixes import audit, build, mixes, prepare, readers, sources, volumes
 from spinegpt.data_mixes import smoke_root as smoke_upstream
 from spinegpt.data_mixes.records import Bad, Record
 from spinegpt.train import manifest
@@ -139,7 +139,7 @@ def test_spinemed_pointers_volumes_reports_and_missing_datasets(root: Path) -> N
         )
     )
     assert [len(r.images) for r in three if isinstance(r, Record) and r.id == "sm-verse-volume"] == [3]
-    evenly = spinemed.sample_evenly(100, 25)
+    evenly = volumes.sample_evenly(100, 25)
     assert evenly[:3] == [0, 4, 8] and evenly[-1] == 99
     elsewhere = _read(
         "spinemed",
