@@ -36,7 +36,7 @@ from spinegpt.eval_hooks import registry
 from spinegpt.eval_hooks.benchmark import BenchmarkError
 
 from spinegpt.errors import UserError
-from spinegpt.files import sha256_file
+from spinegpt.files import first_of, sha256_file
 
 FORMAT = 2  # 2: image paths absolute but not symlink-resolved; items addressed by index in the source
 MANIFEST = "manifest.json"
@@ -146,6 +146,8 @@ class _Part:
     problems: list[str] = field(default_factory=list)
     counts: list[Counter[str]] = field(default_factory=list)
     eligible: list[array[int]] = field(default_factory=list)
+    ids: dict[str, int] = field(default_factory=dict)
+    """SpineMed item id -> its line, to find an id repeated in another part of the file."""
 
 
 def _read_part(
@@ -172,6 +174,8 @@ def _read_part(
     with spool.open("w", encoding="utf-8") as out:
         for record in _valid_records(name, path, spec, options, on_bad, BuildProgress(label)):
             part.valid += 1
+            if spec.reader == "spinemed" and byte_range is not None:
+                part.ids[record.id] = int(record.provenance.get("line", 0))
             accepting = []
             for k, (allowed, filters) in enumerate(selectors):
                 if (allowed is None or record.split in allowed) and filters.accepts(
@@ -228,7 +232,26 @@ def _read_source(
         return [_read_part(*jobs[0])]
     # spawn, not fork: the caller (the runner) may hold threads, and a forked copy of a lock can deadlock.
     with ProcessPoolExecutor(len(jobs), mp_context=multiprocessing.get_context("spawn")) as pool:
-        return list(pool.map(_read_part, *zip(*jobs, strict=True)))
+        parts = list(pool.map(_read_part, *zip(*jobs, strict=True)))
+    _no_repeated_ids(path, parts)
+    return parts
+
+
+def _no_repeated_ids(path: Path, parts: list[_Part]) -> None:
+    """Each part's reader refuses an id it saw before; an id repeated in two parts is only visible here."""
+    seen: dict[str, int] = {}
+    repeats = []
+    for part in parts:
+        for item_id, line in part.ids.items():
+            if item_id in seen:
+                repeats.append(
+                    f"{path}:{line}: duplicate id {item_id!r} is also the id of the item at {path}:{seen[item_id]}"
+                )
+            else:
+                seen[item_id] = line
+        part.ids.clear()
+    if repeats:
+        raise BuildError(f"{len(repeats)} repeated item id(s):\n{first_of(repeats)}")
 
 
 # -- the build ----------------------------------------------------------------------------------------------------

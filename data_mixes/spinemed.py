@@ -31,11 +31,15 @@ from spinegpt.data_mixes.records import (
 REPORT_SECTIONS = {
     "imaging_findings": "Structured imaging findings",
     "diagnosis": "AI-assisted diagnosis",
-    "treatment": "Treatment recommendations",
+    "treatment_patient": "Treatment recommendations: for the patient",
+    "treatment_physician": "Treatment recommendations: for the physician",
     "risk_prognosis": "Risk and prognosis",
     "postoperative": "Post-operative issue management",
     "rationale_disclaimer": "Diagnostic rationale and disclaimer",
 }
+"""The paper's six report sections, the treatment recommendations in their patient- and physician-facing parts
+(SPEC §2). ``treatment`` is accepted as one undivided treatment section."""
+REPORT_ALIASES = {"treatment": "Treatment recommendations"}
 SOURCE_TYPES = ("literature", "textbook", "case_report", "question_bank", "open_dataset", "hospital")
 _ROLES = ("system", "user", "assistant")
 
@@ -141,13 +145,20 @@ def _messages(item: dict[str, Any], options: ReadOptions) -> list[dict[str, str]
         messages.append({"role": m["role"], "content": m["content"]})
     reasoning = item.get("reasoning")
     report = item.get("report")
-    if isinstance(report, dict) and messages[-1]["role"] == "user":
-        unknown = set(report) - set(REPORT_SECTIONS)
+    if report is not None:
+        if not isinstance(report, dict):
+            raise ValueError("'report' must be an object of sections")
+        if messages[-1]["role"] != "user":
+            # The report is the answer to the last user turn; beside an answer already given it would be dropped.
+            raise ValueError("'report' is given but the messages already end with the assistant's answer")
+        titles = {**REPORT_SECTIONS, **REPORT_ALIASES}
+        unknown = set(report) - set(titles)
         if unknown:
-            raise ValueError(f"unknown report section(s) {sorted(unknown)}; known: {', '.join(REPORT_SECTIONS)}")
-        body = "\n\n".join(
-            f"## {REPORT_SECTIONS[k]}\n\n{str(report[k]).strip()}" for k in REPORT_SECTIONS if k in report
-        )
+            raise ValueError(f"unknown report section(s) {sorted(unknown)}; known: {', '.join(titles)}")
+        if "treatment" in report and {"treatment_patient", "treatment_physician"} & set(report):
+            raise ValueError("'treatment' and treatment_patient/treatment_physician: give one or the other")
+        order = ["imaging_findings", "diagnosis", "treatment", *REPORT_SECTIONS]
+        body = "\n\n".join(f"## {titles[k]}\n\n{str(report[k]).strip()}" for k in dict.fromkeys(order) if k in report)
         messages.append({"role": "assistant", "content": body})
     if isinstance(reasoning, str) and reasoning.strip() and messages[-1]["role"] == "assistant":
         last = messages[-1]
@@ -158,6 +169,7 @@ def _messages(item: dict[str, Any], options: ReadOptions) -> list[dict[str, str]
 def read_spinemed(path: Path, options: ReadOptions) -> Iterator[Record | Bad]:
     """SpineMed-450k-format JSONL (or JSON array / parquet); see ``data_mixes/SPINEMED_SCHEMA.md``."""
     resolve_images = _Images(options, options.image_root or path.parent)
+    first_seen: dict[str, str] = {}
     for index, where, item in objects(path, options):
         if isinstance(item, Bad):
             yield item
@@ -166,6 +178,10 @@ def read_spinemed(path: Path, options: ReadOptions) -> Iterator[Record | Bad]:
         if not isinstance(item_id, str) or not item_id:
             yield Bad(where, "missing field", "'id'")
             continue
+        if item_id in first_seen:
+            yield Bad(where, "duplicate id", f"{item_id!r} is also the id of the item at {first_seen[item_id]}")
+            continue
+        first_seen[item_id] = where
         if category not in CATEGORIES:
             yield Bad(where, "unknown category", f"{category!r}; one of: {', '.join(CATEGORIES)}")
             continue
@@ -188,12 +204,13 @@ def read_spinemed(path: Path, options: ReadOptions) -> Iterator[Record | Bad]:
         except PointerError as exc:
             yield Bad(where, "image not found" if "not found" in str(exc) else "bad image", f"item {item_id}: {exc}")
             continue
-        provenance = item.get("provenance") or {}
+        provenance = item.get("provenance")
         if not isinstance(provenance, dict):
-            yield Bad(where, "bad provenance", "'provenance' must be an object")
+            why = "required: every item says where it comes from" if provenance is None else "must be an object"
+            yield Bad(where, "bad provenance", f"'provenance' {why} (source_type and book, doi, dataset or case_id)")
             continue
-        if provenance.get("source_type") not in (None, *SOURCE_TYPES):
-            yield Bad(where, "bad provenance", f"source_type {provenance['source_type']!r}; one of {SOURCE_TYPES}")
+        if provenance.get("source_type") not in SOURCE_TYPES:
+            yield Bad(where, "bad provenance", f"source_type {provenance.get('source_type')!r}; one of {SOURCE_TYPES}")
             continue
         language = item.get("language") or options.language
         if language not in ("en", "zh"):

@@ -158,6 +158,7 @@ def test_spinemed_schema_errors_name_the_line(tmp_path: Path) -> None:
         "category": "Spine Surgery",
         "task": "mcq",
         "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}],
+        "provenance": {"source_type": "textbook", "book": "B"},
     }
     lines = [
         good,
@@ -166,6 +167,7 @@ def test_spinemed_schema_errors_name_the_line(tmp_path: Path) -> None:
         {**good, "category": "Orthopedic Trauma", "subspecialty": "Trauma"},
         {**good, "images": ["nope.png"]},
     ]
+    lines = [{**item, "id": f"x{i}"} for i, item in enumerate(lines)]  # ids are unique (a repeat is an error)
     path = _write(tmp_path / "sm.jsonl", "\n".join(json.dumps(x) for x in lines) + "\n{broken\n")
     got = _read("spinemed", path)
     assert isinstance(got[0], Record)
@@ -452,3 +454,82 @@ def test_the_smoke_root_is_written_whole_or_not_at_all(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="not a complete smoke data root"):
         smoke_upstream.write(foreign)
     assert [p.name for p in foreign.iterdir()] == ["mine.txt"] and not list(tmp_path.glob("*.partial-*"))
+
+
+def test_spinemed_rules_of_the_paper_schema(tmp_path: Path) -> None:
+    """Provenance with a source type on every item; unique ids (a repeat names both lines); a report only as the
+    answer to a final user turn; treatment in its patient- and physician-facing parts (or one 'treatment')."""
+    base = {
+        "language": "en",
+        "category": "Spine Surgery",
+        "subspecialty": "Trauma",
+        "task": "report",
+        "messages": [{"role": "user", "content": "Write the report."}],
+        "provenance": {"source_type": "hospital", "case_id": "c1"},
+        "report": {
+            "imaging_findings": "F",
+            "diagnosis": "D",
+            "treatment_patient": "Rest.",
+            "treatment_physician": "ACDF.",
+            "risk_prognosis": "R",
+            "postoperative": "P",
+            "rationale_disclaimer": "X",
+        },
+    }
+    answered = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "already answered"}]
+    lines = [
+        {**base, "id": "a"},
+        {**base, "id": "a"},
+        {**base, "id": "b", "provenance": None},
+        {**base, "id": "c", "provenance": {"book": "no source type"}},
+        {**base, "id": "d", "messages": answered},
+        {**base, "id": "e", "report": {"diagnosis": "D", "treatment": "T"}},
+        {**base, "id": "f", "report": {"treatment": "T", "treatment_patient": "P"}},
+    ]
+    got = _read("spinemed", _write(tmp_path / "sm.jsonl", "\n".join(json.dumps(x) for x in lines) + "\n"))
+    first = got[0]
+    assert isinstance(first, Record)
+    body = first.messages[-1]["content"]
+    assert body.index("for the patient") < body.index("for the physician") < body.index("Risk and prognosis")
+    bad = {b.where.rsplit(":", 1)[1]: b for b in got if isinstance(b, Bad)}
+    assert bad["2"].reason == "duplicate id" and f"{tmp_path / 'sm.jsonl'}:1" in bad["2"].detail
+    assert bad["3"].reason == "bad provenance" and "required" in bad["3"].detail
+    assert bad["4"].reason == "bad provenance" and "source_type None" in bad["4"].detail
+    assert bad["5"].reason == "bad messages" and "already end with the assistant" in bad["5"].detail
+    assert isinstance(got[5], Record) and "## Treatment recommendations\n\nT" in got[5].messages[-1]["content"]
+    assert bad["7"].reason == "bad messages" and "give one or the other" in bad["7"].detail
+
+
+def test_the_schema_documents_example_reads(tmp_path: Path) -> None:
+    """The example item of data_mixes/SPINEMED_SCHEMA.md, read against a data root that holds what it points at."""
+    from .test_volumes import write_dicom_series, write_nifti_ct
+
+    doc = (REPO / "data_mixes" / "SPINEMED_SCHEMA.md").read_text()
+    example = json.loads(doc.split("```json\n", 1)[1].split("```", 1)[0])
+    smoke_data.write_image("xray-lateral-L4.png", tmp_path / "hospital" / "case-0042")
+    (tmp_path / "hospital" / "case-0042" / "xray-lateral-L4.png").rename(
+        tmp_path / "hospital" / "case-0042" / "lat.png"
+    )
+    verse = tmp_path / "open_datasets" / "VerSe"
+    smoke_data.write_image("ct-sagittal-L1.png", verse / "sub-verse004")
+    (verse / "sub-verse004" / "ct-sagittal-L1.png").rename(verse / "sub-verse004" / "sub-verse004_ct_sag.png")
+    write_dicom_series(tmp_path / "open_datasets" / "Spark" / "case-17" / "t2_sag", slices=10)
+    write_nifti_ct(verse / "sub-verse010" / "sub-verse010_ct.nii.gz")
+    path = _write(tmp_path / "train.jsonl", json.dumps(example) + "\n")
+    (record,) = _read("spinemed", path, image_root=tmp_path, data_root=tmp_path / "open_datasets")
+    assert isinstance(record, Record), record
+    assert len(record.images) == 3 + 25 and sum(m["content"].count("<image>") for m in record.messages) == 28
+
+
+def test_an_id_repeated_across_parallel_parts_is_an_error_naming_both_lines(root: Path, tmp_path: Path) -> None:
+    data = tmp_path / "root"
+    shutil.copytree(root, data)
+    train = data / "SpineMed-450k" / "train.jsonl"
+    lines = train.read_text().splitlines()
+    first = json.loads(lines[0])
+    lines.append(json.dumps({**json.loads(lines[1]), "id": first["id"]}))  # the last line repeats the first id
+    train.write_text("\n".join(lines) + "\n")
+    with pytest.raises(build.BuildError, match=rf"{train}:{len(lines)}: duplicate id .* at {train}:1"):
+        _build(data, tmp_path / "three", "stage2_spine", settings={}, workers=3, min_parallel_bytes=1)
+    with pytest.raises(build.BuildError, match="duplicate id"):
+        _build(data, tmp_path / "one", "stage2_spine", settings={}, workers=1)
