@@ -101,6 +101,8 @@ def read_options(spec: SourceSpec, data_root: Path) -> readers.ReadOptions:
         language=spec.language,
         reasoning_style=spec.reasoning_style,
         volume_slices=spec.volume_slices,
+        dataset=spec.hub,
+        conversations=spec.conversations,
     )
 
 
@@ -143,6 +145,8 @@ class _Part:
     spool: Path
     valid: int = 0
     bad: Counter[str] = field(default_factory=Counter)
+    skipped: Counter[str] = field(default_factory=Counter)
+    """Items the source itself leaves unusable, by reason: counted, never an error."""
     problems: list[str] = field(default_factory=list)
     counts: list[Counter[str]] = field(default_factory=list)
     eligible: list[array[int]] = field(default_factory=list)
@@ -167,6 +171,9 @@ def _read_part(
     part = _Part(spool, counts=[Counter() for _ in selectors], eligible=[array("I") for _ in selectors])
 
     def on_bad(item: Bad) -> None:
+        if item.skip:
+            part.skipped[item.reason] += 1
+            return
         part.bad[item.reason] += 1
         if len(part.problems) < MAX_REPORTED:
             part.problems.append(str(item))
@@ -397,8 +404,10 @@ def build(
                 min_parallel_bytes,
             )
             bad_reasons: Counter[str] = Counter()
+            skipped: Counter[str] = Counter()
             for part in parts:  # in file order: the merged lists are what one reader would have produced
                 bad_reasons.update(part.bad)
+                skipped.update(part.skipped)
                 if mix.on_error == "error":
                     problems.extend(part.problems[: MAX_REPORTED - len(problems)])
                 for state, counts, eligible in zip(comps, part.counts, part.eligible, strict=True):
@@ -406,6 +415,8 @@ def build(
                     state.eligible.extend(eligible)
             spools[name] = [part.spool for part in parts]
             source_stats[name] = {"valid": sum(p.valid for p in parts), "bad": dict(sorted(bad_reasons.items()))}
+            if skipped:
+                source_stats[name]["skipped"] = dict(sorted(skipped.items()))
             if bad_reasons and mix.on_error == "error":
                 total_bad = sum(bad_reasons.values())
                 problems.append(f"source {name!r}: {total_bad} bad item(s) in all; set `on_error: skip` to skip them")

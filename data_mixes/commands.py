@@ -26,7 +26,11 @@ def register(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:
     conv.add_argument("input", type=Path, help="JSON / JSONL / parquet file in the dataset's own schema")
     conv.add_argument("--output", type=Path, required=True, help="JSONL file to write")
     conv.add_argument("--image-root", type=Path, help="folder relative image paths start from (default: INPUT's)")
-    conv.add_argument("--data-root", type=Path, help="SpineMed: folder holding the public datasets pointers name")
+    conv.add_argument(
+        "--data-root",
+        type=Path,
+        help="the data root a curriculum's data_root names (SpineMed pointers: its open_datasets/)",
+    )
     conv.add_argument("--reasoning-style", choices=REASONING_STYLES, default="thinking_sections")
     conv.add_argument("--volume-slices", type=int, default=25, help="slices sampled from a 3-D volume pointer")
     conv.add_argument("--on-error", choices=["error", "skip"], default="error", help="stop on bad items, or skip them")
@@ -52,13 +56,21 @@ def register(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:
 
 
 def _convert(args: argparse.Namespace) -> int:
+    data_root = None
+    if args.data_root:
+        # The same data root a curriculum's data_root names: pointers resolve under its datasets folder
+        # (sources.yaml's datasets_root for this reader, open_datasets/), as `data build` resolves them.
+        spec = next((s for s in mixes.shipped_sources().values() if s.reader == args.source), None)
+        datasets = spec.datasets_root if spec and spec.datasets_root else None
+        data_root = (args.data_root / datasets if datasets else args.data_root).resolve()
     options = readers.ReadOptions(
         image_root=args.image_root.resolve() if args.image_root else None,
-        data_root=args.data_root.resolve() if args.data_root else None,
+        data_root=data_root,
         reasoning_style=args.reasoning_style,
         volume_slices=args.volume_slices,
     )
     bad: list[Bad] = []
+    skipped: Counter[str] = Counter()
     written = 0
     tmp = args.output.with_name(args.output.name + ".partial")
     args.output.parent.mkdir(parents=True, exist_ok=True)
@@ -67,6 +79,9 @@ def _convert(args: argparse.Namespace) -> int:
             problem = item if isinstance(item, Bad) else None
             if problem is None and (why := build.check_record(item)):  # type: ignore[arg-type]
                 problem = Bad(f"{item.provenance.get('file')}:{item.provenance.get('line')}", "bad conversation", why)  # type: ignore[union-attr]
+            if problem is not None and problem.skip:
+                skipped[problem.reason] += 1
+                continue
             if problem is not None:
                 bad.append(problem)
                 continue
@@ -80,9 +95,9 @@ def _convert(args: argparse.Namespace) -> int:
         )
         return 1
     tmp.replace(args.output)
-    reasons = Counter(b.reason for b in bad)
-    skipped = f"; skipped {sum(reasons.values())} ({dict(reasons)})" if bad else ""
-    print(f"{args.output}: {written} rows from {args.input}{skipped}")
+    reasons = Counter(b.reason for b in bad) + skipped
+    note = f"; skipped {sum(reasons.values())} ({dict(reasons)})" if reasons else ""
+    print(f"{args.output}: {written} rows from {args.input}{note}")
     return 0
 
 

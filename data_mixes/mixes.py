@@ -135,6 +135,8 @@ class SourceSpec(_Strict):
     """How chains of thought are laid out in the answer."""
     volume_slices: int = Field(default=25, gt=0)
     """Slices sampled evenly through a 3-D volume pointer."""
+    conversations: str | None = None
+    """PubMedVision: the field holding each item's conversation (the Chinese file has two; default conversations)."""
 
     @field_validator("reader")
     @classmethod
@@ -252,6 +254,11 @@ def _mix_error(path: Path, issues: list[ConfigIssue]) -> MixError:
 
 def _read(path: Path) -> tuple[dict[str, Any], yaml.Node | None]:
     return read_yaml(path, _mix_error)
+
+
+def shipped_sources() -> dict[str, SourceSpec]:
+    """The sources of ``sources.yaml``, validated."""
+    return {name: SourceSpec.model_validate(spec) for name, spec in _default_sources()[0].items()}
 
 
 def _default_sources() -> tuple[dict[str, Any], dict[str, Any]]:

@@ -40,6 +40,11 @@ class ReadOptions:
     ``## Final Response``, the medical-o1 authors' layout), ``think_tags`` or ``answer_only``."""
     volume_slices: int = 25
     """Slices sampled evenly through a 3-D volume pointer (the paper: 25)."""
+    dataset: str | None = None
+    """The hub id recorded as the items' provenance (the source's ``hub``); unset: the reader's own dataset."""
+    conversations: str | None = None
+    """PubMedVision: the field holding the conversation (the Chinese file has Alignment_VQA_conversations and
+    Instruction-Tuning_VQA_conversations instead of conversations)."""
     check_images: bool = True
     """Fail an item whose image file is missing (off only for counting passes that never emit the item)."""
     byte_range: tuple[int, int] | None = None
@@ -242,7 +247,15 @@ def _question_reasoning_response(
         if isinstance(item, Bad):
             yield item
             continue
-        if bad := _missing(where, item, keys):
+        if bad := _missing(where, item, (question,) if reasoning in item else (question, reasoning)):
+            yield bad  # an absent field is a file in another schema: an error, not a skip
+            continue
+        if not isinstance(item.get(reasoning), str) or not item[reasoning].strip():
+            # Policy: a reasoning set's row without its reasoning teaches no reasoning. Some published rows have a
+            # null chain of thought (loaders filter them): skipped and counted, never a failed build.
+            yield Bad(where, "no chain of thought", f"{reasoning!r} is {item.get(reasoning)!r}", skip=True)
+            continue
+        if bad := _missing(where, item, (response,)):
             yield bad
             continue
         answer = render_reasoning(item[reasoning], item[response], options.reasoning_style)
@@ -254,7 +267,7 @@ def _question_reasoning_response(
             task="reasoning",
             language=options.language or detect_language(item[question]),
             messages=_conversation(item[question], answer),
-            provenance={"dataset": dataset, **_file_and_line(where)},
+            provenance={"dataset": options.dataset or dataset, **_file_and_line(where)},
         )
 
 
@@ -293,7 +306,7 @@ def read_medthoughts(path: Path, options: ReadOptions) -> Iterator[Record | Bad]
         if isinstance(item, Bad):
             yield item
             continue
-        if bad := _missing(where, item, ("question", "answer_idx", "ds_answer", "ds_think")):
+        if bad := _missing(where, item, ("question", "answer_idx", "ds_think")):
             yield bad
             continue
         choices = item.get("options")
@@ -305,7 +318,9 @@ def read_medthoughts(path: Path, options: ReadOptions) -> Iterator[Record | Bad]
         if letter not in choices:
             yield Bad(where, "bad answer", f"answer_idx {letter!r} is not one of the options {sorted(choices)}")
             continue
-        answer = render_reasoning(item["ds_think"], item["ds_answer"], options.reasoning_style)
+        # The answer states the correct option, as the dataset authors' own converter does: ds_answer is
+        # DeepSeek-R1's free text, which need not name the letter (its reasoning is kept as the chain of thought).
+        answer = render_reasoning(item["ds_think"], f"{letter}. {choices[letter].strip()}", options.reasoning_style)
         yield Record(
             index=index,
             id=f"medthoughts-{item.get('question_id', where)}",
@@ -325,6 +340,8 @@ def read_medthoughts(path: Path, options: ReadOptions) -> Iterator[Record | Bad]
 
 
 _PMV_ROLES = {"human": "user", "gpt": "assistant"}
+PMV_CONVERSATIONS = ("conversations",)
+"""Where a PubMedVision item keeps its conversation when the source does not say (the English files)."""
 
 
 def read_pubmedvision(path: Path, options: ReadOptions) -> Iterator[Record | Bad]:
@@ -336,11 +353,14 @@ def read_pubmedvision(path: Path, options: ReadOptions) -> Iterator[Record | Bad
         if isinstance(item, Bad):
             yield item
             continue
-        turns, images = item.get("conversations"), item.get("image", [])
+        key = options.conversations or next((k for k in PMV_CONVERSATIONS if k in item), "conversations")
+        turns, images = item.get(key), item.get("image", [])
         if isinstance(images, str):
             images = [images]
         if not isinstance(turns, list) or not turns:
-            yield Bad(where, "missing field", "'conversations' must be a non-empty list")
+            found = [k for k in item if "conversations" in k]
+            hint = f" (this item has {found}: set `conversations:` on the source)" if found and key not in item else ""
+            yield Bad(where, "missing field", f"{key!r} must be a non-empty list{hint}")
             continue
         if not isinstance(images, list) or not all(isinstance(i, str) for i in images):
             yield Bad(where, "bad images", "'image' must be a path or a list of paths")
@@ -372,7 +392,7 @@ def read_pubmedvision(path: Path, options: ReadOptions) -> Iterator[Record | Bad
             source="pubmedvision",
             split="general",
             task="vqa",
-            language=options.language or "en",
+            language=options.language or detect_language(" ".join(m["content"] for m in messages[:2])),
             messages=messages,
             images=resolved,
             provenance={

@@ -90,6 +90,9 @@ class Bad:
     reason: str
     """Short, stable reason (counted by the build manifest when a mix skips bad items)."""
     detail: str = ""
+    skip: bool = False
+    """Not an error: an item the source itself leaves unusable (a medical-o1 row with no chain of thought). It is
+    skipped and counted whatever the mix's ``on_error`` says."""
 
     def __str__(self) -> str:
         return f"{self.where}: {self.reason}{': ' + self.detail if self.detail else ''}"

@@ -285,6 +285,7 @@ def test_bad_items_stop_the_build_or_are_skipped_and_counted(root: Path, tmp_pat
     train = data / "SpineMed-450k" / "train.jsonl"
     train.write_text(
         train.read_text() + '{"id": "bad", "category": "Spine Surgery", "task": "mcq", "language": "en", '
+        '"provenance": {"source_type": "textbook", "book": "B"}, '
         '"messages": [{"role": "user", "content": "only a question"}]}\n'
     )
     lines = len(train.read_text().splitlines())
@@ -533,3 +534,64 @@ def test_an_id_repeated_across_parallel_parts_is_an_error_naming_both_lines(root
         _build(data, tmp_path / "three", "stage2_spine", settings={}, workers=3, min_parallel_bytes=1)
     with pytest.raises(build.BuildError, match="duplicate id"):
         _build(data, tmp_path / "one", "stage2_spine", settings={}, workers=1)
+
+
+def test_convert_data_root_means_what_a_curriculums_data_root_means(root: Path, tmp_path: Path) -> None:
+    """Pointers resolve under the data root's open_datasets/, as in `data build`."""
+    out = tmp_path / "rows.jsonl"
+    source = root / "SpineMed-450k" / "train.jsonl"
+    command = [*spinegpt_command(), "data", "convert", "--source", "spinemed", str(source), "--output", str(out)]
+    result = subprocess.run([*command, "--data-root", str(root)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    pointed = [p for r in rows for p in r.get("images", []) if "open_datasets" in p]
+    assert pointed and all(Path(p).is_file() for p in pointed)
+
+
+def test_reader_details_of_the_upstream_sets(tmp_path: Path) -> None:
+    # medical-o1: rows with a null or empty chain of thought are skipped and counted, not a failed file.
+    o1 = [{"Question": f"Q{i}?", "Complex_CoT": cot, "Response": "R"} for i, cot in enumerate(["think", None, ""])]
+    got = _read("medical_o1", _write(tmp_path / "o1.json", json.dumps(o1)))
+    assert isinstance(got[0], Record)
+    assert [(b.reason, b.skip) for b in got[1:] if isinstance(b, Bad)] == [("no chain of thought", True)] * 2
+    # MedThoughts-8K: the answer states the correct option (answer_idx); ds_answer need not name it.
+    mt = {
+        "question_id": 1,
+        "question": "Q?",
+        "options": {"A": "x", "B": "y"},
+        "answer_idx": "B",
+        "ds_answer": "The patient likely has y-syndrome.",
+        "ds_think": "...",
+        "source": "MedQA",
+    }
+    (record,) = _read("medthoughts", _write(tmp_path / "mt.jsonl", json.dumps(mt) + "\n"))
+    assert isinstance(record, Record) and record.messages[-1]["content"].endswith("B. y")
+    # PubMedVision's Chinese file: its own conversation fields, and each row's language detected.
+    smoke_data.write_image("ct-ap-L2.png", tmp_path / "images")
+    zh = [
+        {
+            "id": "z1",
+            "image": ["images/ct-ap-L2.png"],
+            "modality": "CT",
+            "body_part": "Spine",
+            "Alignment_VQA_conversations": [
+                {"from": "human", "value": "这张图像显示了什么？"},
+                {"from": "gpt", "value": "腰椎CT图像。"},
+            ],
+            "Instruction-Tuning_VQA_conversations": [
+                {"from": "human", "value": "请描述。"},
+                {"from": "gpt", "value": "腰椎。"},
+            ],
+        }
+    ]
+    path = _write(tmp_path / "PubMedVision_Chinese.json", json.dumps(zh, ensure_ascii=False))
+    (plain,) = _read("pubmedvision", path)
+    assert isinstance(plain, Bad) and "set `conversations:` on the source" in plain.detail
+    (row,) = _read("pubmedvision", path, conversations="Alignment_VQA_conversations")
+    assert isinstance(row, Record) and row.language == "zh" and "这张图像" in row.messages[0]["content"]
+    shipped = mixes.shipped_sources()
+    assert {"medical_o1_en_mix", "medical_o1_zh_mix", "medical_r1_distill_zh", "pubmedvision_zh"} <= set(shipped)
+    r1 = [{"question": "问题？", "reasoning (reasoning_content)": "思考", "response (content)": "回答"}]
+    options = build.read_options(shipped["medical_r1_distill_zh"], tmp_path)
+    (r1_row,) = list(sources.read("medical_r1_distill", _write(tmp_path / "r1.json", json.dumps(r1)), options))
+    assert r1_row.provenance["dataset"] == "FreedomIntelligence/Medical-R1-Distill-Data-Chinese"
