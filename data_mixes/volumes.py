@@ -114,7 +114,7 @@ def _read_nifti(files: list[Path], axis: str, where: str) -> tuple[np.ndarray, s
     import nibabel as nib
 
     try:
-        image = nib.load(str(files[0]))
+        image: Any = nib.load(str(files[0]))
         data = np.asanyarray(image.dataobj, dtype=np.float32)
         codes = nib.aff2axcodes(image.affine)
     except Exception as exc:  # nibabel raises many types for a damaged file; all mean "cannot read"
@@ -133,7 +133,7 @@ def _read_dicom_series(files: list[Path], axis: str, where: str) -> tuple[np.nda
     """A DICOM series as slices in acquisition order (its own view: a sagittal series stays sagittal)."""
     import pydicom
 
-    planes = []
+    planes: list[tuple[float, np.ndarray]] = []
     modality = None
     for file in files:
         try:

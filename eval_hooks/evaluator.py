@@ -7,6 +7,7 @@ collects the scores of all benchmarks and is written last: its presence means th
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -140,6 +141,10 @@ def answers_line(answers: dict[str, int]) -> str:
     )
 
 
+def _write_result(path: Path, result: dict[str, Any]) -> None:
+    write_json_atomic(path, result)
+
+
 def markdown(result: dict[str, Any], model: str) -> str:
     lines = [
         f"# {result['benchmark']} ({result['kind']})",
@@ -173,9 +178,12 @@ def evaluate(
     try:
         for bench in benchmarks:
             print(f"[spinegpt eval] {bench.label}: {bench.path}", flush=True)
-            path = out_dir / f"{bench.label}.json"
             result = run_benchmark(
-                bench, generate, judge, lambda r, p=path: write_json_atomic(p, r), extractor=extractor
+                bench,
+                generate,
+                judge,
+                functools.partial(_write_result, out_dir / f"{bench.label}.json"),
+                extractor=extractor,
             )
             (out_dir / f"{bench.label}.md").write_text(markdown(result, model))
             summary["benchmarks"][bench.label] = {
