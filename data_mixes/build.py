@@ -68,14 +68,14 @@ class BuildProgress:
 # -- sources ------------------------------------------------------------------------------------------------------
 
 
-def _under(root: Path, value: str) -> Path:
+def under(root: Path, value: str) -> Path:
     path = Path(os.path.expanduser(value))
     return path if path.is_absolute() else root / path
 
 
 def source_file(name: str, spec: SourceSpec, data_root: Path) -> Path:
     """The source's data file, fetched from the hub into the data root when it is missing and a hub id is set."""
-    path = _under(data_root, spec.path)
+    path = under(data_root, spec.path)
     if path.is_file():
         return path
     if spec.hub and os.environ.get("HF_HUB_OFFLINE") != "1":
@@ -96,8 +96,8 @@ def source_file(name: str, spec: SourceSpec, data_root: Path) -> Path:
 
 def read_options(spec: SourceSpec, data_root: Path) -> readers.ReadOptions:
     return readers.ReadOptions(
-        image_root=_under(data_root, spec.image_root) if spec.image_root else None,
-        data_root=_under(data_root, spec.datasets_root) if spec.datasets_root else data_root,
+        image_root=under(data_root, spec.image_root) if spec.image_root else None,
+        data_root=under(data_root, spec.datasets_root) if spec.datasets_root else data_root,
         language=spec.language,
         reasoning_style=spec.reasoning_style,
         volume_slices=spec.volume_slices,
@@ -297,7 +297,7 @@ def benchmark_questions(mix: Mix, data_root: Path) -> tuple[set[str], list[dict[
     described = []
     for name in mix.decontaminate:
         spec = mix.benchmarks[name]
-        path = _under(data_root, spec.path)
+        path = under(data_root, spec.path)
         if not path.is_file():
             raise BuildError(
                 f"benchmark {name!r} for decontamination: {path} not found. Training data is checked against it "
@@ -328,7 +328,7 @@ def input_fingerprint(loaded: LoadedMix, data_root: Path, seed: int, splits: Seq
     benches = [
         {"name": b, "path": str(p), "sha256": sha256_file(p) if p.is_file() else None}
         for b in mix.decontaminate
-        for p in [_under(data_root, mix.benchmarks[b].path)]
+        for p in [under(data_root, mix.benchmarks[b].path)]
     ]
     spec = loaded.spec_json()
     spec["sources"] = {k: v for k, v in spec["sources"].items() if k in used}

@@ -7,8 +7,10 @@ Each verb is a parser and a handler; ``spinegpt.cli`` only dispatches. Nothing h
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shlex
+import sys
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -65,9 +67,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--nodes", type=int, help="nodes for --memory (default: $NNODES or 1)")
     p.set_defaults(handler=_plan)
 
+    pre = sub.add_parser("preflight", help="check in seconds what would stop the run on this node (GPUs, memory, "
+                         "kernels, CPU Adam, model, data, disk, RAM, nodes)")
+    _curriculum_args(pre)
+    _launch_args(pre)
+    pre.add_argument("--nodes", type=int, help="nodes of the run (default: $NNODES or 1)")
+    pre.add_argument("--json", action="store_true", help="a list of {name, ok, status, detail, fix}")
+    pre.set_defaults(handler=_preflight)
+
     run = sub.add_parser("run", help="train the curriculum's stages in order")
     _curriculum_args(run)
     _launch_args(run)
+    run.add_argument("--skip-preflight", action="store_true", help="start without `spinegpt preflight`'s checks")
     run.add_argument("--resume", action="store_true", help="skip finished stages, continue an interrupted one")
     run.add_argument("--until", metavar="STAGE", help="stop after this stage (continue later with --resume)")
     run.set_defaults(handler=_run)
@@ -210,8 +221,30 @@ def _validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _preflight(args: argparse.Namespace) -> int:
+    from spinegpt.train import preflight
+
+    _, built = _built(args)
+    # Libraries imported by the checks (DeepSpeed) log to stdout; --json output must be JSON alone.
+    with contextlib.redirect_stdout(sys.stderr):
+        checks = preflight.run(built, args.nodes)
+    print(json.dumps([c.to_json() for c in checks], indent=2) if args.json else preflight.render(checks))
+    return 0 if all(c.ok for c in checks) else 1
+
+
 def _run(args: argparse.Namespace) -> int:
     _, built = _built(args)
+    if not args.skip_preflight and built.launch.leads:
+        from spinegpt.train import preflight
+
+        checks = preflight.run(built)
+        failed = [c for c in checks if not c.ok]
+        print(preflight.render(checks), flush=True)
+        if failed:
+            raise runner.RunError(
+                f"preflight: {len(failed)} check(s) failed ({', '.join(c.name for c in failed)}); fix them, or pass "
+                "--skip-preflight to start anyway"
+            )
     runner.Runner(built, resume=args.resume, overrides=tuple(args.overrides), until=args.until).run()
     return 0
 

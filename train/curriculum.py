@@ -149,7 +149,7 @@ class Stage(_Strict):
     """AdamW weight decay."""
     gradient_checkpointing: bool = True
     """Recompute activations in the backward pass: the memory of long sequences for ~30% more compute."""
-    attn_impl: Literal["flash_attn", "sdpa", "eager"] | None = None
+    attn_impl: Literal["auto", "flash_attn", "sdpa", "eager"] | None = None
     """Attention kernel for this stage; unset takes the curriculum's."""
     use_liger_kernel: bool = False
     """Fused Liger kernels (RMSNorm, SwiGLU, RoPE and a chunked linear+cross-entropy that never materialises the
@@ -213,7 +213,7 @@ class Stage(_Strict):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Stage:
-        if (self.packing or self.padding_free) and self.attn_impl not in (None, "flash_attn"):
+        if (self.packing or self.padding_free) and self.attn_impl not in (None, "flash_attn", "auto"):
             raise ValueError(f"packing / padding_free need attn_impl: flash_attn, not {self.attn_impl}")
         if self.tuner_type != "lora" and (
             "lora_rank" in self.model_fields_set or "lora_alpha" in self.model_fields_set
@@ -242,8 +242,12 @@ class Curriculum(_Strict):
     """Seed for data order and initialisation of everything the engine seeds."""
     torch_dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
     """Training precision (the paper: bf16 on A100). CPU runs use float32."""
-    attn_impl: Literal["flash_attn", "sdpa", "eager"] = "flash_attn"
-    """Attention kernel; ``flash_attn`` needs the ``gpu`` extra, ``sdpa`` runs anywhere."""
+    attn_impl: Literal["auto", "flash_attn", "sdpa", "eager"] = "auto"
+    """Attention kernel; ``flash_attn`` needs the ``gpu`` extra, ``sdpa`` runs anywhere; ``auto``: flash-attn where
+    it imports, else sdpa (the plan says which, the run manifest records it)."""
+    hub: Literal["huggingface", "modelscope"] = "huggingface"
+    """Where a model given by hub id comes from, for the engine (ms-swift's ``USE_HF``), the data audit's tokenizer,
+    the memory planner, evaluation and export alike."""
     report_to: list[ReportTo] = Field(default_factory=_default_report_to)
     """Experiment trackers every stage logs to (``wandb``, ``tensorboard``, both, or ``none``)."""
     wandb_project: str = "spinegpt"
@@ -280,7 +284,10 @@ class Curriculum(_Strict):
     @model_validator(mode="after")
     def _packing_needs_flash_attention(self) -> Curriculum:
         for i, stage in enumerate(self.stages):
-            if (stage.packing or stage.padding_free) and (stage.attn_impl or self.attn_impl) != "flash_attn":
+            if (stage.packing or stage.padding_free) and (stage.attn_impl or self.attn_impl) not in (
+                "flash_attn",
+                "auto",
+            ):
                 raise ValueError(f"stages[{i}] ({stage.name}): packing / padding_free need attn_impl: flash_attn")
         return self
 

@@ -44,3 +44,9 @@ def load(path: Path) -> dict[str, Any]:
 
 def zero_stage(path: Path) -> int:
     return int(load(path)["zero_optimization"].get("stage", 0))
+
+
+def offloads_optimizer(path: Path) -> bool:
+    """Whether the config keeps the optimizer on the CPU (or NVMe): its step then runs as DeepSpeedCPUAdam."""
+    device = (load(path)["zero_optimization"].get("offload_optimizer") or {}).get("device")
+    return device in ("cpu", "nvme")

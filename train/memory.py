@@ -189,8 +189,33 @@ class Estimate:
         return sum(self.terms.values())
 
     @property
+    def headroom(self) -> float:
+        return self.capacity - self.total
+
+    @property
+    def verdict(self) -> str:
+        """``fits`` with a margin to spare, ``tight`` within the margin (one long row away from out-of-memory, and a
+        seeded resume replays that row), ``does not fit``."""
+        if self.headroom < 0:
+            return "does not fit"
+        return "fits" if self.headroom >= MARGIN * self.capacity else "tight"
+
+    @property
     def fits(self) -> bool:
-        return self.total <= self.capacity
+        return self.verdict != "does not fit"
+
+
+USABLE = 79.15 / 80
+"""What a card sold as N GB reports to CUDA, per GB: an 80 GB A100 or H100 shows about 79.1 GiB."""
+CPU_BUFFER_FACTOR = 1.5
+"""DeepSpeed's estimate_zero3_model_states_mem_needs: pinned buffers on top of the offloaded states."""
+MARGIN = 0.08
+"""Headroom below which a plan is ``tight``: the estimate's own error and the longest row's spread."""
+
+
+def usable_capacity(nominal_gb: float) -> float:
+    """Bytes a program can actually allocate on a card sold as ``nominal_gb`` GB."""
+    return nominal_gb * USABLE * GiB
 
 
 def _bucket(zero: dict[str, Any], key: str, default: float) -> float:
@@ -326,12 +351,14 @@ def estimate(shape: ModelShape, s: Setting, gpus: int, nodes: int, gpu_mem_gb: f
     ranks_per_node = gpus
     cpu = 0.0
     if s.offload_optimizer:
-        cpu += optimizer_total / world * ranks_per_node
+        # Adam's states, plus the fp32 gradients DeepSpeedCPUAdam steps on (4 bytes a trainable parameter), plus
+        # the pinned staging buffers DeepSpeed's own estimator allows for (x1.5): about 2x the states alone.
+        cpu += (optimizer_total + 4 * trainable) * CPU_BUFFER_FACTOR / world * ranks_per_node
     if s.offload_params:
         cpu += total_params * b / world * ranks_per_node
     if s.attention_quadratic:
         notes.append("eager attention keeps s x s attention weights per head: use flash_attn or sdpa")
-    return Estimate(terms, cpu, s, gpu_mem_gb * GiB, notes)
+    return Estimate(terms, cpu, s, usable_capacity(gpu_mem_gb), notes)
 
 
 FIXES = (
@@ -387,6 +414,15 @@ def fixes(shape: ModelShape, s: Setting, gpus: int, nodes: int, gpu_mem_gb: floa
     return applied
 
 
+def checkpoint_bytes(shape: ModelShape, s: Setting) -> float:
+    """One saved checkpoint: the weights in the training precision, plus (full fine-tuning with ZeRO) the fp32
+    master weights and Adam's two moments of every trainable parameter, 12 bytes each -- about 110 GB for a 7B."""
+    weights = (shape.llm_params() + shape.vision_params()) * s.dtype_bytes
+    trainable = trainable_params(shape, s)
+    optimizer = trainable * (12 if s.dtype_bytes < 4 else 8)
+    return weights + optimizer
+
+
 def stage_report(
     curriculum: Curriculum, stage: Stage, base_dir: Path, gpus: int, nodes: int, gpu_mem_gb: float
 ) -> dict[str, Any]:
@@ -397,8 +433,12 @@ def stage_report(
         "stage": stage.name,
         "terms_gib": {k: round(v / GiB, 2) for k, v in result.terms.items()},
         "total_gib": round(result.total / GiB, 2),
-        "capacity_gib": gpu_mem_gb,
+        "nominal_gb": gpu_mem_gb,
+        "capacity_gib": round(result.capacity / GiB, 2),
+        "headroom_gib": round(result.headroom / GiB, 2),
+        "verdict": result.verdict,
         "fits": result.fits,
+        "checkpoint_gb": round(checkpoint_bytes(shape, setting) / 1e9, 1),
         "cpu_offload_gib_per_node": round(result.cpu_bytes_per_node / GiB, 1),
         "fixes": [
             {"fix": n, "setting": how, "total_gib": round(t / GiB, 2)}
@@ -419,8 +459,11 @@ def stage_report(
 def render(reports: list[dict[str, Any]], gpus: int, nodes: int) -> str:
     lines = [f"memory per GPU ({gpus} GPU(s) x {nodes} node(s)):"]
     for r in reports:
-        verdict = "fits" if r["fits"] else "DOES NOT FIT"
-        lines.append(f"  {r['stage']}: {r['total_gib']:.1f} GiB of {r['capacity_gib']:g} -> {verdict}")
+        verdict = {"fits": "fits", "tight": "TIGHT", "does not fit": "DOES NOT FIT"}[r["verdict"]]
+        lines.append(
+            f"  {r['stage']}: {r['total_gib']:.1f} GiB of {r['capacity_gib']:.1f} usable ({r['nominal_gb']:g} GB card)"
+            f" -> {verdict}, {r['headroom_gib']:+.1f} GiB to spare"
+        )
         lines.append("    " + ", ".join(f"{k} {v:.1f}" for k, v in r["terms_gib"].items()))
         if r["cpu_offload_gib_per_node"]:
             lines.append(f"    CPU memory for offloaded states: {r['cpu_offload_gib_per_node']:.0f} GiB per node")

@@ -155,6 +155,7 @@ class Plan:
                 f"  training    : {stage.tuner_type}, lr {stage.learning_rate:g}, max_length {stage.max_length}, "
                 f"{steps}, global batch {batch}",
                 f"  deepspeed   : {ds}" + (f"  [{plan.deepspeed}]" if plan.deepspeed else ""),
+                "  attention   : {} ({})".format(*swift_adapter.attention(stage.attn_impl or curriculum.attn_impl)),
                 f"  output      : {plan.dir}",
                 f"  command     : {shlex.join(plan.command)}",
             ]
@@ -198,7 +199,7 @@ def eval_job(config: EvalConfig, curriculum: Curriculum, root: Path) -> EvalJob:
         model_type=curriculum.model_type,
         template=curriculum.template,
         torch_dtype=curriculum.torch_dtype,
-        attn_impl=curriculum.attn_impl,
+        attn_impl=swift_adapter.attention(curriculum.attn_impl)[0],
     )
     return EvalJob(eval=config.resolved(root), loading=loading)
 
@@ -290,7 +291,7 @@ def build(
                 zero_stage=deepspeed_configs.zero_stage(ds_path) if ds_path else None,
                 engine_args=engine_args,
                 command=swift_adapter.command(engine_args, launch, python),
-                env=dict(curriculum.env),
+                env={**swift_adapter.engine_environment(curriculum), **curriculum.env},
                 eval=eval_job(evaluation, curriculum, loaded.base_dir) if evaluation else None,
                 splits=splits,
             )

@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 from spinegpt.eval_hooks import launch as eval_launch
-from spinegpt.train import manifest, tracking
+from spinegpt.train import deepspeed_configs, manifest, tracking
 from spinegpt.train.manifest import Attempt, EvalRecord, RunManifest, StageRecord, now
 from spinegpt.train.multinode import Follower, Leader
 from spinegpt.train.plan import Plan, StagePlan
@@ -289,8 +289,17 @@ class Runner:
                 config=config,
             )
         launch = self.plan.launch
-        if launch.bind_cores and launch.launcher == "torchrun" and "OMP_NUM_THREADS" not in {**os.environ, **stage.env}:
-            # torchrun has no core binding of its own: give each rank its share of the cores instead of all of them
-            # (oversubscribed OpenMP threads make CPU-offloaded Adam steps several times slower).
+        offloads = stage.deepspeed is not None and deepspeed_configs.offloads_optimizer(stage.deepspeed)
+        if (
+            launch.launcher == "torchrun"
+            and (launch.bind_cores or offloads)
+            and "OMP_NUM_THREADS"
+            not in {
+                **os.environ,
+                **stage.env,
+            }
+        ):
+            # torchrun sets OMP_NUM_THREADS=1 per rank, so a CPU-offloaded Adam step would run on one core; torchrun
+            # has no core binding either: give each rank its share of the cores (more would oversubscribe them).
             extra["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // launch.nproc_per_node))
         return engine_env(stage, extra)

@@ -73,6 +73,24 @@ def engine_env(stage: StagePlan, extra: dict[str, str] | None = None) -> dict[st
     return env
 
 
+FORWARDED_PREFIXES = (
+    "WANDB_",
+    "OMP_NUM_THREADS",
+    "MAX_PIXELS",
+    "MIN_PIXELS",
+    "HF_",
+    "USE_HF",
+    "TORCH_EXTENSIONS_DIR",
+    "PYTORCH_CUDA_ALLOC_CONF",
+    "NCCL_",
+)
+
+
+def deepspeed_forwarded(env: dict[str, str]) -> dict[str, str]:
+    """The variables of the engine's environment that remote ranks need and pdsh would not pass on."""
+    return {k: v for k, v in env.items() if k.startswith(FORWARDED_PREFIXES)}
+
+
 def engine_console(label: str, on_step: Callable[[swift_adapter.StepRecord], None] | None = None) -> LineHandler:
     """What of the engine's output reaches the console: one line per logged step (and our own children's lines)."""
 
@@ -146,11 +164,17 @@ class StageRun:
         say(f"{label} training {how}; {prepared.rows} rows; log {stage.dir / ENGINE_LOG}")
         if self.announce is not None:
             self.announce(command)
+        env = self.env()
+        if self.plan.launch.launcher == "deepspeed":
+            # DeepSpeed's pdsh runner forwards only some variable prefixes to remote hosts; it exports the lines of
+            # .deepspeed_env in its working directory (the stage folder) on every host.
+            forwarded = {k: v for k, v in env.items() if k in {**stage.env, **deepspeed_forwarded(env)}}
+            (stage.dir / ".deepspeed_env").write_text("".join(f"{k}={v}\n" for k, v in sorted(forwarded.items())))
         started = time.monotonic()
         # The stage folder is the engine's working directory: every path it gets is absolute, and anything it
         # drops in its working directory (wandb's config-defaults.yaml is read from there) stays with the stage.
         code = self.engine(
-            command, self.env(), stage.dir / ENGINE_LOG, engine_console(label, self.on_step), stage.dir, self.stop
+            command, env, stage.dir / ENGINE_LOG, engine_console(label, self.on_step), stage.dir, self.stop
         )
         record.engine_seconds = round((record.engine_seconds or 0) + time.monotonic() - started, 1)
         if code != 0:

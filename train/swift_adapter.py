@@ -127,7 +127,7 @@ def sft_arguments(
         "torch_dtype": curriculum.torch_dtype,
         "bf16": curriculum.torch_dtype == "bfloat16",
         "fp16": curriculum.torch_dtype == "float16",
-        "attn_impl": stage.attn_impl or curriculum.attn_impl,
+        "attn_impl": attention(stage.attn_impl or curriculum.attn_impl)[0],
         "report_to": curriculum.report_to,
         "run_name": f"{curriculum.name}/{stage.name}",
         "learning_rate": stage.learning_rate,
@@ -171,6 +171,28 @@ def sft_arguments(
     for key, value in args.items():
         argv += [f"--{key}", *_value(value)]
     return argv
+
+
+def attention(requested: str) -> tuple[str, str]:
+    """The attention implementation the engine gets, and why: ``auto`` is flash-attn where it imports, else sdpa
+    (never silently: the reason is shown by ``plan`` and kept in the manifest's engine arguments)."""
+    if requested != "auto":
+        return requested, "as configured"
+    import importlib.util
+
+    if importlib.util.find_spec("flash_attn") is not None:
+        return "flash_attn", "auto: flash-attn is installed"
+    return "sdpa", "auto: flash-attn is not installed (the gpu extra), using PyTorch's sdpa"
+
+
+def engine_environment(curriculum: Curriculum) -> dict[str, str]:
+    """What the engine's processes need in their environment besides the curriculum's own ``env``."""
+    return {
+        # ms-swift downloads hub ids from ModelScope unless told otherwise; everything else here reads the HF hub.
+        "USE_HF": "1" if curriculum.hub == "huggingface" else "0",
+        # Long rows of varying length fragment the caching allocator; expandable segments give the memory back.
+        "PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True",
+    }
 
 
 def command(engine_args: Sequence[str], launch: Launch, python: str | None = None) -> list[str]:

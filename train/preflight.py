@@ -1,0 +1,364 @@
+"""``spinegpt preflight``: what would stop the paper's run on a real GPU node, found in seconds instead of days.
+
+Every check says ``ok``, ``warn`` or ``FAIL``, what it found and the fix. Nothing trains and no data is built (the
+CPU Adam op may be compiled, once, into the extensions cache). ``spinegpt run`` runs it first
+(``--skip-preflight`` to opt out) and stops on a failure.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+from spinegpt.data_mixes import build, mixes
+from spinegpt.data_mixes.prepare import DataError, resolve_data_root
+from spinegpt.train import deepspeed_configs, memory, swift_adapter
+from spinegpt.train.plan import Plan
+
+from spinegpt import model_ref
+
+Status = Literal["ok", "warn", "FAIL"]
+LIGER_TESTED = ("0.6.2", "0.9")
+"""liger-kernel versions known to patch Qwen2.5-VL under transformers 5 (lower bound inclusive, upper exclusive);
+older releases break on transformers 5, and a fused loss that is not applied costs ~32 GiB at 16k tokens."""
+NODE_LOCAL_FS = {"ext2", "ext3", "ext4", "xfs", "btrfs", "tmpfs", "overlay", "zfs"}
+SHARED_FS = {"nfs", "nfs4", "lustre", "gpfs", "beegfs", "cephfs", "ceph", "fuse.juicefs", "wekafs", "panfs"}
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: Status
+    detail: str
+    fix: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status != "FAIL"
+
+    def to_json(self) -> dict[str, object]:
+        return {**asdict(self), "ok": self.ok}
+
+    def line(self) -> str:
+        fix = f"\n        fix: {self.fix}" if self.fix and self.status != "ok" else ""
+        return f"  {self.status:<4}  {self.name}: {self.detail}{fix}"
+
+
+def _needs_gpu(plan: Plan) -> bool:
+    """A run on GPUs: 16-bit precision, flash attention or fused kernels (the smoke curriculum runs fp32 + sdpa on
+    CPU with gloo and needs none)."""
+    cur = plan.loaded.curriculum
+    return cur.torch_dtype != "float32" or any(
+        s.stage.use_liger_kernel or (s.stage.attn_impl or cur.attn_impl) == "flash_attn" for s in plan.stages
+    )
+
+
+def _cuda() -> tuple[int, float | None]:
+    """Visible CUDA devices and the smallest one's total memory in GiB (None without CUDA)."""
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            return 0, None
+        count = torch.cuda.device_count()
+        return count, min(torch.cuda.get_device_properties(i).total_memory for i in range(count)) / memory.GiB
+    except Exception:  # a broken driver is "no usable GPU" here; the check says so
+        return 0, None
+
+
+def check_gpus(plan: Plan) -> Check:
+    count, _ = _cuda()
+    wanted = plan.launch.nproc_per_node
+    if not _needs_gpu(plan):
+        return Check("gpus", "ok", f"{count} CUDA GPU(s); this curriculum runs float32 + sdpa and needs none")
+    if count >= wanted:
+        return Check("gpus", "ok", f"{count} CUDA GPU(s) visible for --nproc {wanted}")
+    return Check(
+        "gpus",
+        "FAIL",
+        f"{count} CUDA GPU(s) visible, --nproc {wanted} needs {wanted}",
+        "run on a GPU node (check CUDA_VISIBLE_DEVICES and nvidia-smi), or lower --nproc",
+    )
+
+
+def check_memory(plan: Plan, nodes: int) -> list[Check]:
+    count, measured = _cuda()
+    cur = plan.loaded.curriculum
+    if not _needs_gpu(plan) and count == 0:
+        return [Check("memory", "ok", "CPU run: no GPU memory to plan")]
+    nominal = 80.0 if measured is None else measured / memory.USABLE
+    where = "the GPUs' own memory" if measured else "an 80 GB card (no GPU here to measure)"
+    checks = []
+    for stage in plan.stages:
+        try:
+            report = memory.stage_report(
+                cur, stage.stage, plan.loaded.base_dir, plan.launch.nproc_per_node, nodes, nominal
+            )
+        except ValueError as exc:
+            checks.append(Check(f"memory {stage.stage.name}", "warn", str(exc), "give a local model folder"))
+            continue
+        detail = (
+            f"plans {report['total_gib']:.1f} GiB of {report['capacity_gib']:.1f} usable on {where}: "
+            f"{report['verdict']}, {report['headroom_gib']:+.1f} GiB to spare"
+        )
+        fix = "; ".join(f"{f['fix']} ({f['setting']})" for f in report["fixes"])
+        status: Status = {"fits": "ok", "tight": "warn", "does not fit": "FAIL"}[report["verdict"]]
+        checks.append(Check(f"memory {stage.stage.name}", status, detail, fix))
+    return checks
+
+
+def check_attention(plan: Plan) -> Check:
+    cur = plan.loaded.curriculum
+    wanted = {s.stage.attn_impl or cur.attn_impl for s in plan.stages}
+    chosen = {w: swift_adapter.attention(w) for w in wanted}
+    if "flash_attn" in wanted and importlib.util.find_spec("flash_attn") is None:
+        return Check(
+            "attention",
+            "FAIL",
+            "attn_impl: flash_attn, but flash-attn does not import: every stage dies at model load",
+            "install it (README: the GPU install), or attn_impl: auto (sdpa where flash-attn is missing)",
+        )
+    return Check("attention", "ok", "; ".join(f"{w} -> {impl} ({why})" for w, (impl, why) in chosen.items()))
+
+
+def check_liger(plan: Plan) -> Check:
+    users = [s.stage.name for s in plan.stages if s.stage.use_liger_kernel]
+    if not users:
+        return Check("liger-kernel", "ok", "no stage uses the fused kernels")
+    fix = f'pip install "liger-kernel>={LIGER_TESTED[0]},<{LIGER_TESTED[1]}" (the gpu extra)'
+    try:
+        version = importlib.metadata.version("liger-kernel")
+    except importlib.metadata.PackageNotFoundError:
+        return Check("liger-kernel", "FAIL", f"stages {users} use the fused loss; liger-kernel is not installed", fix)
+    from packaging.version import Version
+
+    if not Version(LIGER_TESTED[0]) <= Version(version) < Version(LIGER_TESTED[1]):
+        return Check("liger-kernel", "FAIL", f"liger-kernel {version} is outside the tested range {LIGER_TESTED}", fix)
+    try:
+        from liger_kernel.transformers import apply_liger_kernel_to_qwen2_5_vl  # noqa: F401
+    except Exception as exc:
+        return Check("liger-kernel", "FAIL", f"liger-kernel {version} cannot patch Qwen2.5-VL ({exc})", fix)
+    return Check("liger-kernel", "ok", f"liger-kernel {version} patches Qwen2.5-VL (stages {users})")
+
+
+def check_cpu_adam(plan: Plan) -> Check:
+    users = [s.stage.name for s in plan.stages if s.deepspeed and deepspeed_configs.offloads_optimizer(s.deepspeed)]
+    if not users:
+        return Check("cpu adam", "ok", "no stage offloads the optimizer")
+    fix = "apt-get install g++ ninja-build python3-dev (the op compiles on first use into $TORCH_EXTENSIONS_DIR)"
+    missing = [tool for tool in ("c++", "ninja") if shutil.which(tool) is None]
+    if "c++" in missing:
+        return Check(
+            "cpu adam", "FAIL", f"stages {users} offload the optimizer; no C++ compiler for DeepSpeedCPUAdam", fix
+        )
+    try:
+        from deepspeed.ops.op_builder import CPUAdamBuilder
+
+        CPUAdamBuilder().load(verbose=False)
+    except Exception as exc:
+        return Check("cpu adam", "FAIL", f"DeepSpeedCPUAdam does not build or load: {type(exc).__name__}: {exc}", fix)
+    return Check("cpu adam", "ok", f"DeepSpeedCPUAdam loads (stages {users}); built ops are cached")
+
+
+def check_model(plan: Plan) -> Check:
+    cur = plan.loaded.curriculum
+    ref = cur.model
+    if ref.startswith(model_ref.BUILTIN_PREFIX):
+        return Check("model", "ok", f"{ref}: built offline on first use")
+    if model_ref.is_local(ref):
+        config = Path(model_ref.resolve(ref)) / "config.json"
+        if not config.is_file():
+            return Check("model", "FAIL", f"{config} not found", "point `model` at a folder with config.json")
+        return Check("model", "ok", f"local folder {config.parent}")
+    if cur.hub == "modelscope":
+        return Check(
+            "model",
+            "warn",
+            f"{ref} comes from ModelScope at engine start (hub: modelscope)",
+            "pre-download it, or hub: huggingface with a cached copy",
+        )
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        cached = try_to_load_from_cache(ref, "config.json")
+    except Exception:
+        cached = None
+    if isinstance(cached, str):
+        return Check("model", "ok", f"{ref} is in the Hugging Face cache ({Path(cached).parent})")
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        return Check(
+            "model",
+            "FAIL",
+            f"{ref} is not in the Hugging Face cache and HF_HUB_OFFLINE=1",
+            f"huggingface-cli download {ref} on a machine with network, into this cache",
+        )
+    return Check(
+        "model",
+        "warn",
+        f"{ref} is not in the Hugging Face cache: the engine downloads it at start",
+        f"huggingface-cli download {ref} beforehand (15 GB), or make sure this node reaches the hub",
+    )
+
+
+def check_data(plan: Plan) -> Check:
+    cur = plan.loaded.curriculum
+    needed: list[tuple[str, Path]] = []
+    uses_mixes = any(source.mix for stage in plan.stages for source in stage.stage.data)
+    try:
+        root = resolve_data_root(cur.data_root, plan.loaded.base_dir) if uses_mixes else None
+        for stage in plan.stages:
+            for source in stage.stage.data:
+                if source.mix is None or root is None:
+                    continue
+                loaded = mixes.load(source.mix, source.set, search=[plan.loaded.base_dir])
+                wanted = set(mixes.splits_of(loaded, source.splits))
+                for component in loaded.mix.components:
+                    if mixes.component_splits(loaded.mix, component) & wanted:
+                        spec = loaded.mix.sources[component.source]
+                        needed.append((component.source, build.under(root, spec.path)))
+    except (DataError, mixes.MixError, FileNotFoundError) as exc:
+        return Check(
+            "data", "FAIL", str(exc).splitlines()[0], "set data_root (or SPINEGPT_DATA_ROOT) to your downloads"
+        )
+    missing = sorted({f"{name} ({path})" for name, path in needed if not path.is_file()})
+    if missing:
+        shown = ", ".join(missing[:4]) + (" ..." if len(missing) > 4 else "")
+        return Check(
+            "data",
+            "FAIL",
+            f"{len(missing)} source file(s) missing: {shown}",
+            "download them into the layout of data_mixes/sources.yaml",
+        )
+    return Check("data", "ok", f"{len({n for n, _ in needed})} source(s) present" if needed else "no data mixes")
+
+
+def _existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_disk(plan: Plan) -> Check:
+    cur = plan.loaded.curriculum
+    try:
+        shape = memory.model_shape(cur.model)
+    except ValueError as exc:
+        return Check("disk", "warn", f"checkpoint size unknown: {exc}")
+    per_stage = []
+    for stage in plan.stages:
+        each = memory.checkpoint_bytes(shape, memory.setting_for(stage.stage, cur, plan.loaded.base_dir))
+        kept = (stage.stage.save_total_limit or 10) + 1  # one more is written before the oldest is rotated out
+        per_stage.append(each * kept)
+    free = shutil.disk_usage(_existing(plan.output_dir)).free
+    need_run, need_stage = sum(per_stage), max(per_stage, default=0)
+    detail = (
+        f"{free / 1e9:,.0f} GB free in {plan.output_dir}; the run keeps up to {need_run / 1e9:,.0f} GB of "
+        f"checkpoints (the largest stage {need_stage / 1e9:,.0f} GB)"
+    )
+    fix = "free space, another --output-dir, or a lower save_total_limit (each 7B full checkpoint is ~110 GB)"
+    if free < need_stage:
+        return Check("disk", "FAIL", detail, fix)
+    return Check("disk", "warn" if free < need_run else "ok", detail, fix)
+
+
+def _available_ram() -> float | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return float(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def check_host_ram(plan: Plan, nodes: int) -> Check:
+    cur = plan.loaded.curriculum
+    need = 0.0
+    for stage in plan.stages:
+        if stage.deepspeed and deepspeed_configs.offloads_optimizer(stage.deepspeed):
+            try:
+                report = memory.stage_report(
+                    cur, stage.stage, plan.loaded.base_dir, plan.launch.nproc_per_node, nodes, 80
+                )
+            except ValueError:
+                continue
+            need = max(need, report["cpu_offload_gib_per_node"] * memory.GiB)
+    if not need:
+        return Check("host ram", "ok", "no stage offloads to CPU memory")
+    have = _available_ram()
+    if have is None:
+        return Check("host ram", "warn", f"offload needs ~{need / memory.GiB:.0f} GiB per node; available unknown")
+    status: Status = "ok" if have >= need else "FAIL"
+    return Check(
+        "host ram",
+        status,
+        f"offload needs ~{need / memory.GiB:.0f} GiB per node, {have / memory.GiB:.0f} GiB available",
+        "a node with more memory, or more nodes (the offloaded states are sharded)",
+    )
+
+
+def _filesystem(path: Path) -> str | None:
+    best, kind = "", None
+    try:
+        for line in Path("/proc/mounts").read_text().splitlines():
+            _, mount, fstype, *_ = line.split()
+            if str(path).startswith(mount) and len(mount) > len(best):
+                best, kind = mount, fstype
+    except OSError:
+        return None
+    return kind
+
+
+def check_nodes(plan: Plan, nodes: int) -> list[Check]:
+    if nodes <= 1:
+        return [Check("nodes", "ok", "one node")]
+    kind = _filesystem(_existing(plan.output_dir).resolve())
+    shared: Status = "ok" if kind in SHARED_FS else ("FAIL" if kind in NODE_LOCAL_FS else "warn")
+    env = sorted({**swift_adapter.engine_environment(plan.loaded.curriculum), **plan.loaded.curriculum.env})
+    how = (
+        "written to each stage's .deepspeed_env, which the DeepSpeed launcher exports on every host"
+        if plan.launch.launcher == "deepspeed"
+        else "set by spinegpt on every node it runs on"
+    )
+    return [
+        Check(
+            "shared output",
+            shared,
+            f"{plan.output_dir} is on {kind or 'an unknown'} filesystem",
+            "put --output-dir on storage every node mounts (NFS, Lustre, GPFS, ...)",
+        ),
+        Check("env on every node", "ok", f"{', '.join(env)}: {how}"),
+    ]
+
+
+def run(plan: Plan, nodes: int | None = None) -> list[Check]:
+    nodes = nodes or plan.launch.nnodes
+    steps: list[Callable[[], Check | list[Check]]] = [
+        lambda: check_gpus(plan),
+        lambda: check_memory(plan, nodes),
+        lambda: check_attention(plan),
+        lambda: check_liger(plan),
+        lambda: check_cpu_adam(plan),
+        lambda: check_model(plan),
+        lambda: check_data(plan),
+        lambda: check_disk(plan),
+        lambda: check_host_ram(plan, nodes),
+        lambda: check_nodes(plan, nodes),
+    ]
+    checks: list[Check] = []
+    for step in steps:
+        result = step()
+        checks += result if isinstance(result, list) else [result]
+    return checks
+
+
+def render(checks: list[Check]) -> str:
+    failed = [c for c in checks if not c.ok]
+    verdict = f"{len(failed)} check(s) FAILED" if failed else "ready"
+    return "preflight:\n" + "\n".join(c.line() for c in checks) + f"\n{verdict}"
