@@ -8,15 +8,19 @@ to multiples of 28 with the area brought into [min_pixels, max_pixels], (H/28)·
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 from spinegpt.data_mixes.records import IMAGE_TAG
+
+from spinegpt.files import sha256_file, write_json_atomic
+from spinegpt.paths import cache_root
 
 FACTOR = 28
 VISION_PLACEHOLDER = "<|vision_start|><|image_pad|><|vision_end|>"
@@ -48,18 +52,77 @@ def image_tokens(path: str | Path, min_pixels: int, max_pixels: int) -> int:
     return (h // FACTOR) * (w // FACTOR)
 
 
+@dataclass(frozen=True)
+class Framing:
+    """What a chat template puts around each message, learnt once from the template itself: a row's templated text
+    is then plain string joins, and many rows are tokenized together by the fast (Rust) tokenizer."""
+
+    prefix: dict[str, str]
+    suffix: str
+    default_system: str
+    """Rendered before the first message when the conversation has no system message ('' for templates without)."""
+
+    def render(self, messages: list[dict[str, str]]) -> str:
+        head = "" if messages and messages[0]["role"] == "system" else self.default_system
+        return head + "".join(self.prefix[m["role"]] + m["content"] + self.suffix for m in messages)
+
+
+_PROBE = "\x00{}\x00"
+
+
+def learn_framing(tokenizer: Any) -> Framing | None:
+    """The template's per-message framing, or None when it is not of that shape (then every row is rendered by the
+    template itself: exact, only slower). Checked against the template on probe conversations."""
+
+    def render(messages: list[dict[str, str]]) -> str:
+        return str(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False))
+
+    try:
+        s, u, a = (_PROBE.format(r) for r in ("S", "U", "A"))
+        full = render(
+            [{"role": "system", "content": s}, {"role": "user", "content": u}, {"role": "assistant", "content": a}]
+        )
+        bare = render([{"role": "user", "content": u}, {"role": "assistant", "content": a}])
+        head, rest = full.split(s)
+        between_su, rest = rest.split(u)
+        between_ua, suffix = rest.split(a)
+        if not (between_su.startswith(suffix) and between_ua.startswith(suffix)):
+            return None
+        prefix = {"system": head, "user": between_su[len(suffix) :], "assistant": between_ua[len(suffix) :]}
+        framing = Framing(prefix, suffix, bare.split(prefix["user"] + u)[0] if prefix["user"] else "")
+        probes = [
+            [
+                {"role": "user", "content": "x\n"},
+                {"role": "assistant", "content": "y"},
+                {"role": "user", "content": "z"},
+                {"role": "assistant", "content": VISION_PLACEHOLDER + "w"},
+            ],
+            [
+                {"role": "system", "content": "sys"},
+                {"role": "user", "content": "q"},
+                {"role": "assistant", "content": ""},
+            ],
+        ]
+    except (ValueError, TypeError, KeyError):
+        return None
+    return framing if all(framing.render(p) == render(p) for p in probes) else None
+
+
 class Counter:
     """Token counts for engine rows with one model's tokenizer and one stage's pixel limits."""
 
     def __init__(self, tokenizer: Any, min_pixels: int, max_pixels: int):
         self.tokenizer, self.min_pixels, self.max_pixels = tokenizer, min_pixels, max_pixels
         self._image_cache: dict[str, int] = {}
+        self.framing = learn_framing(tokenizer)
+
+    @staticmethod
+    def _converted(messages: list[dict[str, str]]) -> list[dict[str, str]]:
+        return [{"role": m["role"], "content": m["content"].replace(IMAGE_TAG, VISION_PLACEHOLDER)} for m in messages]
 
     def text_tokens(self, messages: list[dict[str, str]]) -> int:
-        converted = [
-            {"role": m["role"], "content": m["content"].replace(IMAGE_TAG, VISION_PLACEHOLDER)} for m in messages
-        ]
-        ids = self.tokenizer.apply_chat_template(converted, tokenize=True, add_generation_prompt=False)
+        """The per-row reference: the chat template applied to one conversation and tokenized."""
+        ids = self.tokenizer.apply_chat_template(self._converted(messages), tokenize=True, add_generation_prompt=False)
         if isinstance(ids, Mapping):  # transformers 5 returns a BatchEncoding
             ids = ids["input_ids"]
         return len(ids)
@@ -69,11 +132,32 @@ class Counter:
             self._image_cache[path] = image_tokens(path, self.min_pixels, self.max_pixels)
         return self._image_cache[path]
 
+    def count_many(self, rows: list[Mapping[str, Any]]) -> list[int]:
+        """Tokens of many engine rows at once, exactly what :meth:`count` gives each (the template's framing joined
+        around the texts, then one batch through the fast tokenizer, which encodes in parallel)."""
+        if self.framing is None:
+            text_counts = [self.text_tokens(r["messages"]) for r in rows]
+        else:
+            texts = [self.framing.render(self._converted(r["messages"])) for r in rows]
+            encoded = self.tokenizer(texts, add_special_tokens=False, return_attention_mask=False)["input_ids"]
+            text_counts = [len(ids) for ids in encoded]
+        # Each placeholder already holds one <|image_pad|>; the processor expands it to the image's token count.
+        return [
+            n + sum(self.image(p) - 1 for p in r.get("images") or []) for n, r in zip(text_counts, rows, strict=True)
+        ]
+
     def count(self, row: Mapping[str, Any]) -> int:
         """Tokens of one engine row: chat-templated text plus every image's visual tokens."""
         images = row.get("images") or []
-        # Each placeholder already holds one <|image_pad|>; the processor expands it to the image's token count.
         return self.text_tokens(row["messages"]) + sum(self.image(p) - 1 for p in images)
+
+    def fingerprint(self) -> str:
+        """What decides the counts besides the rows: the tokenizer (vocabulary, merges, special tokens), its chat
+        template and the pixel limits."""
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        vocabulary = backend.to_str() if backend is not None else json.dumps(self.tokenizer.get_vocab(), sort_keys=True)
+        parts = [COUNT_VERSION, vocabulary, str(self.tokenizer.chat_template), self.min_pixels, self.max_pixels]
+        return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
 
 
 def pixel_limits(env: Mapping[str, str], model_dir: Path | None) -> tuple[int, int]:
@@ -118,13 +202,43 @@ def percentiles(values: list[int]) -> dict[str, int]:
     return {"p50": at(0.5), "p90": at(0.9), "p99": at(0.99), "max": ordered[-1]}
 
 
-def count_file(path: Path, counter: Counter) -> Iterable[tuple[int, int, dict[str, Any]]]:
-    """(line, tokens, row) for every row of an engine JSONL file."""
+COUNT_VERSION = 1
+BATCH = 2048
+
+
+def _rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, 1):
             if line.strip():
-                row = json.loads(line)
-                yield number, counter.count(row), row
+                yield number, json.loads(line)
+
+
+def counts(path: Path, counter: Counter) -> list[int]:
+    """Every row's token count, computed in batches, or read back from the cache: keyed by the file's content and
+    the counter's fingerprint, so a second audit, plan --audit or --resume over the same build takes seconds."""
+    key = hashlib.sha256(f"{sha256_file(path)}:{counter.fingerprint()}".encode()).hexdigest()
+    cached = cache_root() / "token-counts" / key[:2] / f"{key}.json"
+    try:
+        return [int(n) for n in json.loads(cached.read_text())]
+    except (OSError, ValueError):
+        pass
+    found: list[int] = []
+    batch: list[dict[str, Any]] = []
+    for _, row in _rows(path):
+        batch.append(row)
+        if len(batch) == BATCH:
+            found += counter.count_many(batch)
+            batch = []
+    found += counter.count_many(batch) if batch else []
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(cached, found)
+    return found
+
+
+def count_file(path: Path, counter: Counter) -> Iterable[tuple[int, int, dict[str, Any]]]:
+    """(line, tokens, row) for every row of an engine JSONL file (counts cached, see :func:`counts`)."""
+    for (number, row), tokens in zip(_rows(path), counts(path, counter), strict=True):
+        yield number, tokens, row
 
 
 def audit_rows(
@@ -137,11 +251,14 @@ def audit_rows(
     max_steps: int | None,
     over_length: str = "drop",
 ) -> StageAudit:
-    lengths, over = [], []
-    for number, tokens, _row in count_file(path, counter):
-        lengths.append(tokens)
-        if tokens > max_length:
-            over.append(f"{path}:{number} ({tokens} tokens)")
+    lengths = counts(path, counter)
+    over = []
+    if any(n > max_length for n in lengths):  # only then are the rows read again, for their line numbers
+        over = [
+            f"{path}:{number} ({n} tokens)"
+            for (number, _), n in zip(_rows(path), lengths, strict=True)
+            if n > max_length
+        ]
     trained = len(lengths) - (len(over) if over_length == "drop" else 0)  # what the optimizer steps will see
     steps = max_steps if max_steps else math.ceil(math.ceil(trained / global_batch) * epochs)
     return StageAudit(

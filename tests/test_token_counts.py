@@ -1,0 +1,101 @@
+"""The audit's fast counting is exact: every row's count equals the per-row reference (the chat template applied
+to the row, tokenized, plus Qwen2.5-VL's image rule), on the smoke data and on a seeded sample of the paper-scale
+synthetic inputs; counts are cached by everything that decides them."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import random
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from spinegpt.data_mixes import audit, prepare, readers, sources
+from spinegpt.train.curriculum import DataSource
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def counter(tiny_model: Path) -> audit.Counter:
+    from transformers import AutoTokenizer
+
+    return audit.Counter(AutoTokenizer.from_pretrained(tiny_model), 3136, 50176)
+
+
+def _reference(counter: audit.Counter, row: dict[str, Any]) -> int:
+    return counter.count(row)
+
+
+def _synthetic_rows(tmp_path: Path) -> list[dict[str, Any]]:
+    """A seeded sample of bench/data_build.py's paper-scale inputs (at a small scale), read by the real readers."""
+    spec = importlib.util.spec_from_file_location("data_build", REPO / "bench" / "data_build.py")
+    assert spec is not None and spec.loader is not None
+    data_build = importlib.util.module_from_spec(spec)
+    sys.modules["data_build"] = data_build
+    spec.loader.exec_module(data_build)
+    inputs = tmp_path / "inputs"
+    data_build.generate(inputs, scale=0.002, seed=3)
+    rows: list[dict[str, Any]] = []
+    for name, spec_ in (
+        ("spinemed", "SpineMed-450k/train.jsonl"),
+        ("medical_o1", "medical-o1-reasoning-SFT/medical_o1_sft_Chinese.json"),
+        ("medthoughts", "MedThoughts-8K/MedThoughts-8K.jsonl"),
+        ("pubmedvision", "PubMedVision/PubMedVision_Alignment_VQA.json"),
+    ):
+        options = readers.ReadOptions(data_root=inputs / "open_datasets", image_root=(inputs / spec_).parent)
+        found = [r for r in sources.read(name, inputs / spec_, options) if isinstance(r, readers.Record)]
+        rows += [r.to_row() for r in random.Random(1).sample(found, min(120, len(found)))]
+    return rows
+
+
+def test_batched_counts_equal_the_per_row_reference(counter: audit.Counter, tmp_path: Path) -> None:
+    assert counter.framing is not None  # Qwen's template is learnt, not rendered per row
+    smoke = prepare.prepare([DataSource(smoke=s) for s in ("stage1", "stage2", "stage3")], tmp_path, tmp_path / "s")
+    rows = [json.loads(line) for line in smoke.path.read_text().splitlines()]
+    rows += _synthetic_rows(tmp_path)
+    rows.append(
+        {
+            "messages": [
+                {"role": "system", "content": "你是脊柱外科医生。"},
+                {"role": "user", "content": "<image>\n问题？"},
+                {"role": "assistant", "content": "答。"},
+                {"role": "user", "content": "And <image> this one?"},
+                {"role": "assistant", "content": "<think>\nhmm\n</think>\n\nL4/L5\n"},
+            ],
+            "images": next(r for r in rows if len(r.get("images", [])) == 2)["images"],
+        }
+    )
+    shapes = {
+        (
+            "system" if r["messages"][0]["role"] == "system" else "plain",
+            len(r.get("images", [])) > 0,
+            sum(m["role"] == "user" for m in r["messages"]) > 1,
+        )
+        for r in rows
+    }
+    assert len(rows) > 300 and len(shapes) >= 4  # system prompts, images, multi-turn, their mixes
+    assert counter.count_many(rows) == [_reference(counter, r) for r in rows]
+
+
+def test_counts_are_cached_by_what_decides_them(
+    counter: audit.Counter, tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from transformers import AutoTokenizer
+
+    monkeypatch.setenv("SPINEGPT_CACHE", str(tmp_path / "cache"))
+    prepared = prepare.prepare([DataSource(smoke="stage2")], tmp_path, tmp_path / "p")
+    first = audit.counts(prepared.path, counter)
+    calls: list[int] = []
+    original = audit.Counter.count_many
+    monkeypatch.setattr(audit.Counter, "count_many", lambda self, rows: calls.append(len(rows)) or original(self, rows))
+    assert audit.counts(prepared.path, counter) == first and calls == []  # a hit: nothing counted again
+    audit.counts(prepared.path, audit.Counter(counter.tokenizer, counter.min_pixels, 12544))  # MAX_PIXELS changed
+    assert calls, "another pixel limit must recount"
+    calls.clear()
+    other = AutoTokenizer.from_pretrained(tiny_model)
+    other.chat_template = str(other.chat_template).replace("You are a helpful assistant.", "You are a surgeon.")
+    changed = audit.counts(prepared.path, audit.Counter(other, counter.min_pixels, counter.max_pixels))
+    assert calls and changed != first  # another chat template: recounted, and the counts differ
