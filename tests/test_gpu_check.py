@@ -24,11 +24,11 @@ def test_the_dry_run_builds_every_input_and_plans_the_three_stages(tmp_path: Pat
     text = config.get("text_config", config)
     assert (text["hidden_size"], text["num_hidden_layers"], text["vocab_size"]) == (3584, 2, 152064)
     assert config["vision_config"]["depth"] == 32 and not list((work / "model").glob("*.safetensors"))
-    counts = {
-        int(n): json.loads(c)
-        for n, c in (line.split(" tokens: ") for line in result.stdout.splitlines() if line.startswith("rows at"))
-        for n in [n.split()[-1].replace(",", "")]
-    }
+    counts: dict[int, list[int]] = {}
+    for line in result.stdout.splitlines():
+        if line.startswith("rows at "):
+            length, values = line.removeprefix("rows at ").split(" tokens: ")
+            counts[int(length.replace(",", ""))] = json.loads(values)
     assert 15_000 < counts[16384][0] <= 16384 and 45_000 < counts[49152][0] <= 49152
     assert counts[16384][1] < 100 and counts[16384][2] > 5000  # a short row and a large-image row
     lines = {line.split(":")[0]: line for line in result.stdout.splitlines() if "planner" in line}
