@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -132,7 +132,7 @@ class Counter:
             self._image_cache[path] = image_tokens(path, self.min_pixels, self.max_pixels)
         return self._image_cache[path]
 
-    def count_many(self, rows: list[Mapping[str, Any]]) -> list[int]:
+    def count_many(self, rows: Sequence[Mapping[str, Any]]) -> list[int]:
         """Tokens of many engine rows at once, exactly what :meth:`count` gives each (the template's framing joined
         around the texts, then one batch through the fast tokenizer, which encodes in parallel)."""
         if self.framing is None:

@@ -67,8 +67,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--nodes", type=int, help="nodes for --memory (default: $NNODES or 1)")
     p.set_defaults(handler=_plan)
 
-    pre = sub.add_parser("preflight", help="check in seconds what would stop the run on this node (GPUs, memory, "
-                         "kernels, CPU Adam, model, data, disk, RAM, nodes)")
+    pre = sub.add_parser(
+        "preflight",
+        help="check in seconds what would stop the run on this node (GPUs, memory, "
+        "kernels, CPU Adam, model, data, disk, RAM, nodes)",
+    )
     _curriculum_args(pre)
     _launch_args(pre)
     pre.add_argument("--nodes", type=int, help="nodes of the run (default: $NNODES or 1)")

@@ -195,11 +195,13 @@ def global_batch(stage: Stage, world_size: int) -> int:
 def eval_job(config: EvalConfig, curriculum: Curriculum, root: Path) -> EvalJob:
     """An evaluation of a model trained by ``curriculum`` (its model type, template, precision and attention);
     relative benchmark paths are taken from ``root``."""
-    loading = ModelLoading(
-        model_type=curriculum.model_type,
-        template=curriculum.template,
-        torch_dtype=curriculum.torch_dtype,
-        attn_impl=swift_adapter.attention(curriculum.attn_impl)[0],
+    loading = ModelLoading.model_validate(
+        {
+            "model_type": curriculum.model_type,
+            "template": curriculum.template,
+            "torch_dtype": curriculum.torch_dtype,
+            "attn_impl": swift_adapter.attention(curriculum.attn_impl)[0],
+        }
     )
     return EvalJob(eval=config.resolved(root), loading=loading)
 

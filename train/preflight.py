@@ -108,7 +108,8 @@ def check_memory(plan: Plan, nodes: int) -> list[Check]:
             f"{report['verdict']}, {report['headroom_gib']:+.1f} GiB to spare"
         )
         fix = "; ".join(f"{f['fix']} ({f['setting']})" for f in report["fixes"])
-        status: Status = {"fits": "ok", "tight": "warn", "does not fit": "FAIL"}[report["verdict"]]
+        verdicts: dict[str, Status] = {"fits": "ok", "tight": "warn", "does not fit": "FAIL"}
+        status = verdicts[report["verdict"]]
         checks.append(Check(f"memory {stage.stage.name}", status, detail, fix))
     return checks
 
