@@ -55,9 +55,10 @@ def test_the_planner_plans_against_usable_memory_with_headroom() -> None:
     loaded = curriculum.load(CURRICULA / "spinegpt.yaml", ["stages.foundation.use_liger_kernel=false"])
     c = loaded.curriculum
     unfused = memory.stage_report(c, c.stages[0], loaded.base_dir, 8, 1, 80)
-    # The finding: 79.3 GiB planned "of 80" fitted before; an 80 GB card has about 79.1 usable.
-    assert unfused["capacity_gib"] == pytest.approx(79.15) and unfused["verdict"] == "does not fit"
-    assert unfused["headroom_gib"] < 0 and not unfused["fits"]
+    # The finding: ~79 GiB planned "of 80" was called a fit; an 80 GB card has about 79.1 usable, and a plan
+    # within the margin is one long row away from out-of-memory.
+    assert unfused["capacity_gib"] == pytest.approx(79.15) and unfused["verdict"] in ("tight", "does not fit")
+    assert unfused["headroom_gib"] < 0.08 * 79.15
     shipped = curriculum.load(CURRICULA / "spinegpt.yaml")
     for stage in shipped.curriculum.stages:
         report = memory.stage_report(shipped.curriculum, stage, shipped.base_dir, 8, 1, 80)
