@@ -113,3 +113,19 @@ def test_slurm_steps_get_the_jobs_cores() -> None:
     script = (REPO / "launch" / "slurm.sbatch").read_text()
     srun = next(line for line in script.splitlines() if line.startswith("srun "))
     assert '--cpus-per-task="${SLURM_CPUS_PER_TASK' in srun
+
+
+def test_several_nodes_need_a_shared_output_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from spinegpt.train import preflight
+
+    monkeypatch.setattr(preflight, "_filesystem", lambda path: "ext4")
+    remote = topology.Launch(nproc_per_node=8, nnodes=2, master_addr="10.1.2.3")
+    built = plan.build(curriculum.load(CURRICULA / "smoke.yaml"), tmp_path / "run", remote)
+    shared, env = preflight.check_nodes(built, 2)
+    assert shared.status == "FAIL" and "ext4" in shared.detail and "NFS" in shared.fix
+    assert env.ok and "USE_HF" in env.detail and "MAX_PIXELS" in env.detail
+    monkeypatch.setattr(preflight, "_filesystem", lambda path: "lustre")
+    assert preflight.check_nodes(built, 2)[0].status == "ok"
+    here = plan.build(curriculum.load(CURRICULA / "smoke.yaml"), tmp_path / "run", topology.Launch(nnodes=2))
+    monkeypatch.setattr(preflight, "_filesystem", lambda path: "ext4")
+    assert preflight.check_nodes(here, 2)[0].status == "ok"  # every node on this host: any folder is shared
