@@ -99,8 +99,15 @@ class Judge:
     ):
         """``cache_path``: the SQLite verdict cache (None: no caching)."""
         self.config = config
-        server = Server(config.base_url, config.model, config.api_key_env, config.timeout_s, config.max_attempts,
-                        config.backoff_s, config.temperature)  # fmt: skip
+        server = Server(
+            config.base_url,
+            config.model,
+            config.api_key_env,
+            config.timeout_s,
+            config.max_attempts,
+            config.backoff_s,
+            config.temperature,
+        )
         self._client = ChatClient(server, sleep=sleep)
         self._cache = ReplyCache(cache_path, "judge_verdicts") if cache_path else None
 

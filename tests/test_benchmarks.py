@@ -156,8 +156,9 @@ def test_a_partly_failed_judging_marks_every_overall_partial(tmp_path: Path) -> 
     assert scores["overall"] is not None and scores["overall_partial"] == "1 of 2 reports judged"
     assert "(partial: 1 of 2 reports judged)" in (tmp_path / "eval" / "sb.md").read_text()
     assert "overall (partial)" in spinebench.BENCHMARK.headline(scores)
-    metrics = [m["name"] for r in spinebench.BENCHMARK.model_index({"name": "sb", "type": "x"}, scores)
-               for m in r["metrics"]]  # fmt: skip
+    metrics = [
+        m["name"] for r in spinebench.BENCHMARK.model_index({"name": "sb", "type": "x"}, scores) for m in r["metrics"]
+    ]
     assert "Overall (partial: 1 of 2 reports judged)" in metrics
 
 
