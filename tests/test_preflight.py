@@ -129,3 +129,17 @@ def test_several_nodes_need_a_shared_output_folder(tmp_path: Path, monkeypatch: 
     here = plan.build(curriculum.load(CURRICULA / "smoke.yaml"), tmp_path / "run", topology.Launch(nnodes=2))
     monkeypatch.setattr(preflight, "_filesystem", lambda path: "ext4")
     assert preflight.check_nodes(here, 2)[0].status == "ok"  # every node on this host: any folder is shared
+
+
+def test_a_failed_preflight_on_node0_stops_the_other_nodes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Followers wait for node 0's markers: when node 0 refuses to start, it must say so, not leave them waiting."""
+    from spinegpt import cli
+    from spinegpt.train import multinode, preflight
+
+    for key, value in {"NNODES": "2", "NODE_RANK": "0", "MASTER_ADDR": "10.1.2.3", "SPINEGPT_RUN_TOKEN": "t-9"}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(preflight, "check_nodes", lambda plan, nodes: [preflight.Check("shared output", "FAIL", "x")])
+    out = tmp_path / "run"
+    assert cli.main(["run", str(CURRICULA / "smoke.yaml"), "--nproc", "1", "--output-dir", str(out)]) == 1
+    abort = json.loads((out / multinode.ABORT).read_text())
+    assert abort["token"] == "t-9" and "shared output" in abort["error"]

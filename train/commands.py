@@ -11,6 +11,7 @@ import contextlib
 import json
 import shlex
 import sys
+import time
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -18,6 +19,7 @@ from spinegpt.eval_hooks import registry
 from spinegpt.eval_hooks.config import BenchmarkConfig, EvalConfig, EvalJob, JudgeConfig, ModelLoading
 from spinegpt.train import curriculum, plan, runner, topology
 from spinegpt.train.audit import audit_curriculum
+from spinegpt.train.multinode import Leader
 
 from spinegpt.config_io import validation_issues
 
@@ -244,10 +246,15 @@ def _run(args: argparse.Namespace) -> int:
         failed = [c for c in checks if not c.ok]
         print(preflight.render(checks), flush=True)
         if failed:
-            raise runner.RunError(
+            error = runner.RunError(
                 f"preflight: {len(failed)} check(s) failed ({', '.join(c.name for c in failed)}); fix them, or pass "
                 "--skip-preflight to start anyway"
             )
+            if built.launch.multi_node_torchrun:
+                # The other nodes are waiting for node 0's markers: tell them the run will not start.
+                built.output_dir.mkdir(parents=True, exist_ok=True)
+                Leader(built, opened_at=time.time()).abort(error)
+            raise error
     runner.Runner(built, resume=args.resume, overrides=tuple(args.overrides), until=args.until).run()
     return 0
 
