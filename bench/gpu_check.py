@@ -3,6 +3,9 @@
     python bench/gpu_check.py [--wheels .whl] [--layers 2] [--steps 3]      # on an H100 / H200, <= 25 minutes
     python bench/gpu_check.py --dry-run --workdir /tmp/gc                   # anywhere: build inputs, print the plan
 
+Run it where spinegpt imports (the project's venv, or ``pip install --no-deps -e .`` beside the wheels of what the
+GPU machine lacks: ``--wheels`` installs every wheel of that folder into the work folder first).
+
 A randomly initialised Qwen2.5-VL with the 7B's full width, vocabulary and vision tower but ``--layers`` decoder
 layers is trained through ``spinegpt run`` on synthetic rows written in the engine's format -- a long-answer text
 row, a short row and a row with a large image, their lengths counted exactly -- by a curriculum that extends

@@ -133,8 +133,9 @@ def test_several_nodes_need_a_shared_output_folder(tmp_path: Path, monkeypatch: 
 
 def test_a_failed_preflight_on_node0_stops_the_other_nodes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Followers wait for node 0's markers: when node 0 refuses to start, it must say so, not leave them waiting."""
-    from spinegpt import cli
     from spinegpt.train import multinode, preflight
+
+    from spinegpt import cli
 
     for key, value in {"NNODES": "2", "NODE_RANK": "0", "MASTER_ADDR": "10.1.2.3", "SPINEGPT_RUN_TOKEN": "t-9"}.items():
         monkeypatch.setenv(key, value)
