@@ -8,6 +8,7 @@ to multiples of 28 with the area brought into [min_pixels, max_pixels], (H/28)·
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -151,9 +152,10 @@ class Counter:
         images = row.get("images") or []
         return self.text_tokens(row["messages"]) + sum(self.image(p) - 1 for p in images)
 
+    @functools.cached_property
     def fingerprint(self) -> str:
         """What decides the counts besides the rows: the tokenizer (vocabulary, merges, special tokens), its chat
-        template and the pixel limits."""
+        template and the pixel limits. Computed once per counter: the serialised vocabulary is megabytes."""
         backend = getattr(self.tokenizer, "backend_tokenizer", None)
         vocabulary = backend.to_str() if backend is not None else json.dumps(self.tokenizer.get_vocab(), sort_keys=True)
         parts = [COUNT_VERSION, vocabulary, str(self.tokenizer.chat_template), self.min_pixels, self.max_pixels]
@@ -206,6 +208,18 @@ COUNT_VERSION = 1
 BATCH = 2048
 
 
+def origins_of(prepared: Path) -> Path:
+    """Beside a prepared file: for each of its lines, the ``file:line`` it came from (errors name the source)."""
+    return prepared.with_name(prepared.stem + ".origins")
+
+
+def origin_lines(origins: Path) -> Iterator[str]:
+    """The recorded ``file:line`` of each prepared row, in order (nothing when the file was prepared elsewhere)."""
+    if origins.is_file():
+        with origins.open(encoding="utf-8") as handle:
+            yield from (line.rstrip("\n") for line in handle)
+
+
 def _rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, 1):
@@ -216,7 +230,7 @@ def _rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 def counts(path: Path, counter: Counter) -> list[int]:
     """Every row's token count, computed in batches, or read back from the cache: keyed by the file's content and
     the counter's fingerprint, so a second audit, plan --audit or --resume over the same build takes seconds."""
-    key = hashlib.sha256(f"{sha256_file(path)}:{counter.fingerprint()}".encode()).hexdigest()
+    key = hashlib.sha256(f"{sha256_file(path)}:{counter.fingerprint}".encode()).hexdigest()
     cached = cache_root() / "token-counts" / key[:2] / f"{key}.json"
     try:
         return [int(n) for n in json.loads(cached.read_text())]
@@ -253,12 +267,12 @@ def audit_rows(
 ) -> StageAudit:
     lengths = counts(path, counter)
     over = []
-    if any(n > max_length for n in lengths):  # only then are the rows read again, for their line numbers
-        over = [
-            f"{path}:{number} ({n} tokens)"
-            for (number, _), n in zip(_rows(path), lengths, strict=True)
-            if n > max_length
-        ]
+    if any(n > max_length for n in lengths):  # only then are the rows read again, for their source lines
+        sources = origin_lines(origins_of(path))
+        for (number, _), n in zip(_rows(path), lengths, strict=True):
+            origin = next(sources, None) or f"{path}:{number}"  # advanced on every row, to stay in step
+            if n > max_length:
+                over.append(f"{origin} ({n} tokens)")
     trained = len(lengths) - (len(over) if over_length == "drop" else 0)  # what the optimizer steps will see
     steps = max_steps if max_steps else math.ceil(math.ceil(trained / global_batch) * epochs)
     return StageAudit(

@@ -176,11 +176,6 @@ def _read_jsonl(path: Path) -> Iterator[tuple[int, Any, str | None]]:
             yield number, None, f"invalid JSON: {exc.msg} (column {exc.colno})"
 
 
-def origins_of(prepared: Path) -> Path:
-    """Beside a prepared file: for each of its lines, the ``file:line`` it came from (errors name the source)."""
-    return prepared.with_name(prepared.stem + ".origins")
-
-
 def _rows(
     path: Path, image_root: Path, errors: list[str], image_uses: dict[str, str]
 ) -> Iterator[tuple[dict[str, Any], str]]:
@@ -264,7 +259,7 @@ def prepare(
     images_dir = out_dir / "images"
     target = out_dir / "train.jsonl"
     tmp = target.with_suffix(".jsonl.tmp")
-    origins_tmp = origins_of(target).with_suffix(".tmp")
+    origins_tmp = audit.origins_of(target).with_suffix(".tmp")
     errors: list[str] = []
     image_uses: dict[str, str] = {}
     inputs: list[InputRecord] = []
@@ -310,7 +305,7 @@ def prepare(
         tmp.unlink(missing_ok=True)  # a failure anywhere leaves no half-written file behind
         origins_tmp.unlink(missing_ok=True)
         raise
-    origins_tmp.replace(origins_of(target))
+    origins_tmp.replace(audit.origins_of(target))
     tmp.replace(target)
     return PreparedData(target, sha256_file(target), rows, image_rows, inputs, mixes)
 
@@ -348,10 +343,10 @@ def enforce_lengths(path: Path, counter: audit.Counter, max_length: int, policy:
     lengths: list[int] = []
     image_rows = 0
     tmp = path.with_suffix(".lengths.tmp")
-    origins = origins_of(path)
+    origins = audit.origins_of(path)
     origins_tmp = origins.with_name(origins.name + ".tmp")
     # Each row's source file:line, where preparation recorded it (a file prepared elsewhere: its own lines).
-    sources = _origin_lines(origins)
+    sources = audit.origin_lines(origins)
     with tmp.open("w", encoding="utf-8") as kept, origins_tmp.open("w", encoding="utf-8") as kept_origins:
         for number, tokens, row in audit.count_file(path, counter):
             origin = next(sources, None) or f"{path}:{number}"
@@ -390,12 +385,6 @@ def enforce_lengths(path: Path, counter: audit.Counter, max_length: int, policy:
         "min_pixels": counter.min_pixels,
         "max_pixels": counter.max_pixels,
     }
-
-
-def _origin_lines(origins: Path) -> Iterator[str]:
-    if origins.is_file():
-        with origins.open(encoding="utf-8") as handle:
-            yield from (line.rstrip("\n") for line in handle)
 
 
 def apply_length_policy(

@@ -166,6 +166,8 @@ def test_over_length_errors_name_the_source_file_and_line(tmp_path: Path, tiny_m
     counter = audit.Counter(AutoTokenizer.from_pretrained(tiny_model), 3136, 50176)
     with pytest.raises(prepare.DataError, match=rf"{source}:4: \d+ tokens"):
         prepare.apply_length_policy(prepared, counter, 100, "error")
+    audited = audit.audit_rows("s", prepared.path, counter, 100, 1, 1.0, None)
+    assert [row.split(" (")[0] for row in audited.over_length_rows] == [f"{source}:4"]  # the audit names it too
     dropped, lengths = prepare.apply_length_policy(prepared, counter, 100, "drop")
     assert lengths["dropped"] == 1 and dropped.rows == 2
-    assert prepare.origins_of(dropped.path).read_text().splitlines() == [f"{source}:2", f"{source}:3"]
+    assert audit.origins_of(dropped.path).read_text().splitlines() == [f"{source}:2", f"{source}:3"]
