@@ -208,12 +208,6 @@ PARALLEL_MIN_BYTES = 64 << 20
 """JSONL sources at least this big are read in parallel parts (SpineMed-450k is ~700 MB)."""
 
 
-def data_workers() -> int:
-    """Processes reading one big source: ``$SPINEGPT_DATA_WORKERS``, else the CPUs (at most 8)."""
-    configured = os.environ.get("SPINEGPT_DATA_WORKERS")
-    return max(1, int(configured)) if configured else max(1, min(8, os.cpu_count() or 1))
-
-
 def _read_source(
     name: str,
     spec: SourceSpec,
@@ -359,8 +353,8 @@ def build(
     min_parallel_bytes: int = PARALLEL_MIN_BYTES,
 ) -> BuildResult:
     """Build ``loaded`` into ``output`` (written under a temporary name and renamed when complete). Output bytes do
-    not depend on ``workers`` (default :func:`data_workers`)."""
-    workers = workers or data_workers()
+    not depend on ``workers`` (default :func:`readers.data_workers`)."""
+    workers = workers or readers.data_workers()
     mix = loaded.mix
     data_root = data_root.resolve()
     fingerprint = fingerprint or input_fingerprint(loaded, data_root, seed, splits)

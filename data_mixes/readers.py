@@ -81,6 +81,12 @@ def _is_jsonl(path: Path) -> bool:
     return not head.startswith(b"[")
 
 
+def data_workers() -> int:
+    """Processes reading or counting one big file: ``$SPINEGPT_DATA_WORKERS``, else the CPUs (at most 8)."""
+    configured = os.environ.get("SPINEGPT_DATA_WORKERS")
+    return max(1, int(configured)) if configured else max(1, min(8, os.cpu_count() or 1))
+
+
 def byte_ranges(path: Path, parts: int) -> list[tuple[int, int]]:
     """``parts`` byte ranges covering a JSONL file, each starting at the beginning of a line."""
     size = path.stat().st_size

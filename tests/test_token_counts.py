@@ -4,6 +4,7 @@ synthetic inputs; counts are cached by everything that decides them."""
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 import random
@@ -51,8 +52,13 @@ def _synthetic_rows(tmp_path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def test_batched_counts_equal_the_per_row_reference(counter: audit.Counter, tmp_path: Path) -> None:
+@pytest.mark.parametrize("path", ["tiktoken", "tokenizer batch"])
+def test_batched_counts_equal_the_per_row_reference(counter: audit.Counter, tmp_path: Path, path: str) -> None:
     assert counter.framing is not None  # Qwen's template is learnt, not rendered per row
+    assert counter.fast is not None, counter.why_not_fast  # and its BPE is one tiktoken reproduces
+    if path == "tokenizer batch":  # what a tokenizer of another shape gets
+        counter = copy.copy(counter)
+        counter.fast = None
     smoke = prepare.prepare([DataSource(smoke=s) for s in ("stage1", "stage2", "stage3")], tmp_path, tmp_path / "s")
     rows = [json.loads(line) for line in smoke.path.read_text().splitlines()]
     rows += _synthetic_rows(tmp_path)
@@ -99,3 +105,32 @@ def test_counts_are_cached_by_what_decides_them(
     other.chat_template = str(other.chat_template).replace("You are a helpful assistant.", "You are a surgeon.")
     changed = audit.counts(prepared.path, audit.Counter(other, counter.min_pixels, counter.max_pixels))
     assert calls and changed != first  # another chat template: recounted, and the counts differ
+
+
+def test_parts_counted_by_processes_equal_the_serial_count(
+    counter: audit.Counter, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SPINEGPT_CACHE", str(tmp_path / "cache"))
+    prepared = prepare.prepare([DataSource(smoke=s) for s in ("stage1", "stage2")], tmp_path, tmp_path / "p")
+    serial = audit.counts(prepared.path, counter, workers=1)
+    (tmp_path / "cache").rename(tmp_path / "cache-serial")
+    monkeypatch.setattr(audit, "PARALLEL_MIN_BYTES", 0)
+    assert audit.counts(prepared.path, counter, workers=3) == serial
+
+
+def test_a_fast_count_that_disagrees_with_the_tokenizer_is_caught_and_recounted(
+    counter: audit.Counter, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The regex engines are the one part the equivalence proof cannot cover: a sample guards it."""
+    monkeypatch.setenv("SPINEGPT_CACHE", str(tmp_path / "cache"))
+    prepared = prepare.prepare([DataSource(smoke="stage2")], tmp_path, tmp_path / "p")
+    rows = [json.loads(line) for line in prepared.path.read_text().splitlines()]
+    counter = copy.copy(counter)
+    assert counter.fast is not None
+    wrong = copy.copy(counter.fast)
+    original = wrong.count_many
+    wrong.count_many = lambda batch: [n + 1 for n in original(batch)]  # type: ignore[method-assign]
+    counter.fast = wrong
+    assert audit.counts(prepared.path, counter) == [counter.count(r) for r in rows]
+    assert counter.fast is None  # the tokenizer counted the file again
+    assert f"{prepared.path}:1: tiktoken's count" in capsys.readouterr().err
