@@ -21,7 +21,7 @@ import shutil
 import sys
 import time
 from array import array
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -159,8 +159,8 @@ def _read_part(
     spec: SourceSpec,
     data_root: Path,
     byte_range: tuple[int, int] | None,
-    selectors: list[tuple[set[str] | None, Filters]],
-    leaked_questions: set[str],
+    selectors: list[tuple[set[str] | None, Filters, int]],
+    leaked_questions: list[set[str]],
     spool: Path,
     label: str,
 ) -> _Part:
@@ -184,7 +184,7 @@ def _read_part(
             if spec.reader == "spinemed" and byte_range is not None:
                 part.ids[record.id] = int(record.provenance.get("line", 0))
             accepting = []
-            for k, (allowed, filters) in enumerate(selectors):
+            for k, (allowed, filters, _) in enumerate(selectors):
                 if (allowed is None or record.split in allowed) and filters.accepts(
                     record.split, record.category, record.subspecialty, record.task, record.language
                 ):
@@ -193,12 +193,16 @@ def _read_part(
                     part.counts[k]["filtered out"] += 1
             if not accepting:
                 continue  # never normalised nor serialised: most components filter out most of SpineMed
-            if leaked_questions and record.question() in leaked_questions:
-                for k in accepting:
-                    part.counts[k]["benchmark leak"] += 1
-                continue
+            question = record.question() if any(leaked_questions[selectors[k][2]] for k in accepting) else None
+            kept = 0
             for k in accepting:
-                part.eligible[k].append(record.index)
+                if question is not None and question in leaked_questions[selectors[k][2]]:
+                    part.counts[k]["benchmark leak"] += 1
+                else:
+                    part.eligible[k].append(record.index)
+                    kept += 1
+            if not kept:
+                continue
             row = json.dumps(record.to_row(), ensure_ascii=False, sort_keys=True)
             out.write(f"{record.index}\t{record.split}\t{row}\n")
     return part
@@ -208,34 +212,53 @@ PARALLEL_MIN_BYTES = 64 << 20
 """JSONL sources at least this big are read in parallel parts (SpineMed-450k is ~700 MB)."""
 
 
-def _read_source(
-    name: str,
-    spec: SourceSpec,
+@dataclass
+class _SharedRead:
+    """One source read once for every component (of every mix being built) that draws from it."""
+
+    name: str
+    spec: SourceSpec
+    path: Path
+    states: list[tuple[int, _ComponentState]]
+    """(which mix, its component's state), in mix then component order."""
+    parts: list[_Part] = field(default_factory=list)
+
+
+def _read_all(
+    reads: list[_SharedRead],
     data_root: Path,
-    states: list[_ComponentState],
-    leaked: set[str],
+    leaked: list[set[str]],
     folder: Path,
     label: str,
     workers: int,
     min_bytes: int,
-) -> list[_Part]:
-    selectors = [(state.allowed_splits, state.component.filters) for state in states]
-    path = source_file(name, spec, data_root)
-    ranges: list[tuple[int, int] | None] = [None]
-    if workers > 1 and path.stat().st_size >= min_bytes and readers._is_jsonl(path):
-        ranges = list(readers.byte_ranges(path, workers))
-    labels = [f"{label} [part {k + 1}/{len(ranges)}]" if len(ranges) > 1 else label for k in range(len(ranges))]
-    jobs = [
-        (name, spec, data_root, r, selectors, leaked, folder / f"{name}.{k:03d}.tsv", labels[k])
-        for k, r in enumerate(ranges)
-    ]
-    if len(jobs) == 1:
-        return [_read_part(*jobs[0])]
-    # spawn, not fork: the caller (the runner) may hold threads, and a forked copy of a lock can deadlock.
-    with ProcessPoolExecutor(len(jobs), mp_context=multiprocessing.get_context("spawn")) as pool:
-        parts = list(pool.map(_read_part, *zip(*jobs, strict=True)))
-    _no_repeated_ids(path, parts)
-    return parts
+) -> None:
+    """Read every source, a big JSONL one in ``workers`` parts, all parts as jobs of one process pool (largest
+    first, so the small sources fill the gaps): each source's parts in file order in ``read.parts``."""
+    jobs: list[tuple[int, _SharedRead, tuple[Any, ...]]] = []
+    for read in reads:
+        selectors = [(state.allowed_splits, state.component.filters, mix) for mix, state in read.states]
+        ranges: list[tuple[int, int] | None] = [None]
+        if workers > 1 and read.path.stat().st_size >= min_bytes and readers._is_jsonl(read.path):
+            ranges = list(readers.byte_ranges(read.path, workers))
+        for k, r in enumerate(ranges):
+            where = f"{label} [part {k + 1}/{len(ranges)}]" if len(ranges) > 1 else label
+            size = (r[1] - r[0]) if r else read.path.stat().st_size
+            spool = folder / f"{read.name}.{len(jobs):03d}.tsv"
+            jobs.append((size, read, (read.name, read.spec, data_root, r, selectors, leaked, spool, where)))
+    if workers == 1 or len(jobs) == 1:
+        results = [_read_part(*job) for _, _, job in jobs]
+    else:
+        order = sorted(range(len(jobs)), key=lambda j: -jobs[j][0])
+        # spawn, not fork: the caller (the runner) may hold threads, and a forked copy of a lock can deadlock.
+        with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = {j: pool.submit(_read_part, *jobs[j][2]) for j in order}
+            results = [futures[j].result() for j in range(len(jobs))]
+    for (_, read, _), part in zip(jobs, results, strict=True):
+        read.parts.append(part)
+    for read in reads:
+        if len(read.parts) > 1:
+            _no_repeated_ids(read.path, read.parts)
 
 
 def _no_repeated_ids(path: Path, parts: list[_Part]) -> None:
@@ -340,6 +363,17 @@ def input_fingerprint(loaded: LoadedMix, data_root: Path, seed: int, splits: Seq
     return body
 
 
+@dataclass
+class BuildJob:
+    """One mix to build (:func:`build_many` builds several sharing one read of each source)."""
+
+    loaded: LoadedMix
+    output: Path
+    seed: int
+    splits: Sequence[str] | None = None
+    fingerprint: dict[str, Any] | None = None
+
+
 def build(
     loaded: LoadedMix,
     data_root: Path,
@@ -354,115 +388,182 @@ def build(
 ) -> BuildResult:
     """Build ``loaded`` into ``output`` (written under a temporary name and renamed when complete). Output bytes do
     not depend on ``workers`` (default :func:`readers.data_workers`)."""
+    job = BuildJob(loaded, output, seed, splits, fingerprint)
+    return build_many([job], data_root, stream=stream, workers=workers, min_parallel_bytes=min_parallel_bytes)[0]
+
+
+@dataclass
+class _MixState:
+    job: BuildJob
+    fingerprint: dict[str, Any]
+    states: list[_ComponentState]
+    partial: Path
+    started: float
+    leaked: set[str] = field(default_factory=set)
+    bench_info: list[dict[str, Any]] = field(default_factory=list)
+    source_stats: dict[str, dict[str, Any]] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+
+def build_many(
+    jobs: Sequence[BuildJob],
+    data_root: Path,
+    *,
+    stream: Any = None,
+    workers: int | None = None,
+    min_parallel_bytes: int = PARALLEL_MIN_BYTES,
+) -> list[BuildResult]:
+    """Build several mixes, reading each source they share once (the three stage mixes all read SpineMed-450k).
+    Each output is byte-identical to building its mix alone; a bad input fails them all, before any is written."""
     workers = workers or readers.data_workers()
-    mix = loaded.mix
     data_root = data_root.resolve()
-    fingerprint = fingerprint or input_fingerprint(loaded, data_root, seed, splits)
-    progress = BuildProgress(mix.name, stream=stream)
     started = time.monotonic()
-    allowed = set(splits) if splits else None
-    states = [_ComponentState(i, c, allowed, array("I"), Counter()) for i, c in enumerate(mix.components)]
-    by_source: dict[str, list[_ComponentState]] = defaultdict(list)
-    for state in states:
-        if allowed is not None and not mixes.component_splits(mix, state.component) & allowed:
-            state.selected = {}  # a split restriction leaves it nothing: not read, not sampled, reported as such
-            state.counts["outside splits"] = 1
-            continue
-        by_source[state.component.source].append(state)
-
-    leaked_questions, bench_info = benchmark_questions(mix, data_root)
-    source_stats: dict[str, dict[str, Any]] = {}
-    problems: list[str] = []
-
-    output = output.resolve()
-    partial = output.with_name(f"{output.name}.partial-{os.getpid()}")  # concurrent builders never share one
-    shutil.rmtree(partial, ignore_errors=True)
-    (partial / "components").mkdir(parents=True)
-    spool_dir = partial / "spool"
-    spool_dir.mkdir()
-
+    builds: list[_MixState] = []
     try:
-        # Read each source once (a big JSONL source in parallel parts): validate, filter, decontaminate, count;
-        # spool the rows that qualify for any component.
-        spools: dict[str, list[Path]] = {}
-        for name, comps in by_source.items():
-            parts = _read_source(
-                name,
-                mix.sources[name],
-                data_root,
-                comps,
-                leaked_questions,
-                spool_dir,
-                f"{mix.name}",
-                workers,
-                min_parallel_bytes,
+        for job in jobs:
+            mix = job.loaded.mix
+            allowed = set(job.splits) if job.splits else None
+            output = job.output.resolve()
+            partial = output.with_name(f"{output.name}.partial-{os.getpid()}")  # concurrent builders never share
+            shutil.rmtree(partial, ignore_errors=True)
+            (partial / "components").mkdir(parents=True)
+            state = _MixState(
+                job,
+                job.fingerprint or input_fingerprint(job.loaded, data_root, job.seed, job.splits),
+                [_ComponentState(i, c, allowed, array("I"), Counter()) for i, c in enumerate(mix.components)],
+                partial,
+                started,
             )
-            bad_reasons: Counter[str] = Counter()
-            skipped: Counter[str] = Counter()
-            for part in parts:  # in file order: the merged lists are what one reader would have produced
-                bad_reasons.update(part.bad)
-                skipped.update(part.skipped)
-                if mix.on_error == "error":
-                    problems.extend(part.problems[: MAX_REPORTED - len(problems)])
-                for state, counts, eligible in zip(comps, part.counts, part.eligible, strict=True):
-                    state.counts.update(counts)
-                    state.eligible.extend(eligible)
-            spools[name] = [part.spool for part in parts]
-            source_stats[name] = {"valid": sum(p.valid for p in parts), "bad": dict(sorted(bad_reasons.items()))}
-            if skipped:
-                source_stats[name]["skipped"] = dict(sorted(skipped.items()))
-            if bad_reasons and mix.on_error == "error":
-                total_bad = sum(bad_reasons.values())
-                problems.append(f"source {name!r}: {total_bad} bad item(s) in all; set `on_error: skip` to skip them")
-        if problems:
-            raise BuildError(f"data mix {mix.name!r}: bad input\n" + "\n".join(f"  {p}" for p in problems))
+            builds.append(state)
+            state.leaked, state.bench_info = benchmark_questions(mix, data_root)
+        return _build_all(builds, data_root, stream, workers, min_parallel_bytes)
+    except BaseException:
+        for state in builds:
+            shutil.rmtree(state.partial, ignore_errors=True)  # a failed build leaves nothing behind
+        raise
 
-        # Draw each component's sample (item indices), seeded per component so adding one never reshuffles another.
-        for state in states:
+
+def _build_all(
+    builds: list[_MixState], data_root: Path, stream: Any, workers: int, min_parallel_bytes: int
+) -> list[BuildResult]:
+    # Which components read which source; mixes that spell a source the same way share its read.
+    reads: dict[str, _SharedRead] = {}
+    for m, build_state in enumerate(builds):
+        mix = build_state.job.loaded.mix
+        for state in build_state.states:
+            if state.allowed_splits is not None and not mixes.component_splits(mix, state.component) & (
+                state.allowed_splits
+            ):
+                state.selected = {}  # a split restriction leaves it nothing: not read, not sampled, reported as such
+                state.counts["outside splits"] = 1
+                continue
+            name, spec = state.component.source, mix.sources[state.component.source]
+            key = f"{name}:{spec.model_dump_json()}"
+            if key not in reads:
+                reads[key] = _SharedRead(name, spec, source_file(name, spec, data_root), [])
+            reads[key].states.append((m, state))
+
+    # Read each source once (a big JSONL source in parallel parts): validate, filter, decontaminate, count;
+    # spool the rows that qualify for any component.
+    spool_dir = builds[0].partial / "spool"
+    spool_dir.mkdir()
+    label = "+".join(b.job.loaded.mix.name for b in builds)
+    _read_all(
+        list(reads.values()), data_root, [b.leaked for b in builds], spool_dir, label, workers, min_parallel_bytes
+    )
+    for read in reads.values():
+        bad_reasons: Counter[str] = Counter()
+        skipped: Counter[str] = Counter()
+        for part in read.parts:  # in file order: the merged lists are what one reader would have produced
+            bad_reasons.update(part.bad)
+            skipped.update(part.skipped)
+            for (_, state), counts, eligible in zip(read.states, part.counts, part.eligible, strict=True):
+                state.counts.update(counts)
+                state.eligible.extend(eligible)
+        stats: dict[str, Any] = {"valid": sum(p.valid for p in read.parts), "bad": dict(sorted(bad_reasons.items()))}
+        if skipped:
+            stats["skipped"] = dict(sorted(skipped.items()))
+        for m in dict.fromkeys(m for m, _ in read.states):
+            build_state = builds[m]
+            build_state.source_stats[read.name] = stats
+            if build_state.job.loaded.mix.on_error == "error":
+                for part in read.parts:
+                    build_state.problems.extend(part.problems[: MAX_REPORTED - len(build_state.problems)])
+                if bad_reasons:
+                    build_state.problems.append(
+                        f"source {read.name!r}: {sum(bad_reasons.values())} bad item(s) in all; "
+                        "set `on_error: skip` to skip them"
+                    )
+    _raise_problems(builds, "bad input")
+
+    # Draw each component's sample (item indices), seeded per component so adding one never reshuffles another.
+    for build_state in builds:
+        for state in build_state.states:
             if state.counts.get("outside splits"):
                 continue
-            state.selected, issue = _draw(state, mix, seed)
+            state.selected, issue = _draw(state, build_state.job.loaded.mix, build_state.job.seed)
             if issue:
-                problems.append(issue)
-        if problems:
-            raise BuildError(f"data mix {mix.name!r}:\n" + "\n".join(f"  {p}" for p in problems))
+                build_state.problems.append(issue)
+    _raise_problems(builds, None)
 
-        # Copy the drawn rows from the spool into each component's file (a source can serve several components).
-        for name, comps in by_source.items():
-            handles = {
-                s.index: (partial / "components" / f"{s.index:03d}.tsv").open("w", encoding="utf-8") for s in comps
-            }
-            try:
-                for entry in _lines(spools[name]):
-                    index_text, rest = entry.split("\t", 1)
-                    index = int(index_text)
-                    for state in comps:
-                        assert state.selected is not None
-                        times = state.selected.get(index)
-                        if times:
-                            handles[state.index].write(f"{times}\t{rest}")
-            finally:
-                for handle in handles.values():
-                    handle.close()
-        shutil.rmtree(spool_dir)
+    # Copy the drawn rows from the spool into each component's file (a source can serve several components).
+    for read in reads.values():
+        handles = {
+            id(state): (builds[m].partial / "components" / f"{state.index:03d}.tsv").open("w", encoding="utf-8")
+            for m, state in read.states
+        }
+        try:
+            for entry in _lines([part.spool for part in read.parts]):
+                index_text, rest = entry.split("\t", 1)
+                index = int(index_text)
+                for _, state in read.states:
+                    assert state.selected is not None
+                    times = state.selected.get(index)
+                    if times:
+                        handles[id(state)].write(f"{times}\t{rest}")
+        finally:
+            for handle in handles.values():
+                handle.close()
+    shutil.rmtree(spool_dir)
+    return [_finish(build_state, stream) for build_state in builds]
 
-        output_info = _write_shards(partial, states, mix)
-        shutil.rmtree(partial / "components")
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)  # a failed build leaves nothing behind
-        raise
+
+def _raise_problems(builds: list[_MixState], what: str | None) -> None:
+    failed = [b for b in builds if b.problems]
+    if failed:
+        raise BuildError(
+            "\n".join(
+                f"data mix {b.job.loaded.mix.name!r}:{' ' + what if what else ''}\n"
+                + "\n".join(f"  {p}" for p in b.problems)
+                for b in failed
+            )
+        )
+
+
+def _finish(build_state: _MixState, stream: Any) -> BuildResult:
+    """Write one mix's shards and manifest, and move it into place."""
+    job, partial, states, fingerprint = (
+        build_state.job,
+        build_state.partial,
+        build_state.states,
+        build_state.fingerprint,
+    )
+    mix, loaded = job.loaded.mix, job.loaded
+    output_info = _write_shards(partial, states, mix)
+    shutil.rmtree(partial / "components")
     manifest = {
         **{k: fingerprint[k] for k in ("format", "key", "seed", "splits", "data_root", "inputs")},
         "mix": mix.name,
         "files": [str(f) for f in loaded.files],
         "spec": fingerprint["mix"],
-        "benchmarks": bench_info,
-        "sources": source_stats,
+        "benchmarks": build_state.bench_info,
+        "sources": {name: build_state.source_stats[name] for name in _sources_in_order(states, build_state)},
         "components": [_component_report(s) for s in states],
         "output": output_info,
-        "build_seconds": round(time.monotonic() - started, 1),
+        "build_seconds": round(time.monotonic() - build_state.started, 1),
     }
     (partial / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    output = job.output.resolve()
     if output.exists() and _key_of(output) != manifest["key"]:
         shutil.rmtree(output)  # an earlier build with other inputs: replaced
     try:
@@ -472,8 +573,15 @@ def build(
             raise
         shutil.rmtree(partial)  # another process built the same thing first: its bytes are ours
         manifest = json.loads((output / MANIFEST).read_text(encoding="utf-8"))
-    progress.say(f"built {output_info['rows']:,} rows in {manifest['build_seconds']}s -> {output}")
+    BuildProgress(mix.name, stream=stream).say(
+        f"built {output_info['rows']:,} rows in {manifest['build_seconds']}s -> {output}"
+    )
     return BuildResult(output, manifest)
+
+
+def _sources_in_order(states: list[_ComponentState], build_state: _MixState) -> list[str]:
+    """The mix's sources in the order its components first read them (the manifest's order, as one mix built alone)."""
+    return [name for name in dict.fromkeys(s.component.source for s in states) if name in build_state.source_stats]
 
 
 def _lines(paths: list[Path]) -> Iterator[str]:

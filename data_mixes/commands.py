@@ -7,6 +7,7 @@ import json
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import yaml
 from spinegpt.data_mixes import build, mixes, readers, sources
@@ -35,20 +36,30 @@ def register(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:
     conv.add_argument("--volume-slices", type=int, default=25, help="slices sampled from a 3-D volume pointer")
     conv.add_argument("--on-error", choices=["error", "skip"], default="error", help="stop on bad items, or skip them")
 
-    bld = cmds.add_parser("build", help="build a mix (data_mixes/<name>.yaml or a path) into engine JSONL shards")
-    bld.add_argument("mix", help="mix name or YAML path")
+    bld = cmds.add_parser(
+        "build",
+        help="build mixes (data_mixes/<name>.yaml or paths) into engine JSONL shards; several mixes read each "
+        "source they share once",
+    )
+    bld.add_argument("mix", nargs="+", help="mix name or YAML path (several: each into OUTPUT_DIR/<mix name>)")
     bld.add_argument(
         "--output-dir",
         "--output",
         dest="output",
         type=Path,
         required=True,
-        help="folder to write (shards + manifest.json)",
+        help="folder to write (shards + manifest.json); with several mixes, the folder holding one per mix",
     )
     bld.add_argument("--data-root", help="root of the upstream datasets (default $SPINEGPT_DATA_ROOT)")
     bld.add_argument("--seed", type=int, default=42, help="sampling seed (a mix's own `seed` wins)")
     bld.add_argument("--splits", help="comma-separated: keep only these splits (general, non_spine, spine)")
-    bld.add_argument("--set", action="append", default=[], metavar="COMPONENT.KEY=VALUE", help="change the mix")
+    bld.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="[MIX:]COMPONENT.KEY=VALUE",
+        help="change a mix (with several mixes, MIX: names which)",
+    )
 
     conv.set_defaults(handler=_convert)
     bld.set_defaults(handler=_build)
@@ -108,26 +119,37 @@ def _build(args: argparse.Namespace) -> int:
         if not sep:
             print(f"error: --set {item!r} must read component.key=value", file=sys.stderr)
             return 2
+        if len(args.mix) > 1 and ":" not in key:
+            print(f"error: --set {item!r}: with several mixes, name the mix (MIX:component.key=value)", file=sys.stderr)
+            return 2
         settings[key] = yaml.safe_load(value)
     splits = [s.strip() for s in args.splits.split(",")] if args.splits else None
     unknown = [s for s in splits or [] if s not in SPLITS]
     if unknown:
         print(f"error: --splits: unknown {unknown}; use {', '.join(SPLITS)}", file=sys.stderr)
         return 2
-    loaded = mixes.load(args.mix, settings)
     root = resolve_data_root(args.data_root, Path.cwd())
-    result = build.build(
-        loaded, root, args.output, seed=args.seed if loaded.mix.seed is None else loaded.mix.seed, splits=splits
-    )
-    print(
-        json.dumps(
-            {
-                "output": str(result.dir),
-                "rows": result.rows,
-                "sha256": result.sha256,
-                "components": result.manifest["components"],
-            },
-            indent=2,
-        )
-    )
+    jobs = []
+    for name in args.mix:
+        loaded = mixes.load(name, _settings_for(name, settings, several=len(args.mix) > 1))
+        output = args.output / loaded.mix.name if len(args.mix) > 1 else args.output
+        seed = args.seed if loaded.mix.seed is None else loaded.mix.seed
+        jobs.append(build.BuildJob(loaded, output, seed, splits))
+    if len({job.output for job in jobs}) < len(jobs):
+        print(f"error: two of the mixes {args.mix} have the same name: they would share an output", file=sys.stderr)
+        return 2
+    results = build.build_many(jobs, root)
+    summary = [
+        {"output": str(r.dir), "rows": r.rows, "sha256": r.sha256, "components": r.manifest["components"]}
+        for r in results
+    ]
+    print(json.dumps(summary[0] if len(summary) == 1 else summary, indent=2))
     return 0
+
+
+def _settings_for(mix: str, settings: dict[str, Any], several: bool) -> dict[str, Any]:
+    """``--set`` values for one mix: with several mixes each key names its mix (``MIX:component.key``)."""
+    if not several:
+        return settings
+    stem = Path(mix).stem
+    return {key.partition(":")[2]: v for key, v in settings.items() if key.partition(":")[0] in (mix, stem)}

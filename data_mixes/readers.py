@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 from spinegpt.data_mixes.records import IMAGE_TAG, Bad, Record, Split, detect_language, render_reasoning
 
 from spinegpt.errors import UserError
@@ -100,6 +101,16 @@ def byte_ranges(path: Path, parts: int) -> list[tuple[int, int]]:
     return [(a, b) for a, b in itertools.pairwise(cuts) if b > a]
 
 
+def _loads(raw: bytes) -> Any:
+    """One JSON document: orjson (~3x the standard parser, which was a fifth of reading SpineMed-450k), and the
+    standard parser wherever orjson refuses, so what parses, the values and the error messages stay its own (NaN,
+    integers past 64 bits, invalid UTF-8 and syntax errors all take that path)."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return json.loads(raw)
+
+
 def _jsonl(path: Path, byte_range: tuple[int, int] | None = None) -> Iterator[tuple[int, str, Any]]:
     start, end = byte_range or (0, None)
     with path.open("rb") as handle:
@@ -117,7 +128,7 @@ def _jsonl(path: Path, byte_range: tuple[int, int] | None = None) -> Iterator[tu
                 continue
             where = f"{path}:{number}"
             try:
-                yield number - 1, where, json.loads(raw)
+                yield number - 1, where, _loads(raw)
             except json.JSONDecodeError as exc:
                 yield number - 1, where, Bad(where, "invalid JSON", f"{exc.msg} (column {exc.colno})")
             except UnicodeDecodeError as exc:

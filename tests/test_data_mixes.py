@@ -5,6 +5,7 @@ against the real processor."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -343,6 +344,61 @@ def test_build_command_and_cached_reuse(root: Path, tmp_path: Path) -> None:
     first = build.build_cached(mixes.load("stage3_reports"), root, tmp_path / "cache", seed=3)
     again = build.build_cached(mixes.load("stage3_reports"), root, tmp_path / "cache", seed=3)
     assert again.dir == first.dir and again.manifest == first.manifest
+
+
+def test_mixes_built_together_read_shared_sources_once_and_equal_each_built_alone(root: Path, tmp_path: Path) -> None:
+    """`data build A B C`: the stage mixes share SpineMed; each output keeps the bytes and manifest it has alone."""
+    names = ("stage1_foundation", "stage2_spine", "stage3_reports")
+    alone = {
+        n: _build(root, tmp_path / "alone" / n, n, settings={"pubmedvision.count": 2} if n == names[0] else {})
+        for n in names
+    }
+    reads: list[str] = []
+    original = build._read_part
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(build, "_read_part", lambda *a: reads.append(a[0]) or original(*a))
+        jobs = [
+            build.BuildJob(mixes.load(n, {"pubmedvision.count": 2} if n == names[0] else {}), tmp_path / "t" / n, 42)
+            for n in names
+        ]
+        together = build.build_many(jobs, root, workers=1)
+    assert reads.count("spinemed") == 1 and len(reads) == len(set(reads))
+    for result in together:
+        one = alone[result.manifest["mix"]]
+        assert [s.read_bytes() for s in result.shards] == [s.read_bytes() for s in one.shards]
+        drop = ("build_seconds",)
+        assert {k: v for k, v in result.manifest.items() if k not in drop} == {
+            k: v for k, v in one.manifest.items() if k not in drop
+        }
+    # The command, reading SpineMed in parts by processes: the same bytes again.
+    out = tmp_path / "cli"
+    command = [*spinegpt_command(), "data", "build", *names, "--data-root", str(root), "--output-dir", str(out)]
+    result = subprocess.run(
+        [*command, "--set", "stage1_foundation:pubmedvision.count=2"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=180,
+        env={**os.environ, "SPINEGPT_DATA_WORKERS": "2"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert [r["sha256"] for r in json.loads(result.stdout)] == [alone[n].sha256 for n in names]
+    refused = subprocess.run([*command, "--set", "pubmedvision.count=2"], capture_output=True, text=True, cwd=REPO)
+    assert refused.returncode == 2 and "name the mix (MIX:component.key=value)" in refused.stderr
+
+
+def test_a_bad_item_fails_every_mix_built_together_and_writes_none(root: Path, tmp_path: Path) -> None:
+    data = tmp_path / "root"
+    shutil.copytree(root, data)
+    train = data / "SpineMed-450k" / "train.jsonl"
+    train.write_text(train.read_text() + "{not json\n")
+    lines = len(train.read_text().splitlines())
+    jobs = [build.BuildJob(mixes.load(n), tmp_path / n, 1) for n in ("stage2_spine", "stage3_reports")]
+    with pytest.raises(build.BuildError) as err:
+        build.build_many(jobs, data, workers=1)
+    assert "'stage2_spine': bad input" in str(err.value) and "'stage3_reports': bad input" in str(err.value)
+    assert f"train.jsonl:{lines}: invalid JSON" in str(err.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["root"]  # no output, no partial folder left
 
 
 # -- length audit -----------------------------------------------------------------------------------------------------
