@@ -246,8 +246,8 @@ def _read_all(
             size = (r[1] - r[0]) if r else read.path.stat().st_size
             spool = folder / f"{read.name}.{len(jobs):03d}.tsv"
             jobs.append((size, read, (read.name, read.spec, data_root, r, selectors, leaked, spool, where)))
-    if workers == 1 or len(jobs) == 1:
-        results = [_read_part(*job) for _, _, job in jobs]
+    if workers == 1 or len(jobs) == 1 or sum(size for size, _, _ in jobs) < min_bytes:
+        results = [_read_part(*job) for _, _, job in jobs]  # small inputs: starting processes would cost more
     else:
         order = sorted(range(len(jobs)), key=lambda j: -jobs[j][0])
         # spawn, not fork: the caller (the runner) may hold threads, and a forked copy of a lock can deadlock.
@@ -708,12 +708,31 @@ def build_cached(
     stream: Any = None,
 ) -> BuildResult:
     """Reuse an earlier build whose inputs hash the same; otherwise build into the cache."""
-    fingerprint = input_fingerprint(loaded, data_root.resolve(), seed, splits)
-    target = cache_root / f"{loaded.mix.name}-{fingerprint['key'][:16]}"
-    manifest_path = target / MANIFEST
-    if manifest_path.is_file():
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        if manifest.get("key") == fingerprint["key"]:
-            BuildProgress(loaded.mix.name, stream=stream).say(f"reusing {target} (same inputs, same seed)")
-            return BuildResult(target, manifest)
-    return build(loaded, data_root, target, seed=seed, splits=splits, fingerprint=fingerprint, stream=stream)
+    return build_cached_many([BuildJob(loaded, cache_root, seed, splits)], data_root, cache_root, stream=stream)[0]
+
+
+def build_cached_many(
+    jobs: Sequence[BuildJob], data_root: Path, cache_root: Path, *, stream: Any = None
+) -> list[BuildResult]:
+    """:func:`build_cached` for several mixes: those the cache lacks are built together (:func:`build_many`), so
+    sources they share are read once. ``job.output`` is ignored: each goes to the cache, named by its inputs."""
+    data_root = data_root.resolve()
+    found: dict[str, BuildResult] = {}
+    missing: dict[str, BuildJob] = {}
+    keys = []
+    for job in jobs:
+        fingerprint = input_fingerprint(job.loaded, data_root, job.seed, job.splits)
+        key = fingerprint["key"]
+        keys.append(key)
+        target = cache_root / f"{job.loaded.mix.name}-{key[:16]}"
+        if key in found or key in missing:
+            continue
+        if _key_of(target) == key:
+            BuildProgress(job.loaded.mix.name, stream=stream).say(f"reusing {target} (same inputs, same seed)")
+            found[key] = BuildResult(target, json.loads((target / MANIFEST).read_text(encoding="utf-8")))
+        else:
+            missing[key] = replace(job, output=target, fingerprint=fingerprint)
+    if missing:
+        built = build_many(list(missing.values()), data_root, stream=stream)
+        found.update(zip(missing, built, strict=True))
+    return [found[key] for key in keys]

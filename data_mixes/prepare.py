@@ -241,6 +241,27 @@ def build_mix(source: Source, base_dir: Path, data_root: str | None, seed: int) 
         raise DataError(str(exc)) from None
 
 
+def build_mixes(sources: Sequence[Source], base_dir: Path, data_root: str | None, seed: int) -> None:
+    """Build, together, every mix among ``sources`` that the cache lacks (a curriculum's stages, before the
+    first): the stage mixes share SpineMed-450k, which is then parsed once rather than once per stage. Each stage's
+    :func:`prepare` then finds its mix in the cache."""
+    from spinegpt.data_mixes import build, mixes
+
+    named = [s for s in sources if s.kind == "mix"]
+    if len(named) < 2:
+        return  # nothing shared: the stage builds its own when it prepares
+    try:
+        root = resolve_data_root(data_root, base_dir)
+        jobs = []
+        for source in named:
+            loaded = mixes.load(source.ref, source.set, search=[base_dir])
+            seed_ = seed if loaded.mix.seed is None else loaded.mix.seed
+            jobs.append(build.BuildJob(loaded, mix_cache(), seed_, source.splits))
+        build.build_cached_many(jobs, root, mix_cache())
+    except (mixes.MixError, build.BuildError, FileNotFoundError) as exc:
+        raise DataError(str(exc)) from None
+
+
 def resolve_input(source: Source, base_dir: Path, images_dir: Path) -> tuple[Path, Path]:
     """The JSONL file behind a ``jsonl`` or ``smoke`` entry and the folder its relative image paths start from."""
     if source.kind == "jsonl":

@@ -4,6 +4,7 @@ against the real processor."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -370,7 +371,12 @@ def test_mixes_built_together_read_shared_sources_once_and_equal_each_built_alon
         assert {k: v for k, v in result.manifest.items() if k not in drop} == {
             k: v for k, v in one.manifest.items() if k not in drop
         }
-    # The command, reading SpineMed in parts by processes: the same bytes again.
+    # All source parts as jobs of a process pool (SpineMed in two parts): the same bytes again.
+    pooled = [build.BuildJob(j.loaded, tmp_path / "pool" / j.loaded.mix.name, 42) for j in jobs]
+    assert [r.sha256 for r in build.build_many(pooled, root, workers=2, min_parallel_bytes=1)] == [
+        alone[n].sha256 for n in names
+    ]
+    # The command.
     out = tmp_path / "cli"
     command = [*spinegpt_command(), "data", "build", *names, "--data-root", str(root), "--output-dir", str(out)]
     result = subprocess.run(
@@ -487,6 +493,26 @@ def test_plan_audits_each_stage_exactly(tiny_model: Path) -> None:
     assert audits["specialise"]["optimizer_steps"] == 3  # max_steps wins
     text = run_spinegpt("plan", str(REPO / "curricula" / "smoke.yaml"), "--audit").stdout
     assert "Data audit (exact tokens; 1 rank(s))" in text and "over max_length" not in text
+
+
+def test_a_curriculum_audit_builds_its_stage_mixes_together(
+    tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The three stage mixes share SpineMed: built together before the first stage, it is read once, and each
+    stage's preparation then reuses its mix from the cache."""
+    from spinegpt.train import audit as curriculum_audit
+    from spinegpt.train import curriculum
+
+    monkeypatch.setenv("SPINEGPT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("SPINEGPT_DATA_WORKERS", "1")  # read in this process, where the spy below sees it
+    reads: list[str] = []
+    original = build._read_part
+    monkeypatch.setattr(build, "_read_part", lambda *a: reads.append(a[0]) or original(*a))
+    loaded = curriculum.load(REPO / "curricula" / "smoke.yaml", [f"model={tiny_model}"])
+    audits = curriculum_audit.audit_curriculum(loaded, 1, stream=io.StringIO())
+    assert len(audits) == 3 and all(a.records > 0 for a in audits)
+    assert reads.count("spinemed") == 1 and len(reads) == len(set(reads))
+    assert len(list((tmp_path / "cache" / "mixes").iterdir())) == 3
 
 
 def test_the_smoke_run_trained_on_mixes_built_by_these_loaders(smoke_run: tuple[Path, dict[str, Any], str]) -> None:

@@ -29,6 +29,8 @@ def audit_curriculum(
     tokenizer = load_tokenizer(model_dir)
     local = Path(model_dir)
     audits = []
+    chosen = [stage for stage in planned if not stages or stage.name in stages]
+    prepare.build_mixes([d for stage in chosen for d in stage.data], loaded.base_dir, cur.data_root, cur.seed)
     with tempfile.TemporaryDirectory(prefix="spinegpt-audit-") as tmp:
         for index, stage in enumerate(planned):
             if stages and stage.name not in stages:

@@ -8,6 +8,7 @@ import platform
 import time
 from typing import Any
 
+from spinegpt.data_mixes import prepare as data_prepare
 from spinegpt.eval_hooks import launch as eval_launch
 from spinegpt.train import deepspeed_configs, manifest, tracking
 from spinegpt.train.manifest import Attempt, EvalRecord, RunManifest, StageRecord, now
@@ -189,6 +190,7 @@ class Runner:
         data = self.run_manifest
         results = []
         try:
+            self._build_mixes()
             for stage in self.plan.stages:
                 results.append(self._run_stage(stage))
                 if stage.stage.name == self.until:
@@ -208,6 +210,16 @@ class Runner:
         self._save()
         say(f"run {self.plan.name} done: {len(results)} stage(s) in {self.plan.output_dir}")
         return results
+
+    def _build_mixes(self) -> None:
+        """The data mixes of the stages still to train, built together before the first (shared sources read
+        once); each stage then finds its mix in the cache when it prepares its data."""
+        names = [s.stage.name for s in self.plan.stages]
+        last = names.index(self.until) + 1 if self.until in names else len(names)
+        pending = [s for s in self.plan.stages[:last] if not is_done(s.dir)]
+        cur = self.plan.loaded.curriculum
+        sources = [source for s in pending for source in s.stage.data]
+        data_prepare.build_mixes(sources, self.plan.loaded.base_dir, cur.data_root, cur.seed)
 
     def _run_stage(self, stage: StagePlan) -> StageResult:
         data = self.run_manifest
