@@ -12,6 +12,7 @@ time with the curriculum's seed. Same inputs and seed give byte-identical shards
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import multiprocessing
@@ -331,6 +332,19 @@ def benchmark_questions(mix: Mix, data_root: Path) -> tuple[set[str], list[dict[
     return questions, described
 
 
+def _input_sha256(path: Path) -> str:
+    """An input's sha256, hashed once per process while the file stays the same (size, mtime, inode): a
+    curriculum's stages fingerprint their mixes before building them and again when each prepares, and all three
+    share SpineMed-450k's ~700 MB."""
+    st = path.stat()
+    return _sha256_of(str(path), st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+@functools.lru_cache(maxsize=256)
+def _sha256_of(path: str, size: int, mtime_ns: int, inode: int) -> str:
+    return sha256_file(Path(path))
+
+
 def input_fingerprint(loaded: LoadedMix, data_root: Path, seed: int, splits: Sequence[str] | None) -> dict[str, Any]:
     """Everything the output depends on: the resolved mix, seed, split restriction and each input's sha256."""
     mix = loaded.mix
@@ -340,7 +354,7 @@ def input_fingerprint(loaded: LoadedMix, data_root: Path, seed: int, splits: Seq
     for name in used:
         path = source_file(name, mix.sources[name], data_root)
         inputs.append(
-            {"source": name, "reader": mix.sources[name].reader, "path": str(path), "sha256": sha256_file(path)}
+            {"source": name, "reader": mix.sources[name].reader, "path": str(path), "sha256": _input_sha256(path)}
         )
     benches = [
         {"name": b, "path": str(p), "sha256": sha256_file(p) if p.is_file() else None}

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from spinegpt.data_mixes import audit
+from spinegpt.data_mixes import audit, readers
 from spinegpt.data_mixes.image_check import check_images
 
 from spinegpt.errors import UserError
@@ -87,9 +87,14 @@ def smoke_file(name: str) -> Path:
     return path
 
 
-def check_row(row: Any, image_root: Path, check_files: bool = True) -> tuple[list[str], list[str]]:
+def check_row(
+    row: Any,
+    image_root: Path,
+    check_files: bool = True,
+    known: dict[tuple[str, str], tuple[bool, str]] | None = None,
+) -> tuple[list[str], list[str]]:
     """Problems with one engine row, and its image paths made absolute (``check_files=False``: paths already
-    absolute and checked by the reader that made the row)."""
+    absolute and checked by the reader that made the row; ``known``: image files already looked at)."""
     if not isinstance(row, dict):
         return ["row is not a JSON object"], []
     problems: list[str] = []
@@ -129,11 +134,22 @@ def check_row(row: Any, image_root: Path, check_files: bool = True) -> tuple[lis
         return problems, images
     resolved = []
     for image in images:
-        path = Path(image) if Path(image).is_absolute() else image_root / image
-        if not path.is_file():
-            problems.append(f"image not found: {path}")
-        resolved.append(str(path.resolve()))
+        found, absolute = _image_file(image, str(image_root), known if known is not None else {})
+        if not found:
+            problems.append(f"image not found: {absolute}")
+        resolved.append(absolute)
     return problems, resolved
+
+
+def _image_file(image: str, image_root: str, known: dict[tuple[str, str], tuple[bool, str]]) -> tuple[bool, str]:
+    """Whether an image exists and its resolved path, asked once per distinct path: the same images recur across
+    a paper-scale stage, and resolving symlinks stats every folder on the way (half of a warm audit's time)."""
+    key = (image, image_root)
+    if key not in known:
+        path = Path(image) if os.path.isabs(image) else Path(image_root) / image
+        found = path.is_file()
+        known[key] = (found, str(path.resolve()) if found else str(path))  # an error names the path as given
+    return known[key]
 
 
 MAX_ROW_BYTES = 16 << 20
@@ -158,32 +174,36 @@ def _lines(path: Path) -> Iterator[tuple[int, bytes | None]]:
             yield number, line
 
 
-def _read_jsonl(path: Path) -> Iterator[tuple[int, Any, str | None]]:
+def _read_jsonl(path: Path) -> Iterator[tuple[int, Any, str | None, str]]:
     for number, raw in _lines(path):
         if raw is None:
-            yield number, None, f"row longer than {MAX_ROW_BYTES >> 20} MB: no sample that long fits a max_length"
+            yield number, None, f"row longer than {MAX_ROW_BYTES >> 20} MB: no sample that long fits a max_length", ""
             continue
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            yield number, None, f"not UTF-8 text (byte {exc.start}: {raw[exc.start : exc.start + 1]!r})"
+            yield number, None, f"not UTF-8 text (byte {exc.start}: {raw[exc.start : exc.start + 1]!r})", ""
             continue
         if not line.strip():
             continue
         try:
-            yield number, json.loads(line), None
+            yield number, readers.loads(line), None, line
         except json.JSONDecodeError as exc:
-            yield number, None, f"invalid JSON: {exc.msg} (column {exc.colno})"
+            yield number, None, f"invalid JSON: {exc.msg} (column {exc.colno})", line
 
 
 def _rows(
-    path: Path, image_root: Path, errors: list[str], image_uses: dict[str, str]
-) -> Iterator[tuple[dict[str, Any], str]]:
-    for number, row, parse_error in _read_jsonl(path):
+    path: Path, image_root: Path, errors: list[str], image_uses: dict[str, str], canonical: bool = False
+) -> Iterator[tuple[dict[str, Any], str, str]]:
+    """(row, its ``file:line``, its output line) for each good row. ``canonical``: the file's lines are already
+    this function's output format (a built mix's shards are written so), and a line whose image paths need no
+    change is passed through rather than serialised again (a third of preparing a paper-scale stage)."""
+    known: dict[tuple[str, str], tuple[bool, str]] = {}
+    for number, row, parse_error, line in _read_jsonl(path):
         problems = [parse_error] if parse_error else []
         images: list[str] = []
         if not problems:
-            problems, images = check_row(row, image_root)
+            problems, images = check_row(row, image_root, known=known)
         if problems:
             errors.extend(f"{path}:{number}: {p}" for p in problems)
             continue
@@ -192,13 +212,14 @@ def _rows(
         out = {"messages": row["messages"]}
         if images:
             out["images"] = images
-        yield out, f"{path}:{number}"
+        same = canonical and row.get("images", None) == (images or None) and line.endswith("\n")
+        yield out, f"{path}:{number}", line if same else json.dumps(out, ensure_ascii=False, sort_keys=True) + "\n"
 
 
 def _materialise_smoke(name: str, images_dir: Path) -> Path:
     """Draw the images a bundled smoke set references; return the set's JSONL."""
     path = smoke_file(name)
-    for _, row, _error in _read_jsonl(path):
+    for _, row, _error, _line in _read_jsonl(path):
         for image in (row or {}).get("images", []):
             if smoke_images.is_synthetic(image):
                 smoke_images.write_image(image, images_dir)
@@ -310,8 +331,8 @@ def prepare(
                     files = [(path, image_root, None)]
                 for path, image_root, digest in files:
                     count = 0
-                    for row, origin in _rows(path, image_root, errors, image_uses):
-                        out.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
+                    for row, origin, line in _rows(path, image_root, errors, image_uses, source.kind == "mix"):
+                        out.write(line)
                         origins.write(origin + "\n")
                         count += 1
                         image_rows += bool(row.get("images"))
