@@ -134,3 +134,36 @@ def test_a_fast_count_that_disagrees_with_the_tokenizer_is_caught_and_recounted(
     assert audit.counts(prepared.path, counter) == [counter.count(r) for r in rows]
     assert counter.fast is None  # the tokenizer counted the file again
     assert f"{prepared.path}:1: tiktoken's count" in capsys.readouterr().err
+
+
+def test_image_sizes_from_headers_equal_pillows(tmp_path: Path) -> None:
+    """The fast header reader against Pillow on the formats and JPEG variants hospital exports carry."""
+    from PIL import Image
+
+    written = []
+    for k, (mode, suffix, options) in enumerate(
+        [
+            ("RGB", ".png", {}),
+            ("L", ".png", {"optimize": True}),
+            ("RGBA", ".PNG", {}),
+            ("I;16", ".png", {}),
+            ("RGB", ".jpg", {}),
+            ("RGB", ".jpeg", {"progressive": True}),
+            ("CMYK", ".jpg", {}),
+            ("L", ".jpg", {"exif": Image.Exif()}),
+            ("RGB", ".webp", {}),
+            ("P", ".gif", {}),
+            ("RGB", ".bmp", {}),
+            ("RGB", ".tiff", {}),
+        ]
+    ):
+        path = tmp_path / f"{k}{suffix}"
+        Image.new(mode, (37 + 13 * k, 211 - 7 * k)).save(path, **options)
+        written.append(path)
+    for path in written:
+        with Image.open(path) as image:
+            assert audit.image_size(path) == image.size, path
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 5)
+    with pytest.raises(OSError):  # Pillow's own error, not a wrong size
+        audit.image_size(broken)
