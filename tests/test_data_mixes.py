@@ -677,3 +677,19 @@ def test_reader_details_of_the_upstream_sets(tmp_path: Path) -> None:
     options = build.read_options(shipped["medical_r1_distill_zh"], tmp_path)
     (r1_row,) = list(sources.read("medical_r1_distill", _write(tmp_path / "r1.json", json.dumps(r1)), options))
     assert r1_row.provenance["dataset"] == "FreedomIntelligence/Medical-R1-Distill-Data-Chinese"
+
+
+def test_audit_json_is_json_alone_whatever_libraries_print(monkeypatch: pytest.MonkeyPatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    """DeepSpeed, imported on the way when the tiny model is first built, logs a notice to stdout."""
+    from spinegpt.train import commands
+
+    from spinegpt import cli
+
+    def noisy(*_: Any) -> list[Any]:
+        print("[WARNING] [real_accelerator.py:213:get_accelerator] Setting accelerator to CPU.")
+        return []
+
+    monkeypatch.setattr(commands, "audit_curriculum", noisy)
+    assert cli.main(["data", "audit", str(REPO / "curricula" / "smoke.yaml"), "--json"]) == 0
+    out = capsys.readouterr()
+    assert json.loads(out.out) == [] and "Setting accelerator" in out.err

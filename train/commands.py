@@ -279,7 +279,9 @@ def _plan(args: argparse.Namespace) -> int:
     if args.audit:
         from spinegpt.data_mixes import audit
 
-        audits = audit_curriculum(loaded, built.launch.world_size)
+        # Libraries loaded on the way (DeepSpeed, through transformers) log to stdout; --json must be JSON alone.
+        with contextlib.redirect_stdout(sys.stderr):
+            audits = audit_curriculum(loaded, built.launch.world_size)
         as_json["audit"] = [a.to_json() for a in audits]
         text.append(f"Data audit (exact tokens; {built.launch.world_size} rank(s)):\n" + audit.render(audits))
     print(json.dumps(as_json, indent=2) if args.json else "\n\n".join(text))
@@ -290,7 +292,8 @@ def _data_audit(args: argparse.Namespace) -> int:
     from spinegpt.data_mixes import audit
 
     loaded = curriculum.load(args.curriculum, args.overrides)
-    audits = audit_curriculum(loaded, (args.nproc or 8) * args.nodes, args.stage)
+    with contextlib.redirect_stdout(sys.stderr):  # as in _plan: --json output must be JSON alone
+        audits = audit_curriculum(loaded, (args.nproc or 8) * args.nodes, args.stage)
     print(json.dumps([a.to_json() for a in audits], indent=2) if args.json else audit.render(audits))
     return 0
 
