@@ -11,7 +11,7 @@ this module only builds the parser and dispatches.
     spinegpt sweep    SWEEP.yaml|DIR [key=value ...] [--only ROWS] [--launcher local|slurm] [--dry-run]
                                                              ablation rows trained, evaluated, tabulated
     spinegpt data convert --source SRC INPUT --output OUT.jsonl [--image-root DIR]   engine rows from one file
-    spinegpt data build   MIX --output-dir DIR [--data-root DIR] [--seed N] [--splits ...]  shards + manifest.json
+    spinegpt data build   MIX [MIX ...] --output-dir DIR [--data-root DIR] [--seed N]   shards + manifest.json
     spinegpt data audit   CURRICULUM.yaml [key=value ...] [--stage S] [--json]   token counts vs max_length
     spinegpt tiny-model [--output-dir DIR]                   build the offline tiny Qwen2.5-VL, print its path
 
