@@ -96,8 +96,11 @@ class BpeCounts:
         ranks = {bytes([b]): vocab[char] for char, b in alphabet.items()}
         merges: list[tuple[bytes, bytes]] = []
         for index, merge in enumerate(model.get("merges") or []):
-            left, right = merge.split(" ", 1) if isinstance(merge, str) else merge
-            pair = (bytes(alphabet[c] for c in left), bytes(alphabet[c] for c in right))
+            try:
+                left, right = merge.split(" ", 1) if isinstance(merge, str) else merge
+                pair = (bytes(alphabet[c] for c in left), bytes(alphabet[c] for c in right))
+            except (KeyError, ValueError, TypeError):
+                raise NotEquivalent(f"merge {merge!r} is not a pair of byte-level tokens") from None
             token = pair[0] + pair[1]
             if token in ranks:
                 raise NotEquivalent(f"two merges make {token!r}")

@@ -78,3 +78,16 @@ def test_other_shapes_are_refused(tokenizer, change, reason: str) -> None:  # ty
     change(spec)
     with pytest.raises(bpe.NotEquivalent, match=reason):
         bpe.BpeCounts.from_tokenizer(Tokenizer.from_str(json.dumps(spec)))
+
+
+def test_a_merge_outside_the_byte_alphabet_is_refused_not_a_crash(tokenizer) -> None:  # type: ignore[no-untyped-def]
+    """The tokenizers library would not load such a file; a serialised form from elsewhere still gets a reason."""
+    spec = json.loads(tokenizer.backend_tokenizer.to_str())
+    spec["model"]["merges"].insert(0, ["\u4e2d", "x"])
+
+    class Serialised:
+        def to_str(self) -> str:
+            return json.dumps(spec)
+
+    with pytest.raises(bpe.NotEquivalent, match="not a pair of byte-level tokens"):
+        bpe.BpeCounts.from_tokenizer(Serialised())
