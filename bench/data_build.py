@@ -291,6 +291,27 @@ def generate(inputs: Path, scale: float, seed: int = 0) -> dict[str, int]:
     return {"spinemed": n_spinemed, "pubmedvision": n_pmv, "benchmark_leaks": len(bench_questions)}
 
 
+ENGLISH_FILES = {
+    "spinemed": "SpineMed-450k/train.jsonl",
+    "medical_o1": "medical-o1-reasoning-SFT/medical_o1_sft.json",
+    "medthoughts": "MedThoughts-8K/MedThoughts-8K.jsonl",
+    "pubmedvision": "PubMedVision/PubMedVision_Alignment_VQA.json",
+}
+"""One generated file per reader (medical-o1's English file); tests swap in another, e.g. its Chinese one."""
+
+
+def engine_rows(inputs: Path, files: dict[str, str] = ENGLISH_FILES) -> dict[str, list[dict[str, Any]]]:
+    """Engine rows (messages + images) of generated ``files`` as the real readers make them, per reader."""
+    from spinegpt.data_mixes import readers, sources
+
+    rows = {}
+    for name, relative in files.items():
+        options = readers.ReadOptions(data_root=inputs / "open_datasets", image_root=(inputs / relative).parent)
+        found = sources.read(name, inputs / relative, options)
+        rows[name] = [r.to_row() for r in found if isinstance(r, readers.Record)]
+    return rows
+
+
 def _json(path: Path, items: list[dict[str, Any]]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(items, ensure_ascii=False), encoding="utf-8")

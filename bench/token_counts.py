@@ -14,16 +14,12 @@ from __future__ import annotations
 
 import argparse
 import copy
-import importlib.util
 import json
 import os
 import random
-import sys
 import tempfile
 import time
 from pathlib import Path
-
-HERE = Path(__file__).resolve().parent
 
 
 def main() -> None:
@@ -31,30 +27,18 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=0.05)
     parser.add_argument("--rows", type=int, default=2000, help="rows timed with the per-row reference")
     args = parser.parse_args()
-    from spinegpt.data_mixes import audit, readers, sources
+    import data_build  # beside this script: python puts the script's folder first on sys.path
+    from spinegpt.data_mixes import audit
     from transformers import AutoTokenizer
 
     from spinegpt.offline import tiny_model
 
-    spec = importlib.util.spec_from_file_location("data_build", HERE / "data_build.py")
-    assert spec is not None and spec.loader is not None
-    data_build = importlib.util.module_from_spec(spec)
-    sys.modules["data_build"] = data_build
-    spec.loader.exec_module(data_build)
     cpus = len(os.sched_getaffinity(0))
     with tempfile.TemporaryDirectory(prefix="spinegpt-bench-") as tmp:
         os.environ["SPINEGPT_CACHE"] = str(Path(tmp) / "cache")
         inputs = Path(tmp) / "inputs"
         data_build.generate(inputs, scale=args.scale, seed=0)
-        rows = []
-        for name, rel in (
-            ("spinemed", "SpineMed-450k/train.jsonl"),
-            ("medical_o1", "medical-o1-reasoning-SFT/medical_o1_sft.json"),
-            ("medthoughts", "MedThoughts-8K/MedThoughts-8K.jsonl"),
-            ("pubmedvision", "PubMedVision/PubMedVision_Alignment_VQA.json"),
-        ):
-            options = readers.ReadOptions(data_root=inputs / "open_datasets", image_root=(inputs / rel).parent)
-            rows += [r.to_row() for r in sources.read(name, inputs / rel, options) if isinstance(r, readers.Record)]
+        rows = [row for found in data_build.engine_rows(inputs).values() for row in found]
         path = Path(tmp) / "train.jsonl"
         path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
         counter = audit.Counter(AutoTokenizer.from_pretrained(str(tiny_model.ensure())), 3136, 50176)

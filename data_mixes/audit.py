@@ -325,10 +325,6 @@ def _count_rows(path: Path, rows: FastRows | Counter, byte_range: tuple[int, int
     return found
 
 
-def _count_part(path: Path, byte_range: tuple[int, int], rows: FastRows, label: str) -> list[int]:
-    return _count_rows(path, rows, byte_range, label)
-
-
 def counts(path: Path, counter: Counter, workers: int | None = None) -> list[int]:
     """Every row's token count, or read back from the cache: keyed by the file's content and the counter's
     fingerprint, so a second audit, plan --audit or --resume over the same build takes seconds.
@@ -340,7 +336,7 @@ def counts(path: Path, counter: Counter, workers: int | None = None) -> list[int
     try:
         return [int(n) for n in json.loads(cached.read_text())]
     except (OSError, ValueError):
-        pass
+        pass  # not cached yet, or an entry cut short: count
     workers = workers or data_workers()
     label = f"[spinegpt data] counting tokens of {path.name}"
     if counter.fast is not None and workers > 1 and path.stat().st_size >= PARALLEL_MIN_BYTES:
@@ -348,7 +344,7 @@ def counts(path: Path, counter: Counter, workers: int | None = None) -> list[int
         # spawn, not fork: the caller (the runner) may hold threads, and a forked copy of a lock can deadlock.
         with ProcessPoolExecutor(len(ranges), mp_context=multiprocessing.get_context("spawn")) as pool:
             labels = [f"{label} [part {k + 1}/{len(ranges)}]" for k in range(len(ranges))]
-            parts = pool.map(_count_part, [path] * len(ranges), ranges, [counter.fast] * len(ranges), labels)
+            parts = pool.map(_count_rows, [path] * len(ranges), [counter.fast] * len(ranges), ranges, labels)
             found = [n for part in parts for n in part]
     else:
         found = _count_rows(path, counter, None, label)

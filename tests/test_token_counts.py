@@ -5,18 +5,16 @@ synthetic inputs; counts are cached by everything that decides them."""
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import random
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-from spinegpt.data_mixes import audit, prepare, readers, sources
+from spinegpt.data_mixes import audit, prepare
 from spinegpt.train.curriculum import DataSource
 
-REPO = Path(__file__).resolve().parents[1]
+from bench import data_build
 
 
 @pytest.fixture(scope="module")
@@ -32,24 +30,11 @@ def _reference(counter: audit.Counter, row: dict[str, Any]) -> int:
 
 def _synthetic_rows(tmp_path: Path) -> list[dict[str, Any]]:
     """A seeded sample of bench/data_build.py's paper-scale inputs (at a small scale), read by the real readers."""
-    spec = importlib.util.spec_from_file_location("data_build", REPO / "bench" / "data_build.py")
-    assert spec is not None and spec.loader is not None
-    data_build = importlib.util.module_from_spec(spec)
-    sys.modules["data_build"] = data_build
-    spec.loader.exec_module(data_build)
     inputs = tmp_path / "inputs"
     data_build.generate(inputs, scale=0.002, seed=3)
-    rows: list[dict[str, Any]] = []
-    for name, spec_ in (
-        ("spinemed", "SpineMed-450k/train.jsonl"),
-        ("medical_o1", "medical-o1-reasoning-SFT/medical_o1_sft_Chinese.json"),
-        ("medthoughts", "MedThoughts-8K/MedThoughts-8K.jsonl"),
-        ("pubmedvision", "PubMedVision/PubMedVision_Alignment_VQA.json"),
-    ):
-        options = readers.ReadOptions(data_root=inputs / "open_datasets", image_root=(inputs / spec_).parent)
-        found = [r for r in sources.read(name, inputs / spec_, options) if isinstance(r, readers.Record)]
-        rows += [r.to_row() for r in random.Random(1).sample(found, min(120, len(found)))]
-    return rows
+    files = {**data_build.ENGLISH_FILES, "medical_o1": "medical-o1-reasoning-SFT/medical_o1_sft_Chinese.json"}
+    found = data_build.engine_rows(inputs, files)
+    return [row for rows in found.values() for row in random.Random(1).sample(rows, min(120, len(rows)))]
 
 
 @pytest.mark.parametrize("path", ["tiktoken", "tokenizer batch"])
