@@ -366,10 +366,11 @@ def _agrees_with_tokenizer(path: Path, counter: Counter, found: list[int]) -> bo
     turns the fast path off for the file, which is then counted again by the tokenizer."""
     step = max(1, len(found) // SPOT_CHECKS)
     for index, (number, row) in enumerate(_rows(path, keep=lambda index: index % step == 0)):
-        if row is not None and counter.count(row) != found[index]:
+        expected = counter.count(row) if row is not None else found[index]
+        if expected != found[index]:
             print(
                 f"[spinegpt data] {path}:{number}: tiktoken's count {found[index]} differs from the tokenizer's "
-                f"{counter.count(row)}; counting {path.name} again with the tokenizer",
+                f"{expected}; counting {path.name} again with the tokenizer",
                 file=sys.stderr,
             )
             return False
