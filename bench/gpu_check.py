@@ -122,9 +122,10 @@ def write_rows(folder: Path, tokenizer: Any, max_length: int) -> tuple[Path, lis
     """Three rows at this max_length: a long answer that nearly fills it, a short one, and one with a large image
     (counted exactly by the audit's own counter)."""
     from PIL import Image
-    from spinegpt.data_mixes.audit import Counter
 
-    counter = Counter(tokenizer, 56 * 56, 28 * 28 * 16384)
+    from spinegpt.data_mixes.audit import TokenCounter
+
+    counter = TokenCounter(tokenizer, 56 * 56, 28 * 28 * 16384)
     image = folder / "large.png"
     if not image.exists():
         Image.new("RGB", (2016, 2016), (90, 90, 90)).save(image)  # (2016/28)^2 = 5,184 visual tokens
@@ -250,8 +251,9 @@ def main() -> int:
         install_wheels(args.wheels, work / "site")
         env["PYTHONPATH"] = os.pathsep.join([str(work / "site"), env.get("PYTHONPATH", "")])
         sys.path.insert(0, str(work / "site"))
-    from spinegpt.train import curriculum, memory, plan, topology
     from transformers import AutoTokenizer
+
+    from spinegpt.train import memory, plan, topology
 
     model = build_model(work / "model", args.layers, weights=not args.dry_run)
     tokenizer = AutoTokenizer.from_pretrained(model)
@@ -260,7 +262,7 @@ def main() -> int:
         rows[length], counts[length] = write_rows(work, tokenizer, length)
         print(f"rows at {length:,} tokens: {counts[length]}", flush=True)
     yaml_path = write_curriculum(work, model, rows, args.steps)
-    loaded = curriculum.load(yaml_path)
+    loaded = plan.load(yaml_path)
     built = plan.build(loaded, work / "run", topology.Launch())
     gpu_gb = 80.0
     if not args.dry_run:

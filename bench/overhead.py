@@ -42,13 +42,12 @@ def timed(command: list[str], env: dict[str, str], log: Path) -> float:
 
 
 def bare_command(stage: str, nproc: int, out: Path, env: dict[str, str]) -> list[str]:
-    from spinegpt.data_mixes import prepare
-    from spinegpt.train import curriculum, plan
+    from spinegpt.train import plan, topology
 
-    loaded = curriculum.load(CURRICULUM)
-    built = plan.build(loaded, out, plan.launch_from_env(nproc))
+    loaded = plan.load(CURRICULUM)
+    built = plan.build(loaded, out, topology.launch_from_env(nproc))
     stage_plan = next(s for s in built.stages if s.stage.name == stage)
-    prepare.prepare(stage_plan.stage.data, loaded.base_dir, stage_plan.dataset.parent)
+    built.data.prepare(stage_plan.stage.data, stage_plan.dataset.parent)
     env.update({k: v for k, v in stage_plan.env.items() if k not in env})
     return stage_plan.command
 

@@ -28,9 +28,9 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=2000, help="rows timed with the per-row reference")
     args = parser.parse_args()
     import data_build  # beside this script: python puts the script's folder first on sys.path
-    from spinegpt.data_mixes import audit
     from transformers import AutoTokenizer
 
+    from spinegpt.data_mixes import audit
     from spinegpt.offline import tiny_model
 
     cpus = len(os.sched_getaffinity(0))
@@ -41,7 +41,7 @@ def main() -> None:
         rows = [row for found in data_build.engine_rows(inputs).values() for row in found]
         path = Path(tmp) / "train.jsonl"
         path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-        counter = audit.Counter(AutoTokenizer.from_pretrained(str(tiny_model.ensure())), 3136, 50176)
+        counter = audit.TokenCounter(AutoTokenizer.from_pretrained(str(tiny_model.ensure())), 3136, 50176)
         assert counter.fast is not None, counter.why_not_fast
         sample = random.Random(0).sample(rows, min(args.rows, len(rows)))
         started = time.perf_counter()

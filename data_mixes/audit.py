@@ -11,9 +11,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
 import math
 import multiprocessing
-import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -22,13 +22,16 @@ from typing import Any, overload
 
 import imagesize
 from PIL import Image
-from spinegpt.data_mixes.bpe import BpeCounts, NotEquivalent
-from spinegpt.data_mixes.readers import byte_ranges, data_workers, loads
-from spinegpt.data_mixes.records import IMAGE_TAG
 
+from spinegpt import log
+from spinegpt.data_mixes.bpe import BpeCounts, NotEquivalent
+from spinegpt.data_mixes.readers import byte_ranges, data_workers
+from spinegpt.data_mixes.rows import IMAGE_TAG, loads
 from spinegpt.files import sha256_file, write_json_atomic
 from spinegpt.paths import cache_root
 from spinegpt.progress import Progress
+
+logger = logging.getLogger(__name__)
 
 FACTOR = 28
 VISION_PLACEHOLDER = "<|vision_start|><|image_pad|><|vision_end|>"
@@ -168,7 +171,7 @@ class FastRows:
         return _with_images(self.bpe.count(texts), rows, self.image)
 
 
-class Counter:
+class TokenCounter:
     """Token counts for engine rows with one model's tokenizer and one stage's pixel limits.
 
     Three ways to the same numbers, fastest first: :class:`FastRows` where the tokenizer is byte-level BPE that
@@ -301,10 +304,14 @@ def _rows(path: Path, keep: Callable[[int], bool] | None = None) -> Iterator[tup
                 index += 1
 
 
-def _count_rows(path: Path, rows: FastRows | Counter, byte_range: tuple[int, int] | None, label: str) -> list[int]:
+def _count_rows(path: Path, rows: FastRows | TokenCounter, byte_range: tuple[int, int] | None, label: str) -> list[int]:
     """Counts of every row of ``path`` (or of one part of it), in batches, with progress on big files."""
     start, end = byte_range or (0, path.stat().st_size)
-    progress = Progress(label, max(1, (end - start) >> 20), unit="MiB") if end - start >= PROGRESS_MIN_BYTES else None
+    progress = (
+        Progress(label, max(1, (end - start) >> 20), unit="MiB", log=logger)
+        if end - start >= PROGRESS_MIN_BYTES
+        else None
+    )
     found: list[int] = []
     batch: list[dict[str, Any]] = []
     shown = start
@@ -325,7 +332,7 @@ def _count_rows(path: Path, rows: FastRows | Counter, byte_range: tuple[int, int
     return found
 
 
-def counts(path: Path, counter: Counter, workers: int | None = None) -> list[int]:
+def counts(path: Path, counter: TokenCounter, workers: int | None = None) -> list[int]:
     """Every row's token count, or read back from the cache: keyed by the file's content and the counter's
     fingerprint, so a second audit, plan --audit or --resume over the same build takes seconds.
 
@@ -338,11 +345,12 @@ def counts(path: Path, counter: Counter, workers: int | None = None) -> list[int
     except (OSError, ValueError):
         pass  # not cached yet, or an entry cut short: count
     workers = workers or data_workers()
-    label = f"[spinegpt data] counting tokens of {path.name}"
+    label = f"counting tokens of {path.name}"
     if counter.fast is not None and workers > 1 and path.stat().st_size >= PARALLEL_MIN_BYTES:
         ranges = byte_ranges(path, workers)
         # spawn, not fork: the caller (the runner) may hold threads, and a forked copy of a lock can deadlock.
-        with ProcessPoolExecutor(len(ranges), mp_context=multiprocessing.get_context("spawn")) as pool:
+        spawn = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(len(ranges), mp_context=spawn, initializer=log.setup_from_env) as pool:
             labels = [f"{label} [part {k + 1}/{len(ranges)}]" for k in range(len(ranges))]
             parts = pool.map(_count_rows, [path] * len(ranges), [counter.fast] * len(ranges), ranges, labels)
             found = [n for part in parts for n in part]
@@ -359,7 +367,7 @@ def counts(path: Path, counter: Counter, workers: int | None = None) -> list[int
 SPOT_CHECKS = 200
 
 
-def _agrees_with_tokenizer(path: Path, counter: Counter, found: list[int]) -> bool:
+def _agrees_with_tokenizer(path: Path, counter: TokenCounter, found: list[int]) -> bool:
     """The fast counts of a spread sample of rows against the per-row reference. :mod:`bpe` proves the two
     tokenizations equal except for one thing it cannot prove, the regex engines' reading of the split pattern
     (tiktoken's and the tokenizer's are different libraries), so a sample is counted both ways; any difference
@@ -368,16 +376,15 @@ def _agrees_with_tokenizer(path: Path, counter: Counter, found: list[int]) -> bo
     for index, (number, row) in enumerate(_rows(path, keep=lambda index: index % step == 0)):
         expected = counter.count(row) if row is not None else found[index]
         if expected != found[index]:
-            print(
-                f"[spinegpt data] {path}:{number}: tiktoken's count {found[index]} differs from the tokenizer's "
-                f"{expected}; counting {path.name} again with the tokenizer",
-                file=sys.stderr,
+            logger.warning(
+                f"{path}:{number}: tiktoken's count {found[index]} differs from the tokenizer's {expected}; "
+                f"counting {path.name} again with the tokenizer"
             )
             return False
     return True
 
 
-def count_file(path: Path, counter: Counter) -> Iterable[tuple[int, int, dict[str, Any]]]:
+def count_file(path: Path, counter: TokenCounter) -> Iterable[tuple[int, int, dict[str, Any]]]:
     """(line, tokens, row) for every row of an engine JSONL file (counts cached, see :func:`counts`)."""
     for (number, row), tokens in zip(_rows(path), counts(path, counter), strict=True):
         yield number, tokens, row
@@ -386,7 +393,7 @@ def count_file(path: Path, counter: Counter) -> Iterable[tuple[int, int, dict[st
 def audit_rows(
     stage: str,
     path: Path,
-    counter: Counter,
+    counter: TokenCounter,
     max_length: int,
     global_batch: int,
     epochs: float,
@@ -441,7 +448,7 @@ def render(audits: list[StageAudit]) -> str:
     return "\n".join(lines)
 
 
-def counter_for(model: str, env: Mapping[str, str]) -> Counter:
+def counter_for(model: str, env: Mapping[str, str]) -> TokenCounter:
     """A counter with the model's tokenizer and the pixel limits the engine will use."""
     local = Path(model)
-    return Counter(load_tokenizer(model), *pixel_limits(env, local if local.is_dir() else None))
+    return TokenCounter(load_tokenizer(model), *pixel_limits(env, local if local.is_dir() else None))

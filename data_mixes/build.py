@@ -15,11 +15,11 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
 import multiprocessing
 import os
 import random
 import shutil
-import sys
 import time
 from array import array
 from collections import Counter
@@ -29,15 +29,18 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from spinegpt import log
 from spinegpt.data_mixes import mixes, readers, sources
 from spinegpt.data_mixes.mixes import Component, Filters, LoadedMix, Mix, SourceSpec
-from spinegpt.data_mixes.prepare import check_row
 from spinegpt.data_mixes.records import Bad, Record, normalise_question
+from spinegpt.data_mixes.rows import check_row
+from spinegpt.errors import UserError
 from spinegpt.eval_hooks import registry
 from spinegpt.eval_hooks.benchmark import BenchmarkError
-
-from spinegpt.errors import UserError
 from spinegpt.files import first_of, sha256_file
+from spinegpt.progress import Progress
+
+logger = logging.getLogger(__name__)
 
 FORMAT = 2  # 2: image paths absolute but not symlink-resolved; items addressed by index in the source
 MANIFEST = "manifest.json"
@@ -46,24 +49,6 @@ MAX_REPORTED = 20
 
 class BuildError(UserError, ValueError):
     """A mix that cannot be built; the message lists every problem (file:line for bad items)."""
-
-
-class BuildProgress:
-    """One console line every couple of seconds: which pass, which source, how far, how fast."""
-
-    def __init__(self, label: str, every_s: float = 2.0, stream: Any = None):
-        self.label, self.every_s, self.stream = label, every_s, stream or sys.stderr
-        self.last = time.monotonic()
-
-    def tick(self, what: str, done: int, started: float) -> None:
-        now = time.monotonic()
-        if now - self.last >= self.every_s:
-            self.last = now
-            rate = done / max(now - started, 1e-9)
-            print(f"[spinegpt data] {self.label} {what}: {done:,} items ({rate:,.0f}/s)", file=self.stream, flush=True)
-
-    def say(self, message: str) -> None:
-        print(f"[spinegpt data] {self.label} {message}", file=self.stream, flush=True)
 
 
 # -- sources ------------------------------------------------------------------------------------------------------
@@ -123,12 +108,11 @@ def _valid_records(
     spec: SourceSpec,
     options: readers.ReadOptions,
     bad: Callable[[Bad], None],
-    progress: BuildProgress,
+    progress: Progress,
 ) -> Iterator[Record]:
     """Each valid record of the source (or of its part ``options.byte_range``); bad items go to ``bad``."""
-    started = time.monotonic()
-    for seen, item in enumerate(sources.read(spec.reader, path, options), 1):
-        progress.tick(f"reading {name}", seen, started)
+    for item in sources.read(spec.reader, path, options):
+        progress.advance()
         if isinstance(item, Bad):
             bad(item)
             continue
@@ -180,7 +164,8 @@ def _read_part(
             part.problems.append(str(item))
 
     with spool.open("w", encoding="utf-8") as out:
-        for record in _valid_records(name, path, spec, options, on_bad, BuildProgress(label)):
+        progress = Progress(f"{label} reading {name}", None, every_s=2.0, log=logger)
+        for record in _valid_records(name, path, spec, options, on_bad, progress):
             part.valid += 1
             if spec.reader == "spinemed" and byte_range is not None:
                 part.ids[record.id] = int(record.provenance.get("line", 0))
@@ -252,7 +237,9 @@ def _read_all(
     else:
         order = sorted(range(len(jobs)), key=lambda j: -jobs[j][0])
         # spawn, not fork: the caller (the runner) may hold threads, and a forked copy of a lock can deadlock.
-        with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=multiprocessing.get_context("spawn")) as pool:
+        with ProcessPoolExecutor(
+            min(workers, len(jobs)), mp_context=multiprocessing.get_context("spawn"), initializer=log.setup_from_env
+        ) as pool:
             futures = {j: pool.submit(_read_part, *jobs[j][2]) for j in order}
             results = [futures[j].result() for j in range(len(jobs))]
     for (_, read, _), part in zip(jobs, results, strict=True):
@@ -396,14 +383,13 @@ def build(
     seed: int,
     splits: Sequence[str] | None = None,
     fingerprint: dict[str, Any] | None = None,
-    stream: Any = None,
     workers: int | None = None,
     min_parallel_bytes: int = PARALLEL_MIN_BYTES,
 ) -> BuildResult:
     """Build ``loaded`` into ``output`` (written under a temporary name and renamed when complete). Output bytes do
     not depend on ``workers`` (default :func:`readers.data_workers`)."""
     job = BuildJob(loaded, output, seed, splits, fingerprint)
-    return build_many([job], data_root, stream=stream, workers=workers, min_parallel_bytes=min_parallel_bytes)[0]
+    return build_many([job], data_root, workers=workers, min_parallel_bytes=min_parallel_bytes)[0]
 
 
 @dataclass
@@ -423,7 +409,6 @@ def build_many(
     jobs: Sequence[BuildJob],
     data_root: Path,
     *,
-    stream: Any = None,
     workers: int | None = None,
     min_parallel_bytes: int = PARALLEL_MIN_BYTES,
 ) -> list[BuildResult]:
@@ -450,16 +435,14 @@ def build_many(
             )
             builds.append(state)
             state.leaked, state.bench_info = benchmark_questions(mix, data_root)
-        return _build_all(builds, data_root, stream, workers, min_parallel_bytes)
+        return _build_all(builds, data_root, workers, min_parallel_bytes)
     except BaseException:
         for state in builds:
             shutil.rmtree(state.partial, ignore_errors=True)  # a failed build leaves nothing behind
         raise
 
 
-def _build_all(
-    builds: list[_MixState], data_root: Path, stream: Any, workers: int, min_parallel_bytes: int
-) -> list[BuildResult]:
+def _build_all(builds: list[_MixState], data_root: Path, workers: int, min_parallel_bytes: int) -> list[BuildResult]:
     # Which components read which source; mixes that spell a source the same way share its read.
     reads: dict[str, _SharedRead] = {}
     for m, build_state in enumerate(builds):
@@ -539,7 +522,7 @@ def _build_all(
             for handle in handles.values():
                 handle.close()
     shutil.rmtree(spool_dir)
-    return [_finish(build_state, stream) for build_state in builds]
+    return [_finish(build_state) for build_state in builds]
 
 
 def _raise_problems(builds: list[_MixState], what: str | None) -> None:
@@ -554,7 +537,7 @@ def _raise_problems(builds: list[_MixState], what: str | None) -> None:
         )
 
 
-def _finish(build_state: _MixState, stream: Any) -> BuildResult:
+def _finish(build_state: _MixState) -> BuildResult:
     """Write one mix's shards and manifest, and move it into place."""
     job, partial, states, fingerprint = (
         build_state.job,
@@ -587,9 +570,7 @@ def _finish(build_state: _MixState, stream: Any) -> BuildResult:
             raise
         shutil.rmtree(partial)  # another process built the same thing first: its bytes are ours
         manifest = json.loads((output / MANIFEST).read_text(encoding="utf-8"))
-    BuildProgress(mix.name, stream=stream).say(
-        f"built {output_info['rows']:,} rows in {manifest['build_seconds']}s -> {output}"
-    )
+    logger.info(f"{mix.name} built {output_info['rows']:,} rows in {manifest['build_seconds']}s -> {output}")
     return BuildResult(output, manifest)
 
 
@@ -719,15 +700,12 @@ def build_cached(
     *,
     seed: int,
     splits: Sequence[str] | None = None,
-    stream: Any = None,
 ) -> BuildResult:
     """Reuse an earlier build whose inputs hash the same; otherwise build into the cache."""
-    return build_cached_many([BuildJob(loaded, cache_root, seed, splits)], data_root, cache_root, stream=stream)[0]
+    return build_cached_many([BuildJob(loaded, cache_root, seed, splits)], data_root, cache_root)[0]
 
 
-def build_cached_many(
-    jobs: Sequence[BuildJob], data_root: Path, cache_root: Path, *, stream: Any = None
-) -> list[BuildResult]:
+def build_cached_many(jobs: Sequence[BuildJob], data_root: Path, cache_root: Path) -> list[BuildResult]:
     """:func:`build_cached` for several mixes: those the cache lacks are built together (:func:`build_many`), so
     sources they share are read once. ``job.output`` is ignored: each goes to the cache, named by its inputs."""
     data_root = data_root.resolve()
@@ -742,11 +720,11 @@ def build_cached_many(
         if key in found or key in missing:
             continue
         if _key_of(target) == key:
-            BuildProgress(job.loaded.mix.name, stream=stream).say(f"reusing {target} (same inputs, same seed)")
+            logger.info(f"{job.loaded.mix.name} reusing {target} (same inputs, same seed)")
             found[key] = BuildResult(target, json.loads((target / MANIFEST).read_text(encoding="utf-8")))
         else:
             missing[key] = replace(job, output=target, fingerprint=fingerprint)
     if missing:
-        built = build_many(list(missing.values()), data_root, stream=stream)
+        built = build_many(list(missing.values()), data_root)
         found.update(zip(missing, built, strict=True))
     return [found[key] for key in keys]

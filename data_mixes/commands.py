@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import yaml
-from spinegpt.data_mixes import build, mixes, readers, sources
-from spinegpt.data_mixes.prepare import resolve_data_root
-from spinegpt.data_mixes.records import REASONING_STYLES, SPLITS, Bad
 
+from spinegpt.data_mixes import build, mixes, readers, rows, sources
+from spinegpt.data_mixes.records import REASONING_STYLES, SPLITS, Bad
+from spinegpt.data_mixes.rows import DataError
+from spinegpt.data_mixes.stage_data import resolve_data_root
+from spinegpt.errors import UsageError
 from spinegpt.files import first_of
 
 
@@ -96,15 +97,11 @@ def _convert(args: argparse.Namespace) -> int:
             if problem is not None:
                 bad.append(problem)
                 continue
-            out.write(json.dumps(item.to_row(), ensure_ascii=False, sort_keys=True) + "\n")  # type: ignore[union-attr]
+            out.write(rows.dumps(item.to_row()))  # type: ignore[union-attr]
             written += 1
     if bad and args.on_error == "error":
         tmp.unlink()
-        problems = [str(b) for b in bad]
-        print(
-            f"error: {len(bad)} bad item(s) in {args.input} (nothing written):\n{first_of(problems)}", file=sys.stderr
-        )
-        return 1
+        raise DataError(f"{len(bad)} bad item(s) in {args.input} (nothing written):\n{first_of([str(b) for b in bad])}")
     tmp.replace(args.output)
     reasons = Counter(b.reason for b in bad) + skipped
     note = f"; skipped {sum(reasons.values())} ({dict(reasons)})" if reasons else ""
@@ -117,17 +114,14 @@ def _build(args: argparse.Namespace) -> int:
     for item in args.set:
         key, sep, value = item.partition("=")
         if not sep:
-            print(f"error: --set {item!r} must read component.key=value", file=sys.stderr)
-            return 2
+            raise UsageError(f"--set {item!r} must read component.key=value")
         if len(args.mix) > 1 and ":" not in key:
-            print(f"error: --set {item!r}: with several mixes, name the mix (MIX:component.key=value)", file=sys.stderr)
-            return 2
+            raise UsageError(f"--set {item!r}: with several mixes, name the mix (MIX:component.key=value)")
         settings[key] = yaml.safe_load(value)
     splits = [s.strip() for s in args.splits.split(",")] if args.splits else None
     unknown = [s for s in splits or [] if s not in SPLITS]
     if unknown:
-        print(f"error: --splits: unknown {unknown}; use {', '.join(SPLITS)}", file=sys.stderr)
-        return 2
+        raise UsageError(f"--splits: unknown {unknown}; use {', '.join(SPLITS)}")
     root = resolve_data_root(args.data_root, Path.cwd())
     jobs = []
     for name in args.mix:
@@ -136,8 +130,7 @@ def _build(args: argparse.Namespace) -> int:
         seed = args.seed if loaded.mix.seed is None else loaded.mix.seed
         jobs.append(build.BuildJob(loaded, output, seed, splits))
     if len({job.output for job in jobs}) < len(jobs):
-        print(f"error: two of the mixes {args.mix} have the same name: they would share an output", file=sys.stderr)
-        return 2
+        raise UsageError(f"two of the mixes {args.mix} have the same name: they would share an output")
     results = build.build_many(jobs, root)
     summary = [
         {"output": str(r.dir), "rows": r.rows, "sha256": r.sha256, "components": r.manifest["components"]}

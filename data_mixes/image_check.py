@@ -8,10 +8,9 @@ file's sha256, so a re-run (or the next stage using the same images) only hashes
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
-import sys
-import time
 import warnings
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +21,9 @@ from PIL import Image
 
 from spinegpt.files import sha256_file
 from spinegpt.paths import cache_root
+from spinegpt.progress import Progress
+
+logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -58,19 +60,13 @@ class _Cache:
         self._db.close()
 
 
-def _progress(results: Iterator[T], total: int, what: str, every_s: float = 5.0) -> Iterator[T]:
-    """Pass results through, with a line on stderr every few seconds: a first check of 150k images takes minutes."""
-    started = last = time.monotonic()
-    for done, result in enumerate(results, 1):
+def _progress(results: Iterator[T], total: int, what: str) -> Iterator[T]:
+    """Pass results through, with progress every few seconds: a first check of 150k images takes minutes."""
+    progress = Progress(f"images {what}", total, unit="images", every_s=5.0, log=logger)
+    for result in results:
         yield result
-        now = time.monotonic()
-        if now - last >= every_s:
-            last = now
-            print(
-                f"[spinegpt data] images {what}: {done:,}/{total:,} ({done / (now - started):,.0f}/s)",
-                file=sys.stderr,
-                flush=True,
-            )
+        progress.advance()
+    progress.close()
 
 
 def check_images(uses: Mapping[str, str], workers: int | None = None) -> list[str]:

@@ -18,11 +18,11 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+
+from spinegpt.config_io import ConfigError, ConfigIssue, error_message, line_of, read_yaml, validation_issues
 from spinegpt.data_mixes import sources as source_readers
 from spinegpt.data_mixes.records import CATEGORIES, SPINE_CATEGORY, SPLITS, SUBSPECIALTIES, Split
 from spinegpt.eval_hooks import registry
-
-from spinegpt.config_io import ConfigError, ConfigIssue, error_message, line_of, read_yaml, validation_issues
 
 SOURCES_FILE = "sources.yaml"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")

@@ -13,11 +13,12 @@ import unicodedata
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
+from spinegpt.data_mixes.rows import IMAGE_TAG
+
 Split = Literal["general", "non_spine", "spine"]
 Task = Literal["mcq", "open_qa", "consultation", "report", "reasoning", "vqa"]
 SPLITS: tuple[str, ...] = get_args(Split)
 TASKS: tuple[str, ...] = get_args(Task)
-IMAGE_TAG = "<image>"
 
 SPINE_CATEGORY = "Spine Surgery"
 CATEGORIES = (

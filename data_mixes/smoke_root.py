@@ -1,4 +1,6 @@
-"""A tiny data root in the *upstream* schemas, written offline by code: what the smoke curriculum's mixes read.
+"""The bundled smoke data: the engine-format smoke sets (``data_mixes/smoke/*.jsonl``, a stage's ``smoke:`` entry)
+and a tiny data root in the *upstream* schemas, written offline by code (``data_root: builtin:smoke``), which the
+smoke curriculum's mixes read.
 
 It holds every source the shipped mixes name (medical-o1 en/zh, Medical-R1-Distill, MedThoughts-8K, PubMedVision,
 SpineMed-450k with hospital images, a metadata pointer to a file and one to a 3-D volume of an open dataset) and a
@@ -9,14 +11,14 @@ The conversations come from the bundled engine-format smoke sets (``data_mixes/s
 from __future__ import annotations
 
 import hashlib
+import importlib.resources
 import json
 import os
 import shutil
 from pathlib import Path
 from typing import Any
 
-from spinegpt.data_mixes.prepare import smoke_file
-
+from spinegpt.data_mixes.rows import DataError, read_jsonl
 from spinegpt.offline import smoke_images
 from spinegpt.paths import cache_root
 
@@ -26,6 +28,25 @@ SUBSPECIALTIES = ["The Thoracic and Lumbar Degenerative Spine", "Trauma", "Spond
 LEAKED_QUESTION = "Which sign suggests cauda equina syndrome?"
 OPTIONS = {"A": "Radiograph", "B": "MRI", "C": "CT", "D": "Ultrasound"}
 VERSE_FILE = {"dataset": "VerSe", "case": "sub-verse004", "file": "ct-sagittal-L3.png"}
+
+
+def smoke_file(name: str) -> Path:
+    """A bundled smoke set's engine JSONL (its synthetic image paths are drawn by :func:`materialise_set`)."""
+    path = Path(str(importlib.resources.files("spinegpt.data_mixes") / "smoke" / f"{name}.jsonl"))
+    if not path.is_file():
+        known = sorted(p.stem for p in path.parent.glob("*.jsonl"))
+        raise DataError(f"no bundled smoke set {name!r}; available: {', '.join(known)}")
+    return path
+
+
+def materialise_set(name: str, images_dir: Path) -> Path:
+    """Draw the images a bundled smoke set references into ``images_dir``; return the set's JSONL."""
+    path = smoke_file(name)
+    for _, row, _error, _line in read_jsonl(path):
+        for image in (row or {}).get("images", []):
+            if smoke_images.is_synthetic(image):
+                smoke_images.write_image(image, images_dir)
+    return path
 
 
 def _rows(name: str) -> list[dict[str, Any]]:

@@ -18,7 +18,6 @@ from spinegpt.data_mixes import volumes
 from spinegpt.data_mixes.readers import FileCheck, ReaderInfo, ReadOptions, _file_and_line, objects
 from spinegpt.data_mixes.records import (
     CATEGORIES,
-    IMAGE_TAG,
     SPINE_CATEGORY,
     SUBSPECIALTIES,
     TASKS,
@@ -27,6 +26,7 @@ from spinegpt.data_mixes.records import (
     render_reasoning,
     split_for,
 )
+from spinegpt.data_mixes.rows import IMAGE_TAG
 
 REPORT_SECTIONS = {
     "imaging_findings": "Structured imaging findings",

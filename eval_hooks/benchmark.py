@@ -12,16 +12,14 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from spinegpt.errors import UserError
+from spinegpt.eval_hooks.rubric import Judgment
 from spinegpt.paths import cache_root
-
-if TYPE_CHECKING:
-    from spinegpt.eval_hooks.judge import Judge
 
 LETTERS = "ABCDEFGH"
 _OPTION_LINE = re.compile(r"^\s*\(?([A-H])[\.\):：]\s*(.+?)\s*$", re.M)
@@ -206,6 +204,12 @@ Record = dict[str, Any]
 item its options, gold answer, parsed answer and correctness (a judged report adds its judgment)."""
 
 
+class Grader(Protocol):
+    """What a benchmark asks of a judge (``judge.Judge``): a verdict per (prompt, answer, reference), in order."""
+
+    def judge_many(self, items: Sequence[tuple[str, str, str | None]]) -> list[Judgment]: ...
+
+
 @runtime_checkable
 class Benchmark(Protocol):
     """A benchmark the evaluator can run. Implementations are stateless module-level objects."""
@@ -221,7 +225,7 @@ class Benchmark(Protocol):
         """The question texts training data must not contain (decontamination); needs no images."""
         ...
 
-    def score(self, items: list[Item], records: list[Record], judge: Judge | None) -> dict[str, Any]:
+    def score(self, items: list[Item], records: list[Record], judge: Grader | None) -> dict[str, Any]:
         """Scores from the answered items (``records`` in ``items`` order; a judge grades free-text items)."""
         ...
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
 from spinegpt.eval_hooks import registry
 from spinegpt.eval_hooks.llm_client import Server
 

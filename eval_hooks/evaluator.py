@@ -8,10 +8,12 @@ collects the scores of all benchmarks and is written last: its presence means th
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from spinegpt.errors import UserError
 from spinegpt.eval_hooks import registry
 from spinegpt.eval_hooks.answers import parse_choices
 from spinegpt.eval_hooks.benchmark import Item, Record, prompt_for
@@ -19,11 +21,11 @@ from spinegpt.eval_hooks.config import BenchmarkConfig, JudgeConfig
 from spinegpt.eval_hooks.extractor import Extractor, Request
 from spinegpt.eval_hooks.judge import Judge
 from spinegpt.eval_hooks.llm_client import Server
-
-from spinegpt.errors import UserError
 from spinegpt.files import write_json_atomic
 from spinegpt.paths import cache_root
 from spinegpt.progress import Progress
+
+logger = logging.getLogger(__name__)
 
 SUMMARY = "summary.json"
 DECISION_PATHS = ("rule", "llm", "unparsed")
@@ -38,7 +40,7 @@ def judge_cache_path() -> Path:
 
 def _generate(label: str, generate: Generator, items: list[Item], max_new_tokens: int, chunk: int) -> list[str]:
     """Completions for ``items`` in chunks, with progress after each (574 items on a 7B model take a while)."""
-    progress = Progress(f"[spinegpt eval] {label}", len(items), unit="answers")
+    progress = Progress(label, len(items), unit="answers", log=logger)
     texts: list[str] = []
     for start in range(0, len(items), chunk):
         part = items[start : start + chunk]
@@ -177,7 +179,7 @@ def evaluate(
     summary: dict[str, Any] = {"model": model, "benchmarks": {}}
     try:
         for bench in benchmarks:
-            print(f"[spinegpt eval] {bench.label}: {bench.path}", flush=True)
+            logger.info(f"{bench.label}: {bench.path}")
             result = run_benchmark(
                 bench,
                 generate,
@@ -193,7 +195,6 @@ def evaluate(
                 "answers": result["answers"],
                 "scores": result["scores"],
             }
-            print(markdown(result, model), flush=True)
     finally:
         if judge is not None:
             judge.close()

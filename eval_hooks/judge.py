@@ -11,83 +11,21 @@ it is never logged, cached or written to a result.
 
 from __future__ import annotations
 
-import json
-import re
+import logging
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from spinegpt.eval_hooks.config import JudgeConfig
-from spinegpt.eval_hooks.llm_client import ChatClient, ReplyCache, ReplyError, Server
-from spinegpt.eval_hooks.spinebench import DIMENSION_CRITERIA, DIMENSIONS
-
+from spinegpt.eval_hooks.llm_client import ChatClient, ReplyCache, Server
+from spinegpt.eval_hooks.rubric import RUBRIC_VERSION, SYSTEM_PROMPT, Judgment, parse_verdict, rubric_prompt
 from spinegpt.progress import Progress
 
-RUBRIC_VERSION = 1
-SYSTEM_PROMPT = (
-    "You are a senior spine surgeon grading an AI-generated clinical report. Grade strictly and consistently. "
-    "Reply with one JSON object only, no prose and no code fences."
-)
+logger = logging.getLogger(__name__)
 
 
-def rubric_prompt(prompt: str, answer: str, reference: str | None = None) -> str:
-    """The grading request for one report: task, optional reference, the answer, the ten criteria, the JSON shape."""
-    criteria = "\n".join(f'- "{d}": {DIMENSION_CRITERIA[d]}' for d in DIMENSIONS)
-    shape = "{" + ", ".join(f'"{d}": <1-5>' for d in DIMENSIONS) + "}"
-    parts = [
-        "## Task given to the model\n" + prompt.strip(),
-        *([f"## Reference report written by spine surgeons\n{reference.strip()}"] if reference else []),
-        "## Model's report\n" + (answer.strip() or "(empty)"),
-        "## Scoring\nScore each dimension with an integer from 1 (unacceptable) to 5 (expert level):\n" + criteria,
-        "Reply with exactly this JSON object and nothing else:\n" + shape,
-    ]
-    return "\n\n".join(parts)
-
-
-class JudgeReplyError(ReplyError):
-    """The judge's reply is not a complete, valid verdict."""
-
-
-def parse_verdict(content: str) -> dict[str, int]:
-    """Strict: one JSON object with every dimension as an integer 1-5 (fences around it are tolerated)."""
-    text = re.sub(r"^\s*```(?:json)?\s*|\s*```\s*$", "", content.strip())
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError:
-        match = re.search(r"\{.*\}", text, re.S)
-        if not match:
-            raise JudgeReplyError("reply holds no JSON object") from None
-        try:
-            data = json.loads(match.group(0))
-        except json.JSONDecodeError as exc:
-            raise JudgeReplyError(f"malformed JSON: {exc.msg}") from None
-    if not isinstance(data, dict):
-        raise JudgeReplyError("reply is JSON but not an object")
-    missing = [d for d in DIMENSIONS if d not in data]
-    if missing:
-        raise JudgeReplyError(f"missing dimension(s): {', '.join(missing)}")
-    bad = [d for d in DIMENSIONS if isinstance(data[d], bool) or not isinstance(data[d], int) or not 1 <= data[d] <= 5]
-    if bad:
-        raise JudgeReplyError(f"not an integer 1-5: {', '.join(f'{d}={data[d]!r}' for d in bad)}")
-    return {d: int(data[d]) for d in DIMENSIONS}
-
-
-@dataclass
-class Judgment:
-    scores: dict[str, int] | None
-    attempts: int
-    cached: bool = False
-    errors: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return self.scores is not None
-
-    def to_json(self) -> dict[str, Any]:
-        return {"scores": self.scores, "attempts": self.attempts, "cached": self.cached, "errors": self.errors}
+logger = logging.getLogger(__name__)
 
 
 class Judge:
@@ -130,7 +68,7 @@ class Judge:
         judged within ``phase_timeout_s`` are recorded as failed judgments (never scored)."""
         pool = ThreadPoolExecutor(max_workers=max(1, self.config.concurrency), thread_name_prefix="judge")
         futures = [pool.submit(self.judge_one, *item) for item in items]
-        progress = Progress("[spinegpt eval] judging", len(futures), unit="reports")
+        progress = Progress("judging", len(futures), unit="reports", log=logger)
         done = set()
         try:
             for future in as_completed(futures, timeout=self.config.phase_timeout_s):

@@ -10,11 +10,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from spinegpt.eval_hooks.config import EvalJob
-from spinegpt.eval_hooks.evaluator import SUMMARY
-
 from spinegpt import proc
 from spinegpt.errors import UserError
+from spinegpt.eval_hooks.config import EvalJob
+from spinegpt.eval_hooks.evaluator import SUMMARY
 
 CONFIG = "config.json"
 

@@ -23,37 +23,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from spinegpt.eval_hooks import benchmark
-from spinegpt.eval_hooks.benchmark import BenchmarkError, Item, Record, fmt, metric, result
+from spinegpt.eval_hooks.benchmark import BenchmarkError, Grader, Item, Record, fmt, metric, result
+from spinegpt.eval_hooks.rubric import DIMENSIONS, SECTIONS
 
-if TYPE_CHECKING:
-    from spinegpt.eval_hooks.judge import Judge
-
-# Report dimensions by section, in the paper's order (Appendix D: IR, DGN, PG, EBP, TF, RPM, COV, REL, GRA, EXP).
-SECTIONS: dict[str, tuple[str, ...]] = {
-    "SIP": ("imaging_report",),
-    "AAD": ("diagnosis",),
-    "TR": ("patient_guidance", "evidence_based_plan", "technical_feasibility"),
-    "RPM": ("risk_prognosis",),
-    "RD": ("coverage", "relevance", "granularity", "explanation"),
-}
-DIMENSIONS: tuple[str, ...] = tuple(d for dims in SECTIONS.values() for d in dims)
-
-# What each dimension judges (paper §4.2 table); the judge's rubric is built from these.
-DIMENSION_CRITERIA: dict[str, str] = {
-    "imaging_report": "Imaging report: accuracy of findings, clinical significance, quantitative descriptions",
-    "diagnosis": "AI-assisted diagnosis: primary diagnosis correctness, differential diagnoses, clinical reasoning",
-    "patient_guidance": "Treatment recommendations for the patient: language clarity, empathy, patient reassurance",
-    "evidence_based_plan": "Evidence-based plan: rationale, individualization, consistency with guidelines",
-    "technical_feasibility": "Technical feasibility: surgical details, complication prevention, backup plans",
-    "risk_prognosis": "Risk and prognosis management: perioperative planning, follow-up schedule, safety protocols",
-    "coverage": "Reasoning coverage: completeness of evidence identification and explanation",
-    "relevance": "Relevance: focus on the core diagnosis without irrelevant content",
-    "granularity": "Granularity: precision and sufficiency of quantitative detail",
-    "explanation": "Explanation: logical coherence and clarity of the reasoning chain",
-}
 PART_NAMES = ("text", "image", "report")
 
 
@@ -173,7 +148,7 @@ class SpineBench:
     def questions(self, path: Path) -> list[str]:
         return benchmark.questions(path)
 
-    def score(self, items: list[Item], records: list[Record], judge: Judge | None) -> dict[str, Any]:
+    def score(self, items: list[Item], records: list[Record], judge: Grader | None) -> dict[str, Any]:
         scores: dict[str, Any] = {}
         parts: dict[str, tuple[float, int]] = {}
         for task, part in (("text_mcq", "text"), ("image_mcq", "image")):

@@ -13,13 +13,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from spinegpt.eval_hooks import benchmark
-from spinegpt.eval_hooks.benchmark import BenchmarkError, Item, Record, fmt, metric, result
-
-if TYPE_CHECKING:
-    from spinegpt.eval_hooks.judge import Judge
+from spinegpt.eval_hooks.benchmark import BenchmarkError, Grader, Item, Record, fmt, metric, result
 
 TASKS = {"spine_disease_classification": "diagnosis", "spine_lesion_localization": "localisation"}
 
@@ -84,7 +81,7 @@ class SpineBenchMM25:
     def questions(self, path: Path) -> list[str]:
         return benchmark.questions(path)
 
-    def score(self, items: list[Item], records: list[Record], judge: Judge | None) -> dict[str, Any]:
+    def score(self, items: list[Item], records: list[Record], judge: Grader | None) -> dict[str, Any]:
         scores: dict[str, Any] = {}
         diagnosis = [r for r in records if r["task"] == "diagnosis"]
         if diagnosis:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,18 @@ def _cache_dirs(tmp_path_factory: pytest.TempPathFactory) -> None:
     # the test session away from the user's home cache.
     os.environ.setdefault("SPINEGPT_CACHE", str(tmp_path_factory.mktemp("spinegpt-cache")))
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(REPO / ".cache" / "torch_extensions"))
+
+
+@pytest.fixture(autouse=True)
+def _spinegpt_logs_reach_caplog() -> Iterator[None]:
+    """A test that runs ``cli.main`` in-process configures spinegpt's logger for a console (its own handler, no
+    propagation); put it back so later tests' ``caplog`` sees spinegpt's records."""
+    yield
+    logger = logging.getLogger("spinegpt")
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+    logger.propagate = True
+    logger.setLevel(logging.NOTSET)
 
 
 @pytest.fixture(scope="session")
@@ -43,7 +57,7 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str,
     spec = f"{{kind: spinebench, path: '{bench}', max_new_tokens: 8, report_max_new_tokens: 8}}"
     evaluation = f"stages.reports.eval={{benchmarks: [{spec}]}}"
     result = run_spinegpt("run", "curricula/smoke.yaml", evaluation, "--nproc", "2", "--output-dir", str(out))
-    return out, json.loads((out / "run_manifest.json").read_text()), result.stdout
+    return out, json.loads((out / "run_manifest.json").read_text()), result.stderr
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from spinegpt.eval_hooks.spinebench import DIMENSIONS
+from spinegpt.eval_hooks.rubric import DIMENSIONS
 
 GOOD = dict.fromkeys(DIMENSIONS, 4) | {"imaging_report": 5, "diagnosis": 3}
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from spinegpt.eval_hooks import spinebench
 from spinegpt.train import ablation_table
 
@@ -128,7 +129,7 @@ def test_smoke_sweep_end_to_end_then_resume(tmp_path: Path) -> None:
     # Resume: every row is done, nothing is trained or evaluated again.
     stamps = {name: (out / "rows" / name / "row.json").stat().st_mtime_ns for name in ROWS}
     again = run_spinegpt("sweep", "curricula/ablations/smoke", "--output-dir", str(out), *FAST)
-    assert again.stdout.count("done already, skipping") == 6
+    assert again.stderr.count("done already, skipping") == 6
     assert stamps == {name: (out / "rows" / name / "row.json").stat().st_mtime_ns for name in ROWS}
 
 
@@ -150,13 +151,13 @@ def test_a_failing_row_is_reported_and_the_others_still_run(tmp_path: Path) -> N
     progress = json.loads((out / "progress.json").read_text())["rows"]
     assert progress["too_long"]["status"] == "failed" and "max_length 8" in progress["too_long"]["error"]
     assert progress["t7_1_base"]["status"] == "done"
-    assert "1 row(s) failed: too_long" in result.stdout
+    assert "1 row(s) failed: too_long" in result.stderr
     table = (out / "table7.csv").read_text().splitlines()
     assert len(table) == 2 and ",t7_1_base," in table[1]  # the table holds the rows that finished
 
     # --only runs just the named row (by name or number); the finished one is left alone.
     again = run_spinegpt("sweep", str(tmp_path), "--output-dir", str(out), "--only", "2")
-    assert "t7_1_base: done already, skipping" in again.stdout and "too_long" not in again.stdout
+    assert "t7_1_base: done already, skipping" in again.stderr and "too_long" not in again.stdout + again.stderr
 
 
 def test_bad_sweeps_name_every_problem(tmp_path: Path) -> None:

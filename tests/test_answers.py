@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+
 from spinegpt.eval_hooks.answers import parse_choices
 
 OPTIONS = {

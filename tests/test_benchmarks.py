@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from spinegpt.eval_hooks import evaluator, registry, spinebench
 from spinegpt.eval_hooks.benchmark import BenchmarkError, prompt_for
 from spinegpt.eval_hooks.config import BenchmarkConfig, EvalConfig, ExtractorConfig, JudgeConfig

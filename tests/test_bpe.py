@@ -8,6 +8,7 @@ import unicodedata
 from pathlib import Path
 
 import pytest
+
 from spinegpt.data_mixes import bpe
 
 # Characters where tokenizers tend to differ: odd whitespace, case folding, combining marks, NFC compositions

@@ -5,7 +5,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from spinegpt.train import curriculum
+
+from spinegpt.train import curriculum, plan
 from spinegpt.train.curriculum import CurriculumError
 
 from .conftest import CURRICULA
@@ -36,18 +37,18 @@ GOOD = """\
 
 def issues(path: Path, *overrides: str) -> dict[str, str]:
     with pytest.raises(CurriculumError) as info:
-        curriculum.load(path, overrides)
+        plan.load(path, overrides)
     return {issue.path: issue.message for issue in info.value.issues}
 
 
 def test_shipped_curricula_validate() -> None:
     for path in curriculum.iter_curricula(CURRICULA):
-        loaded = curriculum.load(path)
+        loaded = plan.load(path)
         assert loaded.curriculum.stages, path
 
 
 def test_good_minimal(tmp_path: Path) -> None:
-    loaded = curriculum.load(write(tmp_path, GOOD))
+    loaded = plan.load(write(tmp_path, GOOD))
     one, two = loaded.curriculum.stages
     assert (one.name, one.learning_rate, one.max_length, one.tuner_type) == ("one", 1e-5, 512, "full")
     assert two.deepspeed == "zero3_offload"
@@ -74,7 +75,7 @@ def test_all_errors_reported_at_once_with_paths_and_lines(tmp_path: Path) -> Non
         """,
     )
     with pytest.raises(CurriculumError) as info:
-        curriculum.load(path)
+        plan.load(path)
     found = {i.path: i for i in info.value.issues}
     assert set(found) == {
         "colour",
@@ -143,13 +144,13 @@ def test_engine_args_names_both_problems(tmp_path: Path) -> None:
 def test_invalid_yaml_names_line(tmp_path: Path) -> None:
     path = write(tmp_path, "name: t\nstages: [\n  - a: b\n")
     with pytest.raises(CurriculumError) as info:
-        curriculum.load(path)
+        plan.load(path)
     assert "invalid YAML" in str(info.value) and info.value.issues[0].line is not None
 
 
 def test_overrides_by_name_and_index(tmp_path: Path) -> None:
     path = write(tmp_path, GOOD)
-    loaded = curriculum.load(path, ["stages.two.max_steps=4", "stages[0].learning_rate=3e-5", "seed=7"])
+    loaded = plan.load(path, ["stages.two.max_steps=4", "stages[0].learning_rate=3e-5", "seed=7"])
     assert loaded.curriculum.stage("two").max_steps == 4
     assert loaded.curriculum.stages[0].learning_rate == 3e-5
     assert loaded.curriculum.seed == 7
@@ -160,7 +161,7 @@ def test_overrides_by_name_and_index(tmp_path: Path) -> None:
 def test_extends_merges_stages_by_name(tmp_path: Path) -> None:
     write(tmp_path, GOOD, "base.yaml")
     child = write(tmp_path, "extends: base.yaml\nname: child\nstages:\n  - name: two\n    max_steps: 2\n", "child.yaml")
-    loaded = curriculum.load(child)
+    loaded = plan.load(child)
     assert loaded.curriculum.name == "child"
     assert [s.name for s in loaded.curriculum.stages] == ["one", "two"]
     assert loaded.curriculum.stage("two").max_steps == 2
@@ -176,7 +177,7 @@ def test_extends_cycle(tmp_path: Path) -> None:
 
 
 def test_paper_curriculum_matches_table5() -> None:
-    c = curriculum.load(CURRICULA / "spinegpt.yaml").curriculum
+    c = plan.load(CURRICULA / "spinegpt.yaml").curriculum
     assert c.model == "Qwen/Qwen2.5-VL-7B-Instruct"
     assert [s.learning_rate for s in c.stages] == [1e-5, 1e-5, 1e-6]
     assert [s.max_length for s in c.stages] == [16384, 16384, 49152]
@@ -186,8 +187,8 @@ def test_paper_curriculum_matches_table5() -> None:
 
 
 def test_smoke_is_the_paper_curriculum_shrunk() -> None:
-    paper = curriculum.load(CURRICULA / "spinegpt.yaml").curriculum
-    smoke = curriculum.load(CURRICULA / "smoke.yaml").curriculum
+    paper = plan.load(CURRICULA / "spinegpt.yaml").curriculum
+    smoke = plan.load(CURRICULA / "smoke.yaml").curriculum
     assert [s.name for s in smoke.stages] == [s.name for s in paper.stages]
     assert [s.deepspeed for s in smoke.stages] == [s.deepspeed for s in paper.stages]
     assert all(s.max_steps and s.max_steps <= 5 for s in smoke.stages)
@@ -210,7 +211,7 @@ def test_errors_in_an_extends_chain_point_at_the_file_that_says_it(tmp_path: Pat
         "child.yaml",
     )
     with pytest.raises(CurriculumError) as info:
-        curriculum.load(child)
+        plan.load(child)
     found = {i.path: i for i in info.value.issues}
     # stages[0] of the merged curriculum is `one`: the second stage entry in child.yaml, line 7.
     assert (found["stages[0].max_length"].file, found["stages[0].max_length"].line) == (tmp_path / "child.yaml", 7)
@@ -227,7 +228,7 @@ def test_eval_section_global_and_per_stage(tmp_path: Path) -> None:
         "eval:\n  benchmarks:\n    - {kind: spinebench, path: sb.jsonl}\n"
         "  judge: {base_url: 'http://127.0.0.1:8000/v1', model: judge}\n"
     )
-    loaded = curriculum.load(write(tmp_path, text), ["stages.two.eval=false"])
+    loaded = plan.load(write(tmp_path, text), ["stages.two.eval=false"])
     c = loaded.curriculum
     one, two = c.stages
     spec = c.eval_for(one)
@@ -252,14 +253,14 @@ def test_engine_args_through_dashes_are_the_engines_own_names(tmp_path: Path) ->
     assert "'output-dir' is set by spinegpt" in message
     assert "'learning-rate' is a stage key" in message and "'max-steps' is a stage key" in message
     assert "'lora-dropuot' is not an argument of the engine" in message and "lora_dropout" in message
-    loaded = curriculum.load(write(tmp_path, "name: t\nmodel: m\n" + with_stage(engine_args="{lora-dropout: 0.1}")))
+    loaded = plan.load(write(tmp_path, "name: t\nmodel: m\n" + with_stage(engine_args="{lora-dropout: 0.1}")))
     assert loaded.curriculum.stages[0].engine_args == {"lora_dropout": 0.1}
 
 
 def test_duplicate_yaml_keys_are_an_error_with_both_lines(tmp_path: Path) -> None:
     path = write(tmp_path, "name: t\nmodel: m\nseed: 1\nseed: 2\n" + ONE_STAGE)
     with pytest.raises(CurriculumError) as info:
-        curriculum.load(path)
+        plan.load(path)
     (issue,) = info.value.issues
     assert issue.line == 4 and "duplicate key 'seed' (first on line 3)" in issue.message
 
@@ -278,12 +279,12 @@ def test_a_stage_named_twice_in_an_extending_file_is_an_error(tmp_path: Path) ->
         "child.yaml",
     )
     with pytest.raises(CurriculumError, match="'two' appears twice"):
-        curriculum.load(child)
+        plan.load(child)
 
 
 def test_an_overridden_value_is_not_blamed_on_a_line_of_the_file(tmp_path: Path) -> None:
     """The YAML line of `learning_rate` holds 1e-5; the bad value came from the command line."""
     with pytest.raises(CurriculumError) as info:
-        curriculum.load(write(tmp_path, GOOD), ["stages[0].learning_rate=-1"])
+        plan.load(write(tmp_path, GOOD), ["stages[0].learning_rate=-1"])
     (issue,) = info.value.issues
     assert issue.path == "stages[0].learning_rate" and issue.line is None and issue.file is None

@@ -5,7 +5,6 @@ against the real processor."""
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import shutil
@@ -14,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from spinegpt.data_mixes import audit, build, mixes, prepare, readers, sources, volumes
+
+from spinegpt.data_mixes import audit, build, lengths, mixes, readers, sources, volumes
 from spinegpt.data_mixes import smoke_root as smoke_upstream
 from spinegpt.data_mixes.records import Bad, Record
-from spinegpt.train import manifest
-
 from spinegpt.offline import smoke_images as smoke_data
+from spinegpt.train import manifest
 
 from .conftest import REPO, spinegpt_command
 
@@ -449,7 +448,7 @@ def test_token_counts_match_the_real_processor(root: Path, tmp_path: Path, tiny_
     )
     assert any(r.get("images") for r in rows) and any(not r.get("images") for r in rows)
     for low, high in ((3136, 50176), (3136, 12845056)):
-        counter = audit.Counter(processor.tokenizer, low, high)
+        counter = audit.TokenCounter(processor.tokenizer, low, high)
         processor.image_processor.min_pixels, processor.image_processor.max_pixels = low, high
         processor.image_processor.size = {"shortest_edge": low, "longest_edge": high}
         for row in rows:
@@ -468,18 +467,18 @@ def test_token_counts_match_the_real_processor(root: Path, tmp_path: Path, tiny_
 def test_over_length_policies(tmp_path: Path, tiny_model: Path) -> None:
     from transformers import AutoTokenizer
 
-    counter = audit.Counter(AutoTokenizer.from_pretrained(tiny_model), 3136, 50176)
+    counter = audit.TokenCounter(AutoTokenizer.from_pretrained(tiny_model), 3136, 50176)
     rows = [
         {"messages": [{"role": "user", "content": "q " * n}, {"role": "assistant", "content": "a"}]} for n in (5, 500)
     ]
     text = "".join(json.dumps(r) + "\n" for r in rows)
     path = _write(tmp_path / "train.jsonl", text)
     with pytest.raises(Exception, match=r"train.jsonl:2: \d+ tokens"):
-        prepare.enforce_lengths(path, counter, 100, "error")
+        lengths.enforce_lengths(path, counter, 100, "error")
     assert path.read_text() == text  # nothing lost
-    kept = prepare.enforce_lengths(path, counter, 100, "truncate")
+    kept = lengths.enforce_lengths(path, counter, 100, "truncate")
     assert kept["truncated"] == 1 and path.read_text() == text
-    dropped = prepare.enforce_lengths(path, counter, 100, "drop")
+    dropped = lengths.enforce_lengths(path, counter, 100, "drop")
     assert dropped["dropped"] == 1 and dropped["rows"] == 1 and len(path.read_text().splitlines()) == 1
 
 
@@ -522,7 +521,7 @@ def test_a_curriculum_audit_builds_its_stage_mixes_together(
     """The three stage mixes share SpineMed: built together before the first stage, it is read once, and each
     stage's preparation then reuses its mix from the cache."""
     from spinegpt.train import audit as curriculum_audit
-    from spinegpt.train import curriculum
+    from spinegpt.train import curriculum, plan
 
     monkeypatch.setenv("SPINEGPT_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("SPINEGPT_DATA_WORKERS", "1")  # read in this process, where the spy below sees it
@@ -530,7 +529,7 @@ def test_a_curriculum_audit_builds_its_stage_mixes_together(
     original = build._read_part
     monkeypatch.setattr(build, "_read_part", lambda *a: reads.append(a[0]) or original(*a))
     loaded = curriculum.load(REPO / "curricula" / "smoke.yaml", [f"model={tiny_model}"])
-    audits = curriculum_audit.audit_curriculum(loaded, 1, stream=io.StringIO())
+    audits = curriculum_audit.audit_curriculum(plan.build(loaded), 1)
     assert len(audits) == 3 and all(a.records > 0 for a in audits)
     assert reads.count("spinemed") == 1 and len(reads) == len(set(reads))
     assert len(list((tmp_path / "cache" / "mixes").iterdir())) == 3
@@ -702,9 +701,8 @@ def test_reader_details_of_the_upstream_sets(tmp_path: Path) -> None:
 
 def test_audit_json_is_json_alone_whatever_libraries_print(monkeypatch: pytest.MonkeyPatch, capsys) -> None:  # type: ignore[no-untyped-def]
     """DeepSpeed, imported on the way when the tiny model is first built, logs a notice to stdout."""
-    from spinegpt.train import commands
-
     from spinegpt import cli
+    from spinegpt.train import commands
 
     def noisy(*_: Any) -> list[Any]:
         print("[WARNING] [real_accelerator.py:213:get_accelerator] Setting accelerator to CPU.")

@@ -4,7 +4,11 @@ import json
 from pathlib import Path
 
 import pytest
-from spinegpt.data_mixes import prepare
+
+from spinegpt.data_mixes import lengths as length_policy
+from spinegpt.data_mixes import rows, smoke_root
+from spinegpt.data_mixes.rows import DataError
+from spinegpt.data_mixes.stage_data import prepare_sources
 from spinegpt.train.curriculum import DataSource
 
 
@@ -15,7 +19,7 @@ def src(**kw: str) -> DataSource:
 def test_smoke_sets_cover_every_shape(tmp_path: Path) -> None:
     shapes = set()
     for name in ("stage1", "stage2", "stage3"):
-        out = prepare.prepare([src(smoke=name)], tmp_path, tmp_path / name)
+        out = prepare_sources([src(smoke=name)], tmp_path, tmp_path / name)
         rows = [json.loads(line) for line in out.path.read_text().splitlines()]
         assert len(rows) == out.rows >= 8
         for row in rows:
@@ -26,16 +30,16 @@ def test_smoke_sets_cover_every_shape(tmp_path: Path) -> None:
             if len(turns) > 1:
                 shapes.add("multi-turn")
     assert shapes == {"text", "single-image", "multi-image", "multi-turn"}
-    total = sum(len(prepare.smoke_file(n).read_text().splitlines()) for n in ("stage1", "stage2", "stage3"))
+    total = sum(len(smoke_root.smoke_file(n).read_text().splitlines()) for n in ("stage1", "stage2", "stage3"))
     assert total >= 36  # a few dozen records
 
 
 def test_prepare_is_deterministic_and_hashes_inputs(tmp_path: Path) -> None:
-    a = prepare.prepare([src(smoke="stage2")], tmp_path, tmp_path / "a")
-    b = prepare.prepare([src(smoke="stage2")], tmp_path, tmp_path / "b")
+    a = prepare_sources([src(smoke="stage2")], tmp_path, tmp_path / "a")
+    b = prepare_sources([src(smoke="stage2")], tmp_path, tmp_path / "b")
     assert a.rows == b.rows and a.inputs[0].sha256 == b.inputs[0].sha256
     assert a.path.read_text().replace(str(tmp_path / "a"), "") == b.path.read_text().replace(str(tmp_path / "b"), "")
-    source_rows = [json.loads(line) for line in prepare.smoke_file("stage2").read_text().splitlines()]
+    source_rows = [json.loads(line) for line in smoke_root.smoke_file("stage2").read_text().splitlines()]
     assert a.image_rows == sum(bool(r.get("images")) for r in source_rows) > 0
 
 
@@ -51,7 +55,7 @@ def test_jsonl_relative_images(tmp_path: Path) -> None:
         }
     ]
     (tmp_path / "d" / "x.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    out = prepare.prepare([src(jsonl="d/x.jsonl")], tmp_path, tmp_path / "out")
+    out = prepare_sources([src(jsonl="d/x.jsonl")], tmp_path, tmp_path / "out")
     row = json.loads(out.path.read_text())
     assert row["images"] == [str(tmp_path / "d" / "img" / "ct-ap-L2.png")]
 
@@ -89,8 +93,8 @@ def test_bad_rows_name_file_and_line(tmp_path: Path) -> None:
     lines = [good] + [line for line, _ in BAD_LINES]
     data = tmp_path / "bad.jsonl"
     data.write_text("\n".join(lines) + "\n")
-    with pytest.raises(prepare.DataError) as info:
-        prepare.prepare([src(jsonl="bad.jsonl")], tmp_path, tmp_path / "out")
+    with pytest.raises(DataError) as info:
+        prepare_sources([src(jsonl="bad.jsonl")], tmp_path, tmp_path / "out")
     text = str(info.value)
     for number, (_, message) in enumerate(BAD_LINES, start=2):
         assert f"{data}:{number}: " in text and message in text, (number, message, text)
@@ -100,10 +104,10 @@ def test_bad_rows_name_file_and_line(tmp_path: Path) -> None:
 def test_a_mix_without_a_data_root_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SPINEGPT_DATA_ROOT", raising=False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # no hub here: the missing file is reported without a download try
-    with pytest.raises(prepare.DataError, match="set `data_root` in the curriculum"):
-        prepare.prepare([src(mix="stage1_foundation")], tmp_path, tmp_path / "out")
-    with pytest.raises(prepare.DataError, match=r"source 'medical_o1_en': .* not found under the data root"):
-        prepare.prepare([src(mix="stage1_foundation")], tmp_path, tmp_path / "out", data_root=str(tmp_path))
+    with pytest.raises(DataError, match="set `data_root` in the curriculum"):
+        prepare_sources([src(mix="stage1_foundation")], tmp_path, tmp_path / "out")
+    with pytest.raises(DataError, match=r"source 'medical_o1_en': .* not found under the data root"):
+        prepare_sources([src(mix="stage1_foundation")], tmp_path, tmp_path / "out", data_root=str(tmp_path))
 
 
 def _one_image_row(image: str) -> str:
@@ -128,8 +132,8 @@ def test_corrupt_empty_and_non_images_are_bad_rows_with_their_lines(tmp_path: Pa
     (d / "text.png").write_text("not an image")
     names = ["ct-ap-L2.png", "truncated.png", "empty.png", "text.png"]
     (d / "x.jsonl").write_text("\n".join(_one_image_row(n) for n in names) + "\n")
-    with pytest.raises(prepare.DataError) as info:
-        prepare.prepare([src(jsonl="d/x.jsonl")], tmp_path, tmp_path / "out")
+    with pytest.raises(DataError) as info:
+        prepare_sources([src(jsonl="d/x.jsonl")], tmp_path, tmp_path / "out")
     message = str(info.value)
     assert "3 problem(s)" in message and "Traceback" not in message
     for line, name in ((2, "truncated.png"), (3, "empty.png"), (4, "text.png")):
@@ -137,24 +141,25 @@ def test_corrupt_empty_and_non_images_are_bad_rows_with_their_lines(tmp_path: Pa
     assert "empty file" in message and not (tmp_path / "out" / "train.jsonl.tmp").exists()
     # The verdicts are cached by content: the good image is not decoded again, a fixed one is.
     (d / "x.jsonl").write_text(_one_image_row("ct-ap-L2.png") + "\n")
-    assert prepare.prepare([src(jsonl="d/x.jsonl")], tmp_path, tmp_path / "out").rows == 1
+    assert prepare_sources([src(jsonl="d/x.jsonl")], tmp_path, tmp_path / "out").rows == 1
 
 
 def test_non_utf8_and_oversized_rows_are_bad_rows(tmp_path: Path) -> None:
     good = '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}'
-    huge = '{"messages": [{"role": "user", "content": "' + "x" * (prepare.MAX_ROW_BYTES + 10) + '"}]}'
+    huge = '{"messages": [{"role": "user", "content": "' + "x" * (rows.MAX_ROW_BYTES + 10) + '"}]}'
     path = tmp_path / "x.jsonl"
     path.write_bytes(good.encode() + b"\n" + b'{"messages": "caf\xe9"}\n' + huge.encode() + b"\n" + good.encode())
-    with pytest.raises(prepare.DataError) as info:
-        prepare.prepare([src(jsonl="x.jsonl")], tmp_path, tmp_path / "out")
+    with pytest.raises(DataError) as info:
+        prepare_sources([src(jsonl="x.jsonl")], tmp_path, tmp_path / "out")
     message = str(info.value)
     assert f"{path}:2: not UTF-8 text" in message and f"{path}:3: row longer than 16 MB" in message
     assert "2 problem(s)" in message and not list((tmp_path / "out").glob("*.tmp"))
 
 
 def test_over_length_errors_name_the_source_file_and_line(tmp_path: Path, tiny_model: Path) -> None:
-    from spinegpt.data_mixes import audit
     from transformers import AutoTokenizer
+
+    from spinegpt.data_mixes import audit
 
     rows = [
         {"messages": [{"role": "user", "content": "q " * n}, {"role": "assistant", "content": "a"}]} for n in (5, 6)
@@ -162,12 +167,12 @@ def test_over_length_errors_name_the_source_file_and_line(tmp_path: Path, tiny_m
     rows.append({"messages": [{"role": "user", "content": "q " * 500}, {"role": "assistant", "content": "a"}]})
     source = tmp_path / "src.jsonl"
     source.write_text("\n" + "".join(json.dumps(r) + "\n" for r in rows))  # a blank first line: lines are lines
-    prepared = prepare.prepare([src(jsonl="src.jsonl")], tmp_path, tmp_path / "out")
-    counter = audit.Counter(AutoTokenizer.from_pretrained(tiny_model), 3136, 50176)
-    with pytest.raises(prepare.DataError, match=rf"{source}:4: \d+ tokens"):
-        prepare.apply_length_policy(prepared, counter, 100, "error")
+    prepared = prepare_sources([src(jsonl="src.jsonl")], tmp_path, tmp_path / "out")
+    counter = audit.TokenCounter(AutoTokenizer.from_pretrained(tiny_model), 3136, 50176)
+    with pytest.raises(DataError, match=rf"{source}:4: \d+ tokens"):
+        length_policy.apply_length_policy(prepared, counter, 100, "error")
     audited = audit.audit_rows("s", prepared.path, counter, 100, 1, 1.0, None)
     assert [row.split(" (")[0] for row in audited.over_length_rows] == [f"{source}:4"]  # the audit names it too
-    dropped, lengths = prepare.apply_length_policy(prepared, counter, 100, "drop")
+    dropped, lengths = length_policy.apply_length_policy(prepared, counter, 100, "drop")
     assert lengths["dropped"] == 1 and dropped.rows == 2
     assert audit.origins_of(dropped.path).read_text().splitlines() == [f"{source}:2", f"{source}:3"]

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from spinegpt.train import manifest
 
 from .conftest import run_spinegpt, run_until_then_kill

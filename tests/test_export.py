@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from spinegpt.train import export, weights
 
 from .conftest import run_spinegpt
@@ -33,7 +34,7 @@ def test_export_final_stage_of_a_run(smoke_run: tuple[Path, dict[str, Any], str]
         "--dataset",
         "hw-hwei/MedThoughts-8K",
     )
-    assert "reload parity: max |logit difference|" in result.stdout
+    assert "reload parity: max |logit difference|" in result.stderr
     # Sharded safetensors with an index, plus everything from_pretrained and the chat template need.
     shards = sorted(p.name for p in out.glob("model-*.safetensors"))
     assert len(shards) > 1 and (out / "model.safetensors.index.json").is_file()
@@ -152,7 +153,7 @@ def test_upload_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     folder.mkdir()
     (folder / "README.md").write_text("card")
     hub = FakeHub()
-    assert export.upload(folder, "org/spinegpt", private=True, hub=hub, say=lambda *_: None) == "org/spinegpt"
+    assert export.upload(folder, "org/spinegpt", private=True, hub=hub) == "org/spinegpt"
     assert hub.calls[0] == (
         "create_repo",
         {"repo_id": "org/spinegpt", "private": True, "exist_ok": True, "repo_type": "model"},
@@ -162,5 +163,5 @@ def test_upload_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_TOKEN", "hf_supersecret")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(export.ExportError) as info:
-        export.upload(folder, "org/spinegpt", private=False, say=lambda *_: None)
+        export.upload(folder, "org/spinegpt", private=False)
     assert "upload to org/spinegpt failed" in str(info.value) and "hf_supersecret" not in str(info.value)

@@ -7,9 +7,10 @@ import time
 from pathlib import Path
 
 import pytest
+
 from spinegpt.eval_hooks.config import JudgeConfig
-from spinegpt.eval_hooks.judge import Judge, JudgeReplyError, parse_verdict, rubric_prompt
-from spinegpt.eval_hooks.spinebench import DIMENSION_CRITERIA, DIMENSIONS
+from spinegpt.eval_hooks.judge import Judge
+from spinegpt.eval_hooks.rubric import DIMENSION_CRITERIA, DIMENSIONS, JudgeReplyError, parse_verdict, rubric_prompt
 
 from .judge_server import GOOD, JudgeServer
 

@@ -14,8 +14,9 @@ import time
 from pathlib import Path
 
 import pytest
+
 from spinegpt.train import curriculum, manifest, multinode, plan, runner, topology
-from spinegpt.train.stage import RunError, StageFailed
+from spinegpt.train.errors import RunError, StageFailed
 
 from .conftest import REPO, spinegpt_command
 

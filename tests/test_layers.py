@@ -6,6 +6,7 @@ import ast
 from pathlib import Path
 
 import pytest
+
 from spinegpt.data_mixes import sources
 from spinegpt.eval_hooks import registry
 from spinegpt.eval_hooks.benchmark import Benchmark, BenchmarkError
@@ -52,6 +53,80 @@ def test_no_package_imports_a_layer_above_it(package: str) -> None:
         if name.startswith(FORBIDDEN[package])
     ]
     assert not bad, "imports against the layers:\n" + "\n".join(bad)
+
+
+def _module_name(path: Path) -> str:
+    """``train/hooks/leader.py`` -> ``spinegpt.train.hooks.leader``; ``src/spinegpt/files.py`` -> ``spinegpt.files``."""
+    relative = (
+        path.relative_to(REPO / "src")
+        if path.is_relative_to(REPO / "src")
+        else Path("spinegpt") / path.relative_to(REPO)
+    )
+    parts = list(relative.with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _import_graph(package: str) -> dict[str, set[str]]:
+    """Module -> the modules of the same package it imports, at any depth of the file (function-local and
+    type-checking imports count: each is a place where one module needs the other)."""
+    files = {_module_name(path): path for path in _modules(package)}
+    graph: dict[str, set[str]] = {name: set() for name in files}
+    for name, path in files.items():
+        for _, imported in _imports(path):
+            # `from a.b import c` is recorded as a.b.c: the module a.b.c where it exists, else a.b.
+            target = imported if imported in files else imported.rpartition(".")[0]
+            if target in files and target != name:
+                graph[name].add(target)
+    return graph
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}  # 1: on the current path, 2: finished
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                return [*path[path.index(nxt) :], nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        state[node] = 2
+        path.pop()
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node)):
+            return found
+    return None
+
+
+@pytest.mark.parametrize("package", sorted(PACKAGES))
+def test_no_import_circle_between_the_files_of_a_package(package: str) -> None:
+    cycle = _cycle(_import_graph(package))
+    assert cycle is None, "import circle: " + " -> ".join(cycle or [])
+
+
+def test_the_circle_finder_finds_a_circle() -> None:
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_package_code_logs_and_only_the_command_line_prints() -> None:
+    """What a command outputs is printed by its handler (``cli.py``, ``*/commands.py``); everything said along the
+    way goes through ``logging`` (one format, -q / -v, stderr)."""
+    printing = []
+    for package in PACKAGES:
+        for path in _modules(package):
+            if path.name == "commands.py":
+                continue
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "print":
+                    printing.append(f"{path.relative_to(REPO)}:{node.lineno}")
+                if isinstance(node, ast.Name) and node.id == "print" and isinstance(node.ctx, ast.Load):
+                    printing.append(f"{path.relative_to(REPO)}:{node.lineno} (print passed as a value)")
+    assert not printing, "print() in package code:\n" + "\n".join(sorted(set(printing)))
 
 
 def test_shipped_code_uses_only_the_cpu_shims_of_spinegpt_testing() -> None:

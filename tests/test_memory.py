@@ -7,6 +7,7 @@ import json
 from dataclasses import replace
 
 import pytest
+
 from spinegpt.train import curriculum, memory
 from spinegpt.train.memory import GiB, ModelShape, Setting
 

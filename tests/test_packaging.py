@@ -61,7 +61,7 @@ def test_wheel_install_imports_and_ships_package_data(tmp_path: Path) -> None:
     zipfile.ZipFile(wheel).extractall(site)
     # The unpacked wheel comes first on sys.path, ahead of the editable install's finder.
     code = (
-        "import spinegpt.train.plan, spinegpt.data_mixes.prepare as p\n"
+        "import spinegpt.train.plan, spinegpt.data_mixes.smoke_root as p\n"
         "from spinegpt.train import deepspeed_configs as d\n"
         "print(spinegpt.train.plan.__file__); print(sorted(d.shipped())); print(p.smoke_file('stage1'))\n"
     )

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from spinegpt.eval_hooks import launch as eval_launch
 from spinegpt.train import curriculum, plan, swift_adapter, topology
 

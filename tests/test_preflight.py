@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from spinegpt.train import curriculum, memory, plan, runner, topology
-from spinegpt.train.stage import RunError
+from spinegpt.train.errors import RunError
 
 from .conftest import CURRICULA, REPO, run_spinegpt
 
@@ -133,9 +134,8 @@ def test_several_nodes_need_a_shared_output_folder(tmp_path: Path, monkeypatch: 
 
 def test_a_failed_preflight_on_node0_stops_the_other_nodes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Followers wait for node 0's markers: when node 0 refuses to start, it must say so, not leave them waiting."""
-    from spinegpt.train import multinode, preflight
-
     from spinegpt import cli
+    from spinegpt.train import multinode, preflight
 
     for key, value in {"NNODES": "2", "NODE_RANK": "0", "MASTER_ADDR": "10.1.2.3", "SPINEGPT_RUN_TOKEN": "t-9"}.items():
         monkeypatch.setenv(key, value)

@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from spinegpt.data_mixes.prepare import DataError
-from spinegpt.train import curriculum, manifest, plan, runner, topology
-from spinegpt.train.stage import DONE, RunError
 
+from spinegpt.data_mixes.rows import DataError
 from spinegpt.files import FolderLock
+from spinegpt.train import curriculum, manifest, plan, runner, topology
+from spinegpt.train.errors import RunError
+from spinegpt.train.stage import DONE
 
 from .conftest import REPO, run_spinegpt
 
@@ -97,7 +98,7 @@ def test_resume_after_the_final_checkpoint_verifies_instead_of_training(
     checkpoints = sorted(p.name for p in (last / "engine").glob("checkpoint-*"))
 
     result = run_spinegpt("run", str(SMOKE), "--nproc", "2", "--output-dir", str(copy), "--resume")
-    assert "is the stage's last step: verifying it, not training on" in result.stdout
+    assert "is the stage's last step: verifying it, not training on" in result.stderr
     assert (last / "engine.log").read_text() == engine_log  # the engine was not started again
     assert sorted(p.name for p in (last / "engine").glob("checkpoint-*")) == checkpoints
     resumed = json.loads((copy / manifest.FILE).read_text())["stages"][2]
@@ -106,7 +107,7 @@ def test_resume_after_the_final_checkpoint_verifies_instead_of_training(
     assert resumed["global_step"] == data["stages"][2]["global_step"]
     # A second --resume finds every stage done and trains nothing.
     again = run_spinegpt("run", str(SMOKE), "--nproc", "2", "--output-dir", str(copy), "--resume")
-    assert again.stdout.count("already done, skipping") == 3
+    assert again.stderr.count("already done, skipping") == 3
 
 
 def test_bad_data_leaves_the_stage_failed_not_running(tmp_path: Path, tiny_model: Path) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from spinegpt.train import manifest, weights
 
 from .bench_fixtures import write_mm25, write_mm25_parquet, write_spinebench
@@ -119,8 +120,8 @@ def test_resume_after_sigkill_in_stage_two(tmp_path: Path) -> None:
     stage1_log_size = (out / "stages" / "01-foundation" / "engine.log").stat().st_size
 
     result = run_spinegpt(*args, "--resume")
-    assert "[1/3 foundation] already done, skipping" in result.stdout
-    assert "[2/3 specialise] training resuming from checkpoint-" in result.stdout
+    assert "[1/3 foundation] already done, skipping" in result.stderr
+    assert "[2/3 specialise] training resuming from checkpoint-" in result.stderr
     data = json.loads((out / manifest.FILE).read_text())
     assert data["status"] == "done" and len(data["attempts"]) == 2
     assert [s["status"] for s in data["stages"]] == ["done", "done", "done"]
@@ -180,7 +181,7 @@ def test_eval_after_each_stage_through_the_real_engine(tmp_path: Path) -> None:
     assert first["status"] == "done" and first["eval"]["status"] == "done"
     assert second["status"] == "done" and second["eval"]["status"] == "failed"
     assert (out / "stages" / "02-specialise" / "DONE.json").is_file()
-    assert "evaluation FAILED" in result.stdout
+    assert "evaluation FAILED" in result.stderr
 
     eval_dir = Path(first["dir"]) / "eval"
     records = json.loads((eval_dir / "spinebench.json").read_text())["records"]

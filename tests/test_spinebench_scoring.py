@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from spinegpt.eval_hooks import spinebench as sb
 from spinegpt.eval_hooks.spinebench_mm25 import diagnosis_accuracy, localisation_scores
 

@@ -37,9 +37,8 @@ def test_tiny_model_loads_and_trains_a_step(tiny_model: Path) -> None:
 
 
 def test_tiny_model_is_cached_and_deterministic(tiny_model: Path, tmp_path: Path) -> None:
-    from spinegpt.train import weights
-
     from spinegpt.offline import tiny_model as tm
+    from spinegpt.train import weights
 
     assert tm.ensure() == tiny_model  # second call reuses
     other = tm.ensure(tmp_path / "again")

@@ -11,20 +11,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from spinegpt.data_mixes import audit, prepare
-from spinegpt.train.curriculum import DataSource
 
 from bench import data_build
+from spinegpt.data_mixes import audit
+from spinegpt.data_mixes.stage_data import prepare_sources
+from spinegpt.train.curriculum import DataSource
 
 
 @pytest.fixture(scope="module")
-def counter(tiny_model: Path) -> audit.Counter:
+def counter(tiny_model: Path) -> audit.TokenCounter:
     from transformers import AutoTokenizer
 
-    return audit.Counter(AutoTokenizer.from_pretrained(tiny_model), 3136, 50176)
+    return audit.TokenCounter(AutoTokenizer.from_pretrained(tiny_model), 3136, 50176)
 
 
-def _reference(counter: audit.Counter, row: dict[str, Any]) -> int:
+def _reference(counter: audit.TokenCounter, row: dict[str, Any]) -> int:
     return counter.count(row)
 
 
@@ -38,13 +39,13 @@ def _synthetic_rows(tmp_path: Path) -> list[dict[str, Any]]:
 
 
 @pytest.mark.parametrize("path", ["tiktoken", "tokenizer batch"])
-def test_batched_counts_equal_the_per_row_reference(counter: audit.Counter, tmp_path: Path, path: str) -> None:
+def test_batched_counts_equal_the_per_row_reference(counter: audit.TokenCounter, tmp_path: Path, path: str) -> None:
     assert counter.framing is not None  # Qwen's template is learnt, not rendered per row
     assert counter.fast is not None, counter.why_not_fast  # and its BPE is one tiktoken reproduces
     if path == "tokenizer batch":  # what a tokenizer of another shape gets
         counter = copy.copy(counter)
         counter.fast = None
-    smoke = prepare.prepare([DataSource(smoke=s) for s in ("stage1", "stage2", "stage3")], tmp_path, tmp_path / "s")
+    smoke = prepare_sources([DataSource(smoke=s) for s in ("stage1", "stage2", "stage3")], tmp_path, tmp_path / "s")
     rows = [json.loads(line) for line in smoke.path.read_text().splitlines()]
     rows += _synthetic_rows(tmp_path)
     rows.append(
@@ -72,31 +73,33 @@ def test_batched_counts_equal_the_per_row_reference(counter: audit.Counter, tmp_
 
 
 def test_counts_are_cached_by_what_decides_them(
-    counter: audit.Counter, tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    counter: audit.TokenCounter, tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from transformers import AutoTokenizer
 
     monkeypatch.setenv("SPINEGPT_CACHE", str(tmp_path / "cache"))
-    prepared = prepare.prepare([DataSource(smoke="stage2")], tmp_path, tmp_path / "p")
+    prepared = prepare_sources([DataSource(smoke="stage2")], tmp_path, tmp_path / "p")
     first = audit.counts(prepared.path, counter)
     calls: list[int] = []
-    original = audit.Counter.count_many
-    monkeypatch.setattr(audit.Counter, "count_many", lambda self, rows: calls.append(len(rows)) or original(self, rows))
+    original = audit.TokenCounter.count_many
+    monkeypatch.setattr(
+        audit.TokenCounter, "count_many", lambda self, rows: calls.append(len(rows)) or original(self, rows)
+    )
     assert audit.counts(prepared.path, counter) == first and calls == []  # a hit: nothing counted again
-    audit.counts(prepared.path, audit.Counter(counter.tokenizer, counter.min_pixels, 12544))  # MAX_PIXELS changed
+    audit.counts(prepared.path, audit.TokenCounter(counter.tokenizer, counter.min_pixels, 12544))  # MAX_PIXELS changed
     assert calls, "another pixel limit must recount"
     calls.clear()
     other = AutoTokenizer.from_pretrained(tiny_model)
     other.chat_template = str(other.chat_template).replace("You are a helpful assistant.", "You are a surgeon.")
-    changed = audit.counts(prepared.path, audit.Counter(other, counter.min_pixels, counter.max_pixels))
+    changed = audit.counts(prepared.path, audit.TokenCounter(other, counter.min_pixels, counter.max_pixels))
     assert calls and changed != first  # another chat template: recounted, and the counts differ
 
 
 def test_parts_counted_by_processes_equal_the_serial_count(
-    counter: audit.Counter, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    counter: audit.TokenCounter, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("SPINEGPT_CACHE", str(tmp_path / "cache"))
-    prepared = prepare.prepare([DataSource(smoke=s) for s in ("stage1", "stage2")], tmp_path, tmp_path / "p")
+    prepared = prepare_sources([DataSource(smoke=s) for s in ("stage1", "stage2")], tmp_path, tmp_path / "p")
     serial = audit.counts(prepared.path, counter, workers=1)
     (tmp_path / "cache").rename(tmp_path / "cache-serial")
     monkeypatch.setattr(audit, "PARALLEL_MIN_BYTES", 0)
@@ -104,11 +107,11 @@ def test_parts_counted_by_processes_equal_the_serial_count(
 
 
 def test_a_fast_count_that_disagrees_with_the_tokenizer_is_caught_and_recounted(
-    counter: audit.Counter, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    counter: audit.TokenCounter, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The regex engines are the one part the equivalence proof cannot cover: a sample guards it."""
     monkeypatch.setenv("SPINEGPT_CACHE", str(tmp_path / "cache"))
-    prepared = prepare.prepare([DataSource(smoke="stage2")], tmp_path, tmp_path / "p")
+    prepared = prepare_sources([DataSource(smoke="stage2")], tmp_path, tmp_path / "p")
     rows = [json.loads(line) for line in prepared.path.read_text().splitlines()]
     counter = copy.copy(counter)
     assert counter.fast is not None
@@ -118,7 +121,7 @@ def test_a_fast_count_that_disagrees_with_the_tokenizer_is_caught_and_recounted(
     counter.fast = wrong
     assert audit.counts(prepared.path, counter) == [counter.count(r) for r in rows]
     assert counter.fast is None  # the tokenizer counted the file again
-    assert f"{prepared.path}:1: tiktoken's count" in capsys.readouterr().err
+    assert f"{prepared.path}:1: tiktoken's count" in caplog.text
 
 
 def test_image_sizes_from_headers_equal_pillows(tmp_path: Path) -> None:

@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from spinegpt.train import manifest, tracking
+
+from spinegpt.train import manifest
+from spinegpt.train.hooks.progress import read_progress
 
 from .conftest import run_spinegpt
 from .wandb_log import summary as wandb_summary
@@ -77,7 +79,7 @@ def test_credentials_are_never_written(tracked_run: tuple[Path, dict[str, Any]])
 
 def test_progress_file_and_report_of_a_finished_run(tracked_run: tuple[Path, dict[str, Any]]) -> None:
     out, data = tracked_run
-    progress = tracking.read_progress(out)
+    progress = read_progress(out)
     assert progress is not None and progress["status"] == "done" and progress["n_stages"] == 3
     result = run_spinegpt("report", str(out))
     report = Path(result.stdout.strip())

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+
 from spinegpt.data_mixes import readers, spinemed, volumes
 
 

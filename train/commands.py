@@ -1,7 +1,9 @@
-"""The training verbs of ``spinegpt``: validate, plan, run, sweep, eval, export, report, tiny-model, data audit.
+"""The training verbs of ``spinegpt``: validate, plan, preflight, run, sweep, eval, export, report, tiny-model, and
+``data audit`` (a data verb that reads a curriculum).
 
-Each verb is a parser and a handler; ``spinegpt.cli`` only dispatches. Nothing here imports torch at module level:
-``spinegpt --help`` and ``spinegpt plan`` must start in a moment.
+Each verb is a small parser function and a handler; ``spinegpt.cli`` only dispatches. Handlers print what the
+command *outputs* (a plan, JSON, a table, a path) to stdout; everything said along the way is logged (stderr).
+Nothing here imports torch at module level: ``spinegpt --help`` and ``spinegpt plan`` must start in a moment.
 """
 
 from __future__ import annotations
@@ -9,19 +11,48 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import shlex
 import sys
 import time
 from pathlib import Path
 
 from pydantic import ValidationError
-from spinegpt.eval_hooks import registry
-from spinegpt.eval_hooks.config import BenchmarkConfig, EvalConfig, EvalJob, JudgeConfig, ModelLoading
-from spinegpt.train import curriculum, plan, runner, topology
-from spinegpt.train.audit import audit_curriculum
-from spinegpt.train.multinode import Leader
 
 from spinegpt.config_io import validation_issues
+from spinegpt.data_mixes import audit as data_audit
+from spinegpt.eval_hooks import evaluator, registry
+from spinegpt.eval_hooks.config import BenchmarkConfig, EvalConfig, EvalJob, JudgeConfig, ModelLoading
+from spinegpt.offline import tiny_model
+from spinegpt.train import export, memory, plan, preflight, report, runner, sweep, swift_adapter, topology
+from spinegpt.train.audit import audit_curriculum
+from spinegpt.train.errors import RunError
+from spinegpt.train.hooks.leader import LeaderHook
+
+logger = logging.getLogger(__name__)
+Subparsers = argparse._SubParsersAction
+
+
+def register(sub: Subparsers) -> None:
+    for add in (_validate_parser, _plan_parser, _preflight_parser, _run_parser, _sweep_parser, _eval_parser):
+        add(sub)
+    for add in (_export_parser, _report_parser, _tiny_model_parser):
+        add(sub)
+
+
+def register_data(cmds: Subparsers) -> None:
+    """``spinegpt data audit``: a data verb that reads a curriculum, so it lives with the curriculum."""
+    aud = cmds.add_parser("audit", help="exact token counts of a curriculum's stage data against max_length")
+    aud.add_argument("curriculum", type=Path, help="curriculum YAML file")
+    aud.add_argument("overrides", nargs="*", metavar="key=value", help="override curriculum keys")
+    aud.add_argument("--stage", action="append", help="only these stages (repeatable)")
+    aud.add_argument("--nproc", type=int, default=None, help="processes per node (for optimizer steps; default 8)")
+    aud.add_argument("--nodes", type=int, default=1, help="nodes (for optimizer steps; default 1)")
+    aud.add_argument("--json", action="store_true", help="machine-readable output")
+    aud.set_defaults(handler=_data_audit)
+
+
+# -- shared arguments -------------------------------------------------------------------------------------------
 
 
 def _curriculum_args(parser: argparse.ArgumentParser) -> None:
@@ -47,11 +78,31 @@ def _launch_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    validate = sub.add_parser("validate", help="check a curriculum and report every error")
-    _curriculum_args(validate)
-    validate.set_defaults(handler=_validate)
+def _built(args: argparse.Namespace) -> plan.Plan:
+    loaded = plan.load(args.curriculum, args.overrides)
+    try:
+        launch = topology.launch_from_env(args.nproc, args.launcher, args.hostfile, args.bind_cores)
+    except (ValueError, OSError) as exc:
+        raise RunError(str(exc)) from None
+    return plan.build(loaded, args.output_dir, launch)
 
+
+# -- validate, plan, preflight, run -----------------------------------------------------------------------------
+
+
+def _validate_parser(sub: Subparsers) -> None:
+    p = sub.add_parser("validate", help="check a curriculum and report every error")
+    _curriculum_args(p)
+    p.set_defaults(handler=_validate)
+
+
+def _validate(args: argparse.Namespace) -> int:
+    loaded = plan.load(args.curriculum, args.overrides)
+    print(f"{args.curriculum}: ok ({len(loaded.curriculum.stages)} stage(s))")
+    return 0
+
+
+def _plan_parser(sub: Subparsers) -> None:
     p = sub.add_parser("plan", help="show what a curriculum will run, stage by stage (no side effects but --audit)")
     _curriculum_args(p)
     _launch_args(p)
@@ -69,48 +120,143 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--nodes", type=int, help="nodes for --memory (default: $NNODES or 1)")
     p.set_defaults(handler=_plan)
 
-    pre = sub.add_parser(
+
+def _plan(args: argparse.Namespace) -> int:
+    built = _built(args)
+    if args.commands:
+        print("\n".join(f"{s.stage.name}: {shlex.join(s.command)}" for s in built.stages))
+        return 0
+    as_json, text = built.to_json(), [built.render()]
+    if args.memory:
+        gpus = args.gpus or args.nproc or 8
+        nodes = args.nodes or built.launch.nnodes
+        cur, base = built.curriculum, built.loaded.base_dir
+        reports = [memory.stage_report(cur, s.stage, base, gpus, nodes, args.gpu_mem_gb) for s in built.stages]
+        as_json["memory"] = reports
+        text.append(memory.render(reports, gpus, nodes))
+    if args.audit:
+        # Libraries loaded on the way (DeepSpeed, through transformers) print to stdout; --json must be JSON alone.
+        with contextlib.redirect_stdout(sys.stderr):
+            audits = audit_curriculum(built, built.launch.world_size)
+        as_json["audit"] = [a.to_json() for a in audits]
+        text.append(f"Data audit (exact tokens; {built.launch.world_size} rank(s)):\n" + data_audit.render(audits))
+    print(json.dumps(as_json, indent=2) if args.json else "\n\n".join(text))
+    return 0
+
+
+def _preflight_parser(sub: Subparsers) -> None:
+    p = sub.add_parser(
         "preflight",
         help="check in seconds what would stop the run on this node (GPUs, memory, "
         "kernels, CPU Adam, model, data, disk, RAM, nodes)",
     )
-    _curriculum_args(pre)
-    _launch_args(pre)
-    pre.add_argument("--nodes", type=int, help="nodes of the run (default: $NNODES or 1)")
-    pre.add_argument("--json", action="store_true", help="a list of {name, ok, status, detail, fix}")
-    pre.set_defaults(handler=_preflight)
+    _curriculum_args(p)
+    _launch_args(p)
+    p.add_argument("--nodes", type=int, help="nodes of the run (default: $NNODES or 1)")
+    p.add_argument("--json", action="store_true", help="a list of {name, ok, status, detail, fix}")
+    p.set_defaults(handler=_preflight)
 
-    run = sub.add_parser("run", help="train the curriculum's stages in order")
-    _curriculum_args(run)
-    _launch_args(run)
-    run.add_argument("--skip-preflight", action="store_true", help="start without `spinegpt preflight`'s checks")
-    run.add_argument("--resume", action="store_true", help="skip finished stages, continue an interrupted one")
-    run.add_argument("--until", metavar="STAGE", help="stop after this stage (continue later with --resume)")
-    run.set_defaults(handler=_run)
 
-    sweep = sub.add_parser("sweep", help="train and evaluate the rows of an ablation sweep, rebuild its table")
-    sweep.add_argument("sweep", type=Path, help="sweep YAML, or a folder holding sweep.yaml")
-    sweep.add_argument("overrides", nargs="*", metavar="key=value", help="override keys of every row's curriculum")
-    sweep.add_argument("--output-dir", type=Path, help="sweep folder (default outputs/sweeps/<name>)")
-    sweep.add_argument("--only", help="comma-separated row names or numbers (1-based)")
-    sweep.add_argument(
+def _preflight(args: argparse.Namespace) -> int:
+    built = _built(args)
+    # Libraries imported by the checks (DeepSpeed) print to stdout; --json output must be JSON alone.
+    with contextlib.redirect_stdout(sys.stderr):
+        checks = preflight.run(built, args.nodes)
+    print(json.dumps([c.to_json() for c in checks], indent=2) if args.json else preflight.render(checks))
+    return 0 if all(c.ok for c in checks) else 1
+
+
+def _run_parser(sub: Subparsers) -> None:
+    p = sub.add_parser("run", help="train the curriculum's stages in order")
+    _curriculum_args(p)
+    _launch_args(p)
+    p.add_argument("--skip-preflight", action="store_true", help="start without `spinegpt preflight`'s checks")
+    p.add_argument("--resume", action="store_true", help="skip finished stages, continue an interrupted one")
+    p.add_argument("--until", metavar="STAGE", help="stop after this stage (continue later with --resume)")
+    p.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    built = _built(args)
+    if not args.skip_preflight and built.launch.leads:
+        with contextlib.redirect_stdout(sys.stderr):
+            checks = preflight.run(built)
+        failed = [c for c in checks if not c.ok]
+        (logger.error if failed else logger.info)(preflight.render(checks))
+        if failed:
+            error = RunError(
+                f"preflight: {len(failed)} check(s) failed ({', '.join(c.name for c in failed)}); fix them, or pass "
+                "--skip-preflight to start anyway"
+            )
+            if built.launch.multi_node_torchrun:
+                # The other nodes are waiting for node 0's markers: tell them the run will not start.
+                LeaderHook(built, opened_at=time.time()).abort(error)
+            raise error
+    runner.Runner(built, resume=args.resume, overrides=tuple(args.overrides), until=args.until).run()
+    return 0
+
+
+def _data_audit(args: argparse.Namespace) -> int:
+    built = plan.build(plan.load(args.curriculum, args.overrides))
+    with contextlib.redirect_stdout(sys.stderr):  # as in _plan: --json output must be JSON alone
+        audits = audit_curriculum(built, (args.nproc or 8) * args.nodes, args.stage)
+    print(json.dumps([a.to_json() for a in audits], indent=2) if args.json else data_audit.render(audits))
+    return 0
+
+
+# -- sweep --------------------------------------------------------------------------------------------------------
+
+
+def _sweep_parser(sub: Subparsers) -> None:
+    p = sub.add_parser("sweep", help="train and evaluate the rows of an ablation sweep, rebuild its table")
+    p.add_argument("sweep", type=Path, help="sweep YAML, or a folder holding sweep.yaml")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="override keys of every row's curriculum")
+    p.add_argument("--output-dir", type=Path, help="sweep folder (default outputs/sweeps/<name>)")
+    p.add_argument("--only", help="comma-separated row names or numbers (1-based)")
+    p.add_argument(
         "--launcher",
         choices=["local", "slurm"],
         default="local",
         help="local: rows one after another here; slurm: one sbatch job per unfinished row",
     )
-    sweep.add_argument("--dry-run", action="store_true", help="show each row's stages and splits, run nothing")
-    sweep.add_argument("--compare-paper", action="store_true", help="put the paper's Table 7 beside our figures")
-    sweep.add_argument("--nproc", type=int, help="processes per node for each row (default: $NPROC_PER_NODE or 1)")
-    sweep.add_argument(
+    p.add_argument("--dry-run", action="store_true", help="show each row's stages and splits, run nothing")
+    p.add_argument("--compare-paper", action="store_true", help="put the paper's Table 7 beside our figures")
+    p.add_argument("--nproc", type=int, help="processes per node for each row (default: $NPROC_PER_NODE or 1)")
+    p.add_argument(
         "--sbatch-arg",
         action="append",
         default=[],
         metavar="ARG",
         help="extra sbatch argument per row job (repeatable): --sbatch-arg=--nodes=2",
     )
-    sweep.set_defaults(handler=_sweep)
+    p.set_defaults(handler=_sweep)
 
+
+def _sweep(args: argparse.Namespace) -> int:
+    loaded = sweep.load(args.sweep, list(args.overrides), args.output_dir)
+    rows = sweep.select(loaded.rows, args.only)
+    launch = topology.launch_from_env(args.nproc)
+    if args.launcher == "slurm":
+        for command in sweep.run_slurm(loaded, rows, args):
+            if args.dry_run:
+                print(f"SPINEGPT_COMMAND=sweep {shlex.join(command)}")
+        return 0
+    if args.dry_run:
+        print(sweep.describe(loaded, rows, launch))
+        return 0
+    started = time.monotonic()
+    failed = sweep.run_local(loaded, rows, launch, args.compare_paper)
+    if launch.leads and (paths := sweep.rebuild_table(loaded, args.compare_paper)):
+        print(paths[0].read_text())
+        print(f"table: {', '.join(map(str, paths))}")
+    logger.info(f"{loaded.spec.name}: finished in {time.monotonic() - started:.0f}s")
+    return 1 if failed else 0
+
+
+# -- eval ---------------------------------------------------------------------------------------------------------
+
+
+def _eval_parser(sub: Subparsers) -> None:
     # Evaluation flags default to None: the settings' own defaults (eval_hooks/config.py) apply unless given.
     ev = sub.add_parser("eval", help="evaluate a model folder on a benchmark (SpineBench, MM'25 SpineBench)")
     ev.add_argument("model", help="model folder or hub id")
@@ -120,8 +266,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--name", help="result name (default: the kind)")
     ev.add_argument("--image-root", type=Path, help="folder the benchmark's image paths start from")
     ev.add_argument("--limit", type=int, help="first N items only")
-    ev.add_argument("--max-new-tokens", type=int)
-    ev.add_argument("--report-max-new-tokens", type=int)
+    ev.add_argument("--max-new-tokens", type=int, help="generation budget of a multiple-choice answer")
+    ev.add_argument("--report-max-new-tokens", type=int, help="generation budget of a report")
     ev.add_argument("--judge-url", help="OpenAI-compatible API root for report grading")
     ev.add_argument("--judge-model", help="judge model name on that server")
     ev.add_argument("--judge-key-env", help="env var holding the judge API key (default SPINEGPT_JUDGE_API_KEY)")
@@ -136,10 +282,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--extractor-url", help="OpenAI-compatible API root of the answer extractor")
     ev.add_argument("--extractor-model", help="the answer extractor's model name on that server")
     ev.add_argument("--extractor-key-env", help="env var holding the extractor's API key")
-    ev.add_argument("--backend", choices=["auto", "transformers", "vllm"])
-    ev.add_argument("--batch-size", type=int)
+    ev.add_argument("--backend", choices=["auto", "transformers", "vllm"], help="generation engine (default auto)")
+    ev.add_argument("--batch-size", type=int, help="prompts generated together (default 8)")
     ev.add_argument("--torch-dtype", choices=["bfloat16", "float16", "float32"], help="default: bf16 on GPU, else fp32")
-    ev.add_argument("--attn-impl", choices=["flash_attn", "sdpa", "eager"], default="sdpa")
+    ev.add_argument("--attn-impl", choices=["flash_attn", "sdpa", "eager"], default="sdpa", help="default sdpa")
     ev.add_argument(
         "--output-dir",
         "--output",
@@ -149,192 +295,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="results folder (default ./eval)",
     )
     ev.set_defaults(handler=_eval)
-
-    ex = sub.add_parser("export", help="export a run/stage/checkpoint as a verified transformers model folder")
-    ex.add_argument("source", type=Path, help="run folder, stage folder or engine checkpoint")
-    ex.add_argument(
-        "--output-dir",
-        "--output",
-        dest="output",
-        type=Path,
-        required=True,
-        help="folder to write (must not exist, see --overwrite)",
-    )
-    ex.add_argument("--push-to-hub", metavar="REPO_ID", help="upload to this hub repo (token: $HF_TOKEN)")
-    ex.add_argument("--private", action="store_true", help="create the hub repo private")
-    ex.add_argument("--dry-run", action="store_true", help="export and verify in a temporary folder; list the files")
-    ex.add_argument("--overwrite", action="store_true", help="replace an existing --output-dir")
-    ex.add_argument(
-        "--consolidate",
-        choices=["auto", "zero"],
-        default="auto",
-        help="'zero': rebuild fp32 weights from the ZeRO shards even when 16-bit weights were saved",
-    )
-    ex.add_argument("--max-shard-size", default="5GB", help="safetensors shard size (default 5GB)")
-    ex.add_argument("--tolerance", type=float, default=1e-4, help="max |logit difference| of the reload check")
-    ex.add_argument("--license", default="other", help="hub license id for the model card (set it!)")
-    ex.add_argument(
-        "--dataset",
-        action="append",
-        default=[],
-        metavar="HUB_ID",
-        help="a training dataset's hub id for the model card metadata (repeatable)",
-    )
-    ex.set_defaults(handler=_export)
-
-    rep = sub.add_parser("report", help="summarise a run (finished, running or crashed): markdown and plots")
-    rep.add_argument("run_dir", type=Path, help="the run's output folder")
-    rep.add_argument(
-        "--output-dir", "--output", dest="output", type=Path, help="where to write (default RUN_DIR/report)"
-    )
-    rep.set_defaults(handler=_report)
-
-    tiny = sub.add_parser("tiny-model", help="build (or reuse) the offline tiny Qwen2.5-VL and print its path")
-    tiny.add_argument(
-        "--output-dir", "--output", dest="output", type=Path, help="folder to build into (default: the cache)"
-    )
-    tiny.set_defaults(handler=_tiny_model)
-
-
-def register_data(cmds: argparse._SubParsersAction) -> None:
-    """``spinegpt data audit``: a data verb that reads a curriculum, so it lives with the curriculum."""
-    aud = cmds.add_parser("audit", help="exact token counts of a curriculum's stage data against max_length")
-    aud.add_argument("curriculum", type=Path)
-    aud.add_argument("overrides", nargs="*", metavar="key=value")
-    aud.add_argument("--stage", action="append", help="only these stages (repeatable)")
-    aud.add_argument("--nproc", type=int, default=None, help="processes per node (for optimizer steps; default 8)")
-    aud.add_argument("--nodes", type=int, default=1)
-    aud.add_argument("--json", action="store_true")
-    aud.set_defaults(handler=_data_audit)
-
-
-# -- handlers -------------------------------------------------------------------------------------------------------
-
-
-def _built(args: argparse.Namespace) -> tuple[curriculum.LoadedCurriculum, plan.Plan]:
-    loaded = curriculum.load(args.curriculum, args.overrides)
-    try:
-        launch = topology.launch_from_env(args.nproc, args.launcher, args.hostfile, args.bind_cores)
-    except (ValueError, OSError) as exc:
-        raise runner.RunError(str(exc)) from None
-    return loaded, plan.build(loaded, args.output_dir, launch)
-
-
-def _validate(args: argparse.Namespace) -> int:
-    loaded = curriculum.load(args.curriculum, args.overrides)
-    print(f"{args.curriculum}: ok ({len(loaded.curriculum.stages)} stage(s))")
-    return 0
-
-
-def _preflight(args: argparse.Namespace) -> int:
-    from spinegpt.train import preflight
-
-    _, built = _built(args)
-    # Libraries imported by the checks (DeepSpeed) log to stdout; --json output must be JSON alone.
-    with contextlib.redirect_stdout(sys.stderr):
-        checks = preflight.run(built, args.nodes)
-    print(json.dumps([c.to_json() for c in checks], indent=2) if args.json else preflight.render(checks))
-    return 0 if all(c.ok for c in checks) else 1
-
-
-def _run(args: argparse.Namespace) -> int:
-    _, built = _built(args)
-    if not args.skip_preflight and built.launch.leads:
-        from spinegpt.train import preflight
-
-        checks = preflight.run(built)
-        failed = [c for c in checks if not c.ok]
-        print(preflight.render(checks), flush=True)
-        if failed:
-            error = runner.RunError(
-                f"preflight: {len(failed)} check(s) failed ({', '.join(c.name for c in failed)}); fix them, or pass "
-                "--skip-preflight to start anyway"
-            )
-            if built.launch.multi_node_torchrun:
-                # The other nodes are waiting for node 0's markers: tell them the run will not start.
-                built.output_dir.mkdir(parents=True, exist_ok=True)
-                Leader(built, opened_at=time.time()).abort(error)
-            raise error
-    runner.Runner(built, resume=args.resume, overrides=tuple(args.overrides), until=args.until).run()
-    return 0
-
-
-def _plan(args: argparse.Namespace) -> int:
-    loaded, built = _built(args)
-    if args.commands:
-        print("\n".join(f"{s.stage.name}: {shlex.join(s.command)}" for s in built.stages))
-        return 0
-    as_json, text = built.to_json(), [built.render()]
-    if args.memory:
-        from spinegpt.train import memory
-
-        gpus = args.gpus or args.nproc or 8
-        nodes = args.nodes or built.launch.nnodes
-        reports = [
-            memory.stage_report(loaded.curriculum, s.stage, loaded.base_dir, gpus, nodes, args.gpu_mem_gb)
-            for s in built.stages
-        ]
-        as_json["memory"] = reports
-        text.append(memory.render(reports, gpus, nodes))
-    if args.audit:
-        from spinegpt.data_mixes import audit
-
-        # Libraries loaded on the way (DeepSpeed, through transformers) log to stdout; --json must be JSON alone.
-        with contextlib.redirect_stdout(sys.stderr):
-            audits = audit_curriculum(loaded, built.launch.world_size)
-        as_json["audit"] = [a.to_json() for a in audits]
-        text.append(f"Data audit (exact tokens; {built.launch.world_size} rank(s)):\n" + audit.render(audits))
-    print(json.dumps(as_json, indent=2) if args.json else "\n\n".join(text))
-    return 0
-
-
-def _data_audit(args: argparse.Namespace) -> int:
-    from spinegpt.data_mixes import audit
-
-    loaded = curriculum.load(args.curriculum, args.overrides)
-    with contextlib.redirect_stdout(sys.stderr):  # as in _plan: --json output must be JSON alone
-        audits = audit_curriculum(loaded, (args.nproc or 8) * args.nodes, args.stage)
-    print(json.dumps([a.to_json() for a in audits], indent=2) if args.json else audit.render(audits))
-    return 0
-
-
-def _sweep(args: argparse.Namespace) -> int:
-    from spinegpt.train import sweep
-
-    return sweep.command(args)
-
-
-def _report(args: argparse.Namespace) -> int:
-    from spinegpt.train import report
-
-    print(report.write_report(args.run_dir, args.output))
-    return 0
-
-
-def _export(args: argparse.Namespace) -> int:
-    from spinegpt.train import export
-
-    export.export(
-        args.source,
-        args.output,
-        max_shard_size=args.max_shard_size,
-        consolidate=args.consolidate,
-        tolerance=args.tolerance,
-        push_to_hub=args.push_to_hub,
-        private=args.private,
-        dry_run=args.dry_run,
-        overwrite=args.overwrite,
-        license=args.license,
-        datasets=args.dataset,
-    )
-    return 0
-
-
-def _tiny_model(args: argparse.Namespace) -> int:
-    from spinegpt.offline import tiny_model
-
-    print(tiny_model.ensure(args.output))
-    return 0
 
 
 def _given(**values: object) -> dict[str, object]:
@@ -346,7 +306,7 @@ def _eval_job(args: argparse.Namespace) -> EvalJob:
         return _eval_job_unchecked(args)
     except ValidationError as exc:
         issues = validation_issues(exc, lambda loc: (None, None))
-        raise runner.RunError("invalid evaluation settings:\n" + "\n".join(f"  - {i}" for i in issues)) from None
+        raise RunError("invalid evaluation settings:\n" + "\n".join(f"  - {i}" for i in issues)) from None
 
 
 def _eval_job_unchecked(args: argparse.Namespace) -> EvalJob:
@@ -354,9 +314,9 @@ def _eval_job_unchecked(args: argparse.Namespace) -> EvalJob:
     if args.config:
         return EvalJob.read(args.config)
     if not args.benchmark or not args.data:
-        raise runner.RunError("give --config, or --benchmark and --data")
+        raise RunError("give --config, or --benchmark and --data")
     if bool(args.judge_url) != bool(args.judge_model):
-        raise runner.RunError("--judge-url and --judge-model go together")
+        raise RunError("--judge-url and --judge-model go together")
     import torch
 
     bench = BenchmarkConfig.model_validate(
@@ -395,9 +355,6 @@ def _eval_job_unchecked(args: argparse.Namespace) -> EvalJob:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from spinegpt.eval_hooks import evaluator
-    from spinegpt.train import swift_adapter
-
     job = _eval_job(args)
     loading = job.loading
     generate = swift_adapter.Generator(
@@ -409,7 +366,7 @@ def _eval(args: argparse.Namespace) -> int:
         batch_size=job.eval.batch_size,
         backend=job.eval.backend,
     )
-    evaluator.evaluate(
+    summary = evaluator.evaluate(
         args.model,
         job.benchmarks,
         args.output,
@@ -418,4 +375,91 @@ def _eval(args: argparse.Namespace) -> int:
         evaluator.judge_cache_path(),
         extractor_server=job.eval.extractor_server(),
     )
+    for name in summary["benchmarks"]:
+        print((args.output / f"{name}.md").read_text())
+    return 0
+
+
+# -- export, report, tiny-model -----------------------------------------------------------------------------------
+
+
+def _export_parser(sub: Subparsers) -> None:
+    ex = sub.add_parser("export", help="export a run/stage/checkpoint as a verified transformers model folder")
+    ex.add_argument("source", type=Path, help="run folder, stage folder or engine checkpoint")
+    ex.add_argument(
+        "--output-dir",
+        "--output",
+        dest="output",
+        type=Path,
+        required=True,
+        help="folder to write (must not exist, see --overwrite)",
+    )
+    ex.add_argument("--push-to-hub", metavar="REPO_ID", help="upload to this hub repo (token: $HF_TOKEN)")
+    ex.add_argument("--private", action="store_true", help="create the hub repo private")
+    ex.add_argument("--dry-run", action="store_true", help="export and verify in a temporary folder; list the files")
+    ex.add_argument("--overwrite", action="store_true", help="replace an existing --output-dir")
+    ex.add_argument(
+        "--consolidate",
+        choices=["auto", "zero"],
+        default="auto",
+        help="'zero': rebuild fp32 weights from the ZeRO shards even when 16-bit weights were saved",
+    )
+    ex.add_argument("--max-shard-size", default="5GB", help="safetensors shard size (default 5GB)")
+    ex.add_argument("--tolerance", type=float, default=1e-4, help="max |logit difference| of the reload check")
+    ex.add_argument("--license", default="other", help="hub license id for the model card (set it!)")
+    ex.add_argument(
+        "--dataset",
+        action="append",
+        default=[],
+        metavar="HUB_ID",
+        help="a training dataset's hub id for the model card metadata (repeatable)",
+    )
+    ex.set_defaults(handler=_export)
+
+
+def _export(args: argparse.Namespace) -> int:
+    result = export.export(
+        args.source,
+        args.output,
+        max_shard_size=args.max_shard_size,
+        consolidate=args.consolidate,
+        tolerance=args.tolerance,
+        push_to_hub=args.push_to_hub,
+        private=args.private,
+        dry_run=args.dry_run,
+        overwrite=args.overwrite,
+        license=args.license,
+        datasets=args.dataset,
+    )
+    if args.dry_run:
+        target = f"hub repo {args.push_to_hub}" if args.push_to_hub else str(args.output)
+        print(f"dry run: would write {len(result.files)} file(s) to {target}:")
+        print("\n".join(f"  {name}  {size / 1e6:.1f} MB" for name, size in result.files))
+    return 0
+
+
+def _report_parser(sub: Subparsers) -> None:
+    rep = sub.add_parser("report", help="summarise a run (finished, running or crashed): markdown and plots")
+    rep.add_argument("run_dir", type=Path, help="the run's output folder")
+    rep.add_argument(
+        "--output-dir", "--output", dest="output", type=Path, help="where to write (default RUN_DIR/report)"
+    )
+    rep.set_defaults(handler=_report)
+
+
+def _report(args: argparse.Namespace) -> int:
+    print(report.write_report(args.run_dir, args.output))
+    return 0
+
+
+def _tiny_model_parser(sub: Subparsers) -> None:
+    tiny = sub.add_parser("tiny-model", help="build (or reuse) the offline tiny Qwen2.5-VL and print its path")
+    tiny.add_argument(
+        "--output-dir", "--output", dest="output", type=Path, help="folder to build into (default: the cache)"
+    )
+    tiny.set_defaults(handler=_tiny_model)
+
+
+def _tiny_model(args: argparse.Namespace) -> int:
+    print(tiny_model.ensure(args.output))
     return 0

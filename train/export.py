@@ -18,17 +18,20 @@ complete. The model card carries the curriculum lineage and SpineBench results r
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from spinegpt.errors import UserError
 from spinegpt.train import manifest, model_card, weights
 from spinegpt.train.manifest import RunManifest
+from spinegpt.train.model_card import Source
 
-from spinegpt.errors import UserError
+logger = logging.getLogger(__name__)
 
 EXPORT_INFO = "spinegpt_export.json"
 
@@ -43,20 +46,6 @@ class HubClient(Protocol):
     def create_repo(self, repo_id: str, *, private: bool = ..., exist_ok: bool = ..., repo_type: str = ...) -> Any: ...
 
     def upload_folder(self, *, repo_id: str, folder_path: str, commit_message: str, repo_type: str = ...) -> Any: ...
-
-
-@dataclass
-class Source:
-    path: Path
-    """The checkpoint folder the weights come from."""
-    kind: Literal["full", "lora", "zero"]
-    run: RunManifest | None = None
-    """The run manifest, when the source lies inside a run folder."""
-    stage_index: int | None = None
-    """Which stage of that run the source belongs to."""
-    base_model: str | None = None
-    """For LoRA: the model the adapters apply to."""
-    notes: list[str] = field(default_factory=list)
 
 
 def _find_run(path: Path) -> tuple[RunManifest | None, Path | None]:
@@ -221,7 +210,6 @@ def export(
     license: str = "other",
     datasets: Sequence[str] = (),
     hub: HubClient | None = None,
-    say: Any = print,
 ) -> ExportResult:
     from transformers import AutoModelForImageTextToText
 
@@ -230,14 +218,14 @@ def export(
         raise ExportError(f"{output} already exists; pass --overwrite to replace it, or choose another --output")
     src = resolve_source(source, consolidate)
     for note in src.notes:
-        say(f"[spinegpt export] note: {note}")
-    say(f"[spinegpt export] source {src.path} ({src.kind})")
+        logger.warning(f"{note}")
+    logger.info(f"source {src.path} ({src.kind})")
     model, processor, reference = load_source(src)
 
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
     try:
-        say(f"[spinegpt export] saving safetensors (shards of at most {max_shard_size})")
+        logger.info(f"saving safetensors (shards of at most {max_shard_size})")
         model.save_pretrained(staging, max_shard_size=max_shard_size, safe_serialization=True)
         processor.save_pretrained(staging)
         del model
@@ -247,7 +235,7 @@ def export(
         if got.shape != reference.shape:
             raise ExportError(f"reloaded logits have shape {tuple(got.shape)}, the source's {tuple(reference.shape)}")
         diff = float((got - reference).abs().max())
-        say(f"[spinegpt export] reload parity: max |logit difference| = {diff:.3g} (tolerance {tolerance:g})")
+        logger.info(f"reload parity: max |logit difference| = {diff:.3g} (tolerance {tolerance:g})")
         if not diff <= tolerance:
             raise ExportError(
                 f"the exported model does not reproduce the source: max |logit diff| {diff:.3g} > "
@@ -268,10 +256,7 @@ def export(
         (staging / EXPORT_INFO).write_text(json.dumps(info, indent=2) + "\n")
         files = _files(staging)
         if dry_run:
-            target = f"hub repo {push_to_hub}" if push_to_hub else str(output)
-            say(f"[spinegpt export] dry run: would write {len(files)} file(s) to {target}:")
-            for name, size in files:
-                say(f"  {name}  {size / 1e6:.1f} MB")
+            logger.info(f"dry run: {len(files)} file(s) checked in a temporary folder, nothing written")
             return ExportResult(None, files, diff, src)
         if output.exists():
             shutil.rmtree(output)
@@ -279,14 +264,14 @@ def export(
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
-    say(f"[spinegpt export] wrote {output}")
+    logger.info(f"wrote {output}")
     result = ExportResult(output, files, diff, src)
     if push_to_hub:
-        result.uploaded_to = upload(output, push_to_hub, private=private, hub=hub, say=say)
+        result.uploaded_to = upload(output, push_to_hub, private=private, hub=hub)
     return result
 
 
-def upload(folder: Path, repo_id: str, *, private: bool, hub: HubClient | None = None, say: Any = print) -> str:
+def upload(folder: Path, repo_id: str, *, private: bool, hub: HubClient | None = None) -> str:
     """Create (or reuse) the hub repo and upload the folder. The token comes from the environment (HF_TOKEN) through
     huggingface_hub itself: it is never read, printed or written here."""
     if hub is None:
@@ -306,5 +291,5 @@ def upload(folder: Path, repo_id: str, *, private: bool, hub: HubClient | None =
             f"upload to {repo_id} failed: {type(exc).__name__}: {exc}; the export in {folder} is "
             "complete, retry with `spinegpt export ... --push-to-hub` or `huggingface-cli upload`"
         ) from exc
-    say(f"[spinegpt export] uploaded to https://huggingface.co/{repo_id}")
+    logger.info(f"uploaded to https://huggingface.co/{repo_id}")
     return repo_id

@@ -14,13 +14,16 @@ import platform
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from spinegpt.files import stable_hash, write_json_atomic
 
 FILE = "run_manifest.json"
+RunStatus = Literal["running", "done", "partial", "failed", "interrupted"]
+StageStatus = Literal["pending", "running", "done", "failed", "interrupted"]
+EvalStatus = Literal["running", "done", "failed"]
 FORMAT = 1
 PACKAGES = (
     "spinegpt",
@@ -98,8 +101,7 @@ class _Record(BaseModel):
 class EvalRecord(_Record):
     """The evaluation after a stage."""
 
-    status: str
-    """``running`` | ``done`` | ``failed``."""
+    status: EvalStatus
     dir: str
     started_at: str
     ended_at: str | None = None
@@ -114,8 +116,7 @@ class StageRecord(_Record):
     name: str
     index: int
     dir: str
-    status: str = "pending"
-    """``pending`` | ``running`` | ``done`` | ``failed``."""
+    status: StageStatus = "pending"
     config: dict[str, Any]
     """The stage as configured (the curriculum's stage block, resolved)."""
     config_sha256: str
@@ -154,7 +155,7 @@ class Attempt(_Record):
     packages: dict[str, str | None] = {}
     git: dict[str, Any] | None = None
     ended_at: str | None = None
-    status: str | None = None
+    status: RunStatus | None = None
     error: str | None = None
 
 
@@ -173,8 +174,8 @@ class RunManifest(_Record):
     launch: dict[str, Any]
     world_size: int
     created_at: str
-    status: str
-    """``running`` | ``done`` | ``partial`` (stopped by ``--until``) | ``failed`` | ``interrupted``."""
+    status: RunStatus
+    """``partial``: stopped by ``--until``."""
     attempts: list[Attempt] = []
     stages: list[StageRecord] = []
     updated_at: str | None = None
@@ -198,7 +199,3 @@ class RunManifest(_Record):
             if stage.name == name:
                 return stage
         raise KeyError(f"no stage {name!r} in the run; stages: {', '.join(s.name for s in self.stages)}")
-
-
-def read(path: Path) -> RunManifest:
-    return RunManifest.read(path)

@@ -30,18 +30,18 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from spinegpt import model_ref
+from spinegpt.data_mixes.audit import FACTOR, pixel_limits
+from spinegpt.offline import tiny_model
 from spinegpt.train import deepspeed_configs
 from spinegpt.train.curriculum import Curriculum, Stage
 
-from spinegpt import model_ref
-from spinegpt.offline import tiny_model
-
 GiB = 1024**3
-DEFAULT_MAX_PIXELS = 12845056  # Qwen2.5-VL's processor default: 16,384 visual tokens per image
 RUNTIME_FIXED = 2 * GiB
 FRAGMENTATION = 0.05
 
@@ -233,7 +233,11 @@ def setting_for(stage: Stage, curriculum: Curriculum, base_dir: Path) -> Setting
         offload_param = (zero.get("offload_param") or {}).get("device") in ("cpu", "nvme")
         reduce_bucket = _bucket(zero, "reduce_bucket_size", 5e8)
         allgather_bucket = _bucket(zero, "allgather_bucket_size", 5e8)
-    max_pixels = int(curriculum.env.get("MAX_PIXELS", DEFAULT_MAX_PIXELS))
+    # The pixel limits the engine will resize images with (the shell's MAX_PIXELS wins over the curriculum's env,
+    # as it does for the engine): one image's visual tokens at most.
+    model_dir = Path(model_ref.resolve(curriculum.model))
+    has_config = (model_dir / "preprocessor_config.json").is_file()
+    _, max_pixels = pixel_limits({**curriculum.env, **os.environ}, model_dir if has_config else None)
     attn = stage.attn_impl or curriculum.attn_impl
     return Setting(
         max_length=stage.max_length,
@@ -250,7 +254,7 @@ def setting_for(stage: Stage, curriculum: Curriculum, base_dir: Path) -> Setting
         train_aligner=not stage.freeze_aligner,
         lora_rank=stage.lora_rank if stage.tuner_type == "lora" else None,
         attention_quadratic=attn == "eager",
-        image_tokens=min(stage.max_length, max_pixels // (28 * 28)),
+        image_tokens=min(stage.max_length, max_pixels // FACTOR**2),
         reduce_bucket=reduce_bucket,
         allgather_bucket=allgather_bucket,
     )

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
 
 import yaml
-from spinegpt.eval_hooks import registry
-from spinegpt.train.manifest import StageRecord
 
-if TYPE_CHECKING:
-    from spinegpt.train.export import Source
+from spinegpt.eval_hooks import registry
+from spinegpt.train.manifest import RunManifest, StageRecord
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 DISCLAIMER = (
@@ -21,6 +21,22 @@ DISCLAIMER = (
     "when they sound confident. Any clinical use requires review by a qualified physician, local regulatory approval, "
     "and evaluation on the population it would serve."
 )
+
+
+@dataclass
+class Source:
+    """What an export is made from, as the card describes it."""
+
+    path: Path
+    """The checkpoint folder the weights come from."""
+    kind: Literal["full", "lora", "zero"]
+    run: RunManifest | None = None
+    """The run manifest, when the source lies inside a run folder."""
+    stage_index: int | None = None
+    """Which stage of that run the source belongs to."""
+    base_model: str | None = None
+    """For LoRA: the model the adapters apply to."""
+    notes: list[str] = field(default_factory=list)
 
 
 def _stages(src: Source) -> list[StageRecord]:

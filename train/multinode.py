@@ -1,6 +1,7 @@
 """Several torchrun nodes, each running ``spinegpt run``: node 0 leads, the others follow it through marker files
 in the (shared) run folder.
 
+Node 0's side is :class:`spinegpt.train.hooks.leader.LeaderHook`; this module holds the markers and the followers.
 Node 0 writes ``<stage>/launch.json`` (its engine arguments) right before starting its own ranks, and ``DONE.json``
 once the stage is verified; everything else (data, manifest, verification, eval) is node 0's. A follower that fails
 writes ``FAILED.node<N>.json`` so node 0 stops its engine at once; node 0 that fails writes ``ABORT.json`` so the
@@ -12,26 +13,19 @@ earlier attempt is never replayed.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from spinegpt.train import swift_adapter
-from spinegpt.train.plan import Plan, StagePlan
-from spinegpt.train.stage import (
-    Engine,
-    RunError,
-    StageFailed,
-    StageResult,
-    engine_console,
-    engine_env,
-    is_done,
-)
-
 from spinegpt.files import write_json_atomic
-from spinegpt.proc import say
+from spinegpt.train import environment, swift_adapter
+from spinegpt.train.errors import RunError, StageFailed
+from spinegpt.train.plan import Plan, StagePlan
+from spinegpt.train.stage import Engine, StageResult, engine_console, is_done
+
+logger = logging.getLogger(__name__)
 
 LAUNCH = "launch.json"
 ABORT = "ABORT.json"
@@ -49,53 +43,16 @@ def run_token() -> str:
     return "unset"
 
 
-def _marker(path: Path, token: str, since: float) -> dict[str, Any] | None:
+def marker(path: Path, token: str, since: float) -> dict[str, Any] | None:
     """A cross-node marker file, if it belongs to this launch and was written after ``since`` (a few seconds of
     clock skew between nodes allowed); stale markers of earlier attempts are ignored."""
     try:
-        marker = json.loads(path.read_text())
+        found = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    if not isinstance(marker, dict) or marker.get("token") != token or marker.get("written_at", 0) < since - 5:
+    if not isinstance(found, dict) or found.get("token") != token or found.get("written_at", 0) < since - 5:
         return None
-    return marker
-
-
-@dataclass
-class Leader:
-    """Node 0's side: tell the followers what to start, notice when one of them failed, tell them when to stop."""
-
-    plan: Plan
-    opened_at: float
-    """Start of this attempt; markers of other nodes count only from here."""
-
-    def announce(self, stage: StagePlan, command: list[str], attempt: int) -> None:
-        """The other nodes start the same stage with the same arguments (resume checkpoint included)."""
-        args = command[command.index(swift_adapter.ENGINE_MODULE) + 1 :]
-        write_json_atomic(
-            stage.dir / LAUNCH,
-            {
-                "token": run_token(),
-                "written_at": time.time(),
-                "attempt": attempt,
-                "engine_args": args,
-                "env": stage.env,
-            },
-        )
-
-    def follower_failure(self, stage: StagePlan) -> str | None:
-        """Why another node gave up on this stage, if one did during this attempt."""
-        for rank in range(1, self.plan.launch.nnodes):
-            marker = _marker(stage.dir / NODE_FAILED.format(rank=rank), run_token(), self.opened_at)
-            if marker is not None:
-                return f"node {rank} failed: {marker.get('error')}"
-        return None
-
-    def abort(self, error: BaseException) -> None:
-        # Followers wait for node 0's markers; tell them the run stopped instead of leaving them waiting.
-        write_json_atomic(
-            self.plan.output_dir / ABORT, {"token": run_token(), "written_at": time.time(), "error": str(error)}
-        )
+    return found
 
 
 class Follower:
@@ -118,7 +75,9 @@ class Follower:
 
     def run(self) -> list[StageResult]:
         rank = self.plan.launch.node_rank
-        say(f"node {rank}: following node 0 ({self.plan.launch.master_addr}) for {len(self.plan.stages)} stage(s)")
+        logger.info(
+            f"node {rank}: following node 0 ({self.plan.launch.master_addr}) for {len(self.plan.stages)} stage(s)"
+        )
         results = []
         for stage in self.plan.stages:
             try:
@@ -137,30 +96,32 @@ class Follower:
         return results
 
     def _stage(self, stage: StagePlan, rank: int) -> StageResult:
-        label = f"[{stage.index + 1}/{len(self.plan.stages)} {stage.stage.name}] node {rank}:"
+        label = f"{stage.label} node {rank}:"
         ran: set[int] = set()
         deadline = time.monotonic() + self.timeout_s
         waiting_said = False
         while not is_done(stage.dir):
-            abort = _marker(self.plan.output_dir / ABORT, self.token, self.started)
+            abort = marker(self.plan.output_dir / ABORT, self.token, self.started)
             if abort is not None:
                 raise RunError(f"{label} node 0 stopped the run: {abort.get('error')}")
             marker_path = stage.dir / LAUNCH
-            marker = json.loads(marker_path.read_text()) if marker_path.is_file() else None
-            if marker and self._fresh(marker) and marker["attempt"] not in ran:
-                ran.add(marker["attempt"])
-                command = swift_adapter.command(marker["engine_args"], self.plan.launch, stage.command[0])
-                say(f"{label} starting its ranks")
+            launch = json.loads(marker_path.read_text()) if marker_path.is_file() else None
+            if launch and self._fresh(launch) and launch["attempt"] not in ran:
+                ran.add(launch["attempt"])
+                command = swift_adapter.command(launch["engine_args"], self.plan.launch, stage.command[0])
+                logger.info(f"{label} starting its ranks")
                 log = stage.dir / f"engine.node{rank}.log"
-                code = self.engine(command, engine_env(stage), log, engine_console(label), stage.dir, None)
+                # The same environment node 0's ranks get (hub, allocator, threads for an offloaded optimizer).
+                env = environment.process_env(self.plan.curriculum, self.plan.launch, stage.deepspeed)
+                code = self.engine(command, env, log, engine_console(label), stage.dir, None)
                 if code != 0:
                     raise StageFailed(f"{label} the engine exited with code {code}; log {log}")
                 continue
             if time.monotonic() > deadline:
                 raise RunError(f"{label} node 0 did not start or finish the stage within {self.timeout_s:.0f}s")
             if not waiting_said:
-                say(f"{label} waiting for node 0")
+                logger.info(f"{label} waiting for node 0")
                 waiting_said = True
             time.sleep(self.POLL_S)
-        say(f"{label} node 0 marked the stage done")
+        logger.info(f"{label} node 0 marked the stage done")
         return StageResult(stage.stage.name, "done", stage.final)

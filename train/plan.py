@@ -12,15 +12,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from spinegpt.data_mixes import mixes
-from spinegpt.data_mixes import prepare as data_prepare
+from spinegpt import model_ref
 from spinegpt.data_mixes.records import SPLITS
+from spinegpt.data_mixes.rows import DataError
+from spinegpt.data_mixes.stage_data import CurriculumData
 from spinegpt.eval_hooks.config import EvalConfig, EvalJob, ModelLoading
-from spinegpt.train import deepspeed_configs, swift_adapter
+from spinegpt.train import curriculum, deepspeed_configs, environment, swift_adapter
 from spinegpt.train.curriculum import Curriculum, LoadedCurriculum, Stage
 from spinegpt.train.topology import Launch
-
-from spinegpt import model_ref
 
 STAGES_DIR = "stages"
 FINAL = "final"
@@ -48,6 +47,13 @@ class StagePlan:
     """Benchmarks run on the stage's final weights once it is done."""
     splits: list[str] | None = None
     """The data splits the stage trains on (``general``, ``non_spine``, ``spine``); None for plain JSONL data."""
+    total: int = 1
+    """Stages in the plan (for the label)."""
+
+    @property
+    def label(self) -> str:
+        """How the console names the stage: ``[2/3 specialise]``."""
+        return f"[{self.index + 1}/{self.total} {self.stage.name}]"
 
     @property
     def engine_dir(self) -> Path:
@@ -100,7 +106,13 @@ class Plan:
     output_dir: Path
     launch: Launch
     stages: list[StagePlan]
+    data: CurriculumData
+    """The one owner of the stages' data for this command (each mix definition read once)."""
     skipped: list[SkippedStage] = field(default_factory=list)
+
+    @property
+    def curriculum(self) -> Curriculum:
+        return self.loaded.curriculum
 
     def command(self, stage: StagePlan, resume_from: Path | None = None) -> list[str]:
         """The stage's engine command; ``resume_from``: continue from that checkpoint (known at run time only)."""
@@ -176,6 +188,12 @@ class Plan:
         return "\n".join(lines)
 
 
+def load(path: str | Path, overrides: Sequence[str] = (), base: str | Path | None = None) -> LoadedCurriculum:
+    """A curriculum as every command loads it: the schema (``curriculum.load``) and the engine's own check of each
+    stage's ``engine_args`` (the adapter knows the engine's arguments), every problem in one report."""
+    return curriculum.load(path, overrides, base, check_engine_args=swift_adapter.check_engine_args)
+
+
 def default_output_dir(loaded: LoadedCurriculum) -> Path:
     configured = loaded.curriculum.output_dir
     return Path(configured or Path("outputs") / loaded.curriculum.name).resolve()
@@ -206,7 +224,7 @@ def eval_job(config: EvalConfig, curriculum: Curriculum, root: Path) -> EvalJob:
     return EvalJob(eval=config.resolved(root), loading=loading)
 
 
-def restrict(stage: Stage, splits: Sequence[str] | None, base_dir: Path) -> tuple[Stage | None, list[str] | None]:
+def restrict(stage: Stage, splits: Sequence[str] | None, data: CurriculumData) -> tuple[Stage | None, list[str] | None]:
     """``stage`` limited to the curriculum's ``splits`` (None: the stage as it is), and the splits it trains on.
 
     Each mix entry's own ``splits`` and the curriculum's intersect; an entry left with none is dropped, and a stage
@@ -218,14 +236,13 @@ def restrict(stage: Stage, splits: Sequence[str] | None, base_dir: Path) -> tupl
             kept.append(source)
             known = False
             continue
+        restriction = source.splits if splits is None else [s for s in splits if s in (source.splits or splits)]
         try:
-            loaded = mixes.load(source.mix, source.set, search=[base_dir])
-        except (FileNotFoundError, mixes.MixError):
+            found = data.splits(source, restriction)
+        except DataError:
             kept.append(source)  # `describe` reports the broken mix; planning goes on
             known = False
             continue
-        restriction = source.splits if splits is None else [s for s in splits if s in (source.splits or splits)]
-        found = mixes.splits_of(loaded, restriction)
         if splits is not None and not found:
             continue
         trained.update(found)
@@ -264,20 +281,21 @@ def build(
     curriculum = loaded.curriculum
     output_dir = (output_dir or default_output_dir(loaded)).resolve()
     launch = launch or Launch()
+    data = CurriculumData(loaded.base_dir, curriculum.data_root, curriculum.seed)
+    kept: list[tuple[Stage, list[str] | None]] = []
+    skipped: list[SkippedStage] = []
+    for configured in curriculum.stages:
+        stage, splits = restrict(configured, curriculum.splits, data)
+        if stage is None:
+            skipped.append(SkippedStage(configured.name, f"its data holds none of the splits {curriculum.splits}"))
+        else:
+            kept.append((stage, splits))
     model = model_ref.resolve(curriculum.model)
     starts_from = "base"
     stages: list[StagePlan] = []
-    skipped: list[SkippedStage] = []
-    for configured in curriculum.stages:
-        stage, splits = restrict(configured, curriculum.splits, loaded.base_dir)
-        if stage is None:
-            reason = f"its data holds none of the splits {curriculum.splits}"
-            skipped.append(SkippedStage(configured.name, reason))
-            continue
-        index = len(stages)
+    for index, (stage, splits) in enumerate(kept):
         folder = stage_dir(output_dir, index, stage)
         ds_path = deepspeed_configs.resolve(stage.deepspeed, loaded.base_dir) if stage.deepspeed else None
-        dataset = folder / "data" / "train.jsonl"
         engine_args = engine_arguments(loaded, stage, model, folder, ds_path)
         evaluation = curriculum.eval_for(stage)
         stages.append(
@@ -287,16 +305,17 @@ def build(
                 dir=folder,
                 model=model,
                 starts_from=starts_from,
-                data=data_prepare.describe(stage.data, loaded.base_dir),
-                dataset=dataset,
+                data=data.describe(stage.data),
+                dataset=folder / "data" / "train.jsonl",
                 deepspeed=ds_path,
                 zero_stage=deepspeed_configs.zero_stage(ds_path) if ds_path else None,
                 engine_args=engine_args,
                 command=swift_adapter.command(engine_args, launch, python),
-                env={**swift_adapter.engine_environment(curriculum), **curriculum.env},
+                env=environment.configured(curriculum),
                 eval=eval_job(evaluation, curriculum, loaded.base_dir) if evaluation else None,
                 splits=splits,
+                total=len(kept),
             )
         )
         model, starts_from = str(folder / FINAL), f"stage:{stage.name}"
-    return Plan(loaded=loaded, output_dir=output_dir, launch=launch, stages=stages, skipped=skipped)
+    return Plan(loaded=loaded, output_dir=output_dir, launch=launch, stages=stages, data=data, skipped=skipped)

@@ -17,12 +17,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
-from spinegpt.data_mixes import build, mixes
-from spinegpt.data_mixes.prepare import DataError, resolve_data_root
-from spinegpt.train import deepspeed_configs, memory, swift_adapter
-from spinegpt.train.plan import Plan
-
 from spinegpt import model_ref
+from spinegpt.data_mixes.rows import DataError
+from spinegpt.train import deepspeed_configs, environment, memory, swift_adapter
+from spinegpt.train.plan import Plan
 
 Status = Literal["ok", "warn", "FAIL"]
 LIGER_TESTED = ("0.6.2", "0.9")
@@ -54,7 +52,7 @@ class Check:
 def _needs_gpu(plan: Plan) -> bool:
     """A run on GPUs: 16-bit precision, flash attention or fused kernels (the smoke curriculum runs fp32 + sdpa on
     CPU with gloo and needs none)."""
-    cur = plan.loaded.curriculum
+    cur = plan.curriculum
     return cur.torch_dtype != "float32" or any(
         s.stage.use_liger_kernel or (s.stage.attn_impl or cur.attn_impl) == "flash_attn" for s in plan.stages
     )
@@ -90,7 +88,7 @@ def check_gpus(plan: Plan) -> Check:
 
 def check_memory(plan: Plan, nodes: int) -> list[Check]:
     count, measured = _cuda()
-    cur = plan.loaded.curriculum
+    cur = plan.curriculum
     if not _needs_gpu(plan) and count == 0:
         return [Check("memory", "ok", "CPU run: no GPU memory to plan")]
     nominal = 80.0 if measured is None else measured / memory.USABLE
@@ -116,7 +114,7 @@ def check_memory(plan: Plan, nodes: int) -> list[Check]:
 
 
 def check_attention(plan: Plan) -> Check:
-    cur = plan.loaded.curriculum
+    cur = plan.curriculum
     wanted = {s.stage.attn_impl or cur.attn_impl for s in plan.stages}
     chosen = {w: swift_adapter.attention(w) for w in wanted}
     if "flash_attn" in wanted and importlib.util.find_spec("flash_attn") is None:
@@ -169,7 +167,7 @@ def check_cpu_adam(plan: Plan) -> Check:
 
 
 def check_model(plan: Plan) -> Check:
-    cur = plan.loaded.curriculum
+    cur = plan.curriculum
     ref = cur.model
     if ref.startswith(model_ref.BUILTIN_PREFIX):
         return Check("model", "ok", f"{ref}: built offline on first use")
@@ -209,22 +207,9 @@ def check_model(plan: Plan) -> Check:
 
 
 def check_data(plan: Plan) -> Check:
-    cur = plan.loaded.curriculum
-    needed: list[tuple[str, Path]] = []
-    uses_mixes = any(source.mix for stage in plan.stages for source in stage.stage.data)
     try:
-        root = resolve_data_root(cur.data_root, plan.loaded.base_dir) if uses_mixes else None
-        for stage in plan.stages:
-            for source in stage.stage.data:
-                if source.mix is None or root is None:
-                    continue
-                loaded = mixes.load(source.mix, source.set, search=[plan.loaded.base_dir])
-                wanted = set(mixes.splits_of(loaded, source.splits))
-                for component in loaded.mix.components:
-                    if mixes.component_splits(loaded.mix, component) & wanted:
-                        spec = loaded.mix.sources[component.source]
-                        needed.append((component.source, build.under(root, spec.path)))
-    except (DataError, mixes.MixError, FileNotFoundError) as exc:
+        needed = plan.data.source_files([source for stage in plan.stages for source in stage.stage.data])
+    except DataError as exc:
         return Check(
             "data", "FAIL", str(exc).splitlines()[0], "set data_root (or SPINEGPT_DATA_ROOT) to your downloads"
         )
@@ -247,7 +232,7 @@ def _existing(path: Path) -> Path:
 
 
 def check_disk(plan: Plan) -> Check:
-    cur = plan.loaded.curriculum
+    cur = plan.curriculum
     try:
         shape = memory.model_shape(cur.model)
     except ValueError as exc:
@@ -280,7 +265,7 @@ def _available_ram() -> float | None:
 
 
 def check_host_ram(plan: Plan, nodes: int) -> Check:
-    cur = plan.loaded.curriculum
+    cur = plan.curriculum
     need = 0.0
     for stage in plan.stages:
         if stage.deepspeed and deepspeed_configs.offloads_optimizer(stage.deepspeed):
@@ -325,7 +310,7 @@ def check_nodes(plan: Plan, nodes: int) -> list[Check]:
     one_host = plan.launch.master_addr in ("127.0.0.1", "localhost", "::1", socket.gethostname())
     if one_host:  # every "node" runs on this host (tests, one big machine): any folder is shared
         shared, kind = "ok", f"{kind or 'a local'} (every node on this host)"
-    env = sorted({**swift_adapter.engine_environment(plan.loaded.curriculum), **plan.loaded.curriculum.env})
+    env = sorted(environment.configured(plan.curriculum))
     how = (
         "written to each stage's .deepspeed_env, which the DeepSpeed launcher exports on every host"
         if plan.launch.launcher == "deepspeed"

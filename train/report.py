@@ -16,7 +16,8 @@ from pathlib import Path
 
 from spinegpt.eval_hooks import registry
 from spinegpt.eval_hooks.evaluator import answers_line
-from spinegpt.train import manifest, swift_adapter, tracking
+from spinegpt.train import manifest, swift_adapter
+from spinegpt.train.hooks.progress import read_progress
 from spinegpt.train.manifest import RunManifest, StageRecord
 from spinegpt.train.swift_adapter import StepRecord
 
@@ -128,7 +129,7 @@ def write_report(run_dir: Path, out_dir: Path | None = None) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     stages = data.stages
     steps = [_steps(Path(s.dir)) for s in stages]
-    progress = tracking.read_progress(run_dir)
+    progress = read_progress(run_dir)
     has_loss_plot = plot_loss_lr(stages, steps, out_dir / "loss_lr.png")
     has_eval_plot = plot_eval(stages, out_dir / "eval.png")
 

@@ -3,24 +3,28 @@ stage its evaluation. Node 0 leads; on several torchrun nodes the others follow 
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
 import time
 from typing import Any
 
-from spinegpt.data_mixes import prepare as data_prepare
-from spinegpt.eval_hooks import launch as eval_launch
-from spinegpt.train import deepspeed_configs, manifest, tracking
-from spinegpt.train.manifest import Attempt, EvalRecord, RunManifest, StageRecord, now
-from spinegpt.train.multinode import Follower, Leader
-from spinegpt.train.plan import Plan, StagePlan
-from spinegpt.train.stage import Engine, RunError, StageResult, StageRun, engine_env, is_done
-
 from spinegpt import proc
 from spinegpt.files import FolderBusy, FolderLock
-from spinegpt.proc import say
+from spinegpt.train import manifest
+from spinegpt.train.errors import RunError
+from spinegpt.train.hooks import Hooks, StageHooks
+from spinegpt.train.hooks.evaluation import EvaluationHook
+from spinegpt.train.hooks.leader import LeaderHook
+from spinegpt.train.hooks.manifest import ManifestHook
+from spinegpt.train.hooks.progress import ProgressHook
+from spinegpt.train.hooks.tracking import TrackingHook
+from spinegpt.train.manifest import Attempt, RunManifest, StageRecord, now
+from spinegpt.train.multinode import Follower
+from spinegpt.train.plan import Plan, StagePlan
+from spinegpt.train.stage import Engine, StageResult, StageRun, is_done
 
-EVAL_LOG = "eval.log"
+logger = logging.getLogger(__name__)
 
 __all__ = ["RunError", "Runner", "StageResult"]
 
@@ -33,7 +37,7 @@ PIXEL_ENV = ("MAX_PIXELS", "MIN_PIXELS")
 def weights_config(plan: Plan, stage: StagePlan) -> dict[str, Any]:
     """Everything that decides what a stage trains into its weights; a resume must see all of it unchanged
     (evaluation settings may change between attempts)."""
-    curriculum = plan.loaded.curriculum
+    curriculum = plan.curriculum
     env = {**stage.env, **os.environ}
     return {
         "stage": stage.stage.model_dump(mode="json", exclude={"eval"}),
@@ -64,7 +68,7 @@ def stage_record(plan: Plan, stage: StagePlan) -> StageRecord:
 
 
 class Runner:
-    """Executes a :class:`Plan`, keeping the run manifest current."""
+    """Executes a :class:`Plan`, keeping the run manifest current; what happens around each stage is its hooks'."""
 
     def __init__(
         self,
@@ -84,9 +88,17 @@ class Runner:
         self.engine = engine
         self.manifest_path = plan.output_dir / manifest.FILE
         self.data: RunManifest | None = None
-        self.progress = tracking.RunProgress(plan.output_dir, len(plan.stages))
-        self.leader = Leader(plan, opened_at=time.time())
         self.lock = FolderLock(plan.output_dir)
+        self.hooks = self._hooks(time.time())
+
+    def _hooks(self, opened_at: float) -> StageHooks:
+        saved = ManifestHook(self.manifest_path)
+        hooks: list[StageHooks] = [saved, ProgressHook(self.plan.output_dir, len(self.plan.stages))]
+        hooks.append(TrackingHook(self.plan.curriculum))
+        if self.plan.launch.multi_node_torchrun:
+            hooks.append(LeaderHook(self.plan, opened_at))
+        hooks.append(EvaluationHook(self.plan, self.engine, saved))
+        return Hooks(hooks)
 
     # -- the manifest ---------------------------------------------------------------------------------------------
 
@@ -147,6 +159,7 @@ class Runner:
             Attempt(started_at=now(), resume=self.resume, **manifest.environment()),
         ]
         self._save()
+        self.hooks.run_started(self.data)
 
     def _check_resumable(self, data: RunManifest) -> None:
         """A resumed run must be the same run: same stages, and no started stage reconfigured."""
@@ -176,8 +189,8 @@ class Runner:
         if not self.plan.launch.leads:
             return Follower(self.plan, self.engine, self.until).run()
         if not self.plan.stages:
-            say(
-                f"nothing to train: splits {self.plan.loaded.curriculum.splits} leave every stage without data "
+            logger.info(
+                f"nothing to train: splits {self.plan.curriculum.splits} leave every stage without data "
                 "(the base model as it is; `spinegpt sweep` or `spinegpt eval` evaluates it)"
             )
         try:
@@ -196,19 +209,17 @@ class Runner:
                 if stage.stage.name == self.until:
                     break
         except BaseException as exc:
-            if self.plan.launch.multi_node_torchrun:
-                self.leader.abort(exc)
             data.status = "failed" if isinstance(exc, Exception) else "interrupted"
-            self.progress.update(status=data.status, error=str(exc))
             data.attempts[-1].set(ended_at=now(), status=data.status, error=str(exc))
             self._save()
+            self.hooks.run_ended(data.status, exc)
             raise
         # "partial": stopped on purpose by --until; --resume continues with the next stage.
         data.status = "done" if len(results) == len(self.plan.stages) else "partial"
-        self.progress.update(status=data.status, stage=results[-1].name if results else None)
         data.attempts[-1].set(ended_at=now(), status=data.status)
         self._save()
-        say(f"run {self.plan.name} done: {len(results)} stage(s) in {self.plan.output_dir}")
+        self.hooks.run_ended(data.status, None)
+        logger.info(f"run {self.plan.name} done: {len(results)} stage(s) in {self.plan.output_dir}")
         return results
 
     def _build_mixes(self) -> None:
@@ -217,101 +228,24 @@ class Runner:
         names = [s.stage.name for s in self.plan.stages]
         last = names.index(self.until) + 1 if self.until in names else len(names)
         pending = [s for s in self.plan.stages[:last] if not is_done(s.dir)]
-        cur = self.plan.loaded.curriculum
-        sources = [source for s in pending for source in s.stage.data]
-        data_prepare.build_mixes(sources, self.plan.loaded.base_dir, cur.data_root, cur.seed)
+        self.plan.data.build([source for s in pending for source in s.stage.data])
 
     def _run_stage(self, stage: StagePlan) -> StageResult:
         data = self.run_manifest
         record = data.stages[stage.index]
-        label = f"[{stage.index + 1}/{len(self.plan.stages)} {stage.stage.name}]"
         if is_done(stage.dir):
-            say(f"{label} already done, skipping ({stage.final})")
-            if stage.eval and not (stage.eval_dir / eval_launch.SUMMARY).is_file():
-                self._evaluate(stage, record, label)  # the stage finished but its evaluation did not
+            logger.info(f"{stage.label} already done, skipping ({stage.final})")
+            self.hooks.stage_done(stage, record)  # an evaluation it missed runs now
             return StageResult(stage.stage.name, "skipped", stage.final)
-        self.progress.update(status="starting", stage=stage.stage.name, stage_index=stage.index)
-        multi = self.plan.launch.multi_node_torchrun
+        self.hooks.stage_started(stage, record)
         StageRun(
             plan=self.plan,
             stage=stage,
             record=record,
-            save=self._save,
+            hooks=self.hooks,
             engine=self.engine,
             resume=self.resume,
-            env=lambda: self._env(stage, record),
-            on_step=lambda step: self.progress.step(stage.stage.name, stage.index, step),
             previous=data.stages[stage.index - 1] if stage.index > 0 else None,
-            announce=(lambda command: self.leader.announce(stage, command, len(data.attempts))) if multi else None,
-            stop=(lambda: self.leader.follower_failure(stage)) if multi else None,
         ).run()
-        if stage.eval:
-            self._evaluate(stage, record, label)
+        self.hooks.stage_done(stage, record)
         return StageResult(stage.stage.name, "done", stage.final)
-
-    # -- after a stage --------------------------------------------------------------------------------------------
-
-    def _evaluate(self, stage: StagePlan, record: StageRecord, label: str) -> None:
-        """Benchmarks on the stage's final weights. A failure is recorded and reported; the stage stays done."""
-        assert stage.eval is not None
-        say(f"{label} evaluating on {', '.join(b.label for b in stage.eval.benchmarks)}")
-        record.eval = EvalRecord(status="running", dir=str(stage.eval_dir), started_at=now())
-        self._save()
-        try:
-            summary = eval_launch.run(
-                str(stage.final),
-                stage.eval,
-                stage.eval_dir,
-                engine_env(stage),
-                stage.dir / EVAL_LOG,
-                python=stage.command[0],
-                engine=self.engine,
-            )
-        except eval_launch.EvalFailed as exc:
-            record.eval.set(status="failed", ended_at=now(), error=str(exc))
-            say(f"{label} evaluation FAILED (the trained stage is kept as done); log: {stage.dir / EVAL_LOG}")
-        else:
-            record.eval.set(status="done", ended_at=now(), benchmarks=summary["benchmarks"])
-            say(f"{label} evaluation written to {stage.eval_dir}")
-        self._save()
-
-    def _env(self, stage: StagePlan, record: StageRecord) -> dict[str, str]:
-        curriculum = self.plan.loaded.curriculum
-        data = self.run_manifest
-        extra: dict[str, str] = {}
-        if "wandb" in curriculum.report_to:
-            attempt = data.attempts[-1]
-            data_info: dict[str, Any] = record.data or {}
-            config = {
-                "spinegpt": {
-                    "run_id": data.run_id,
-                    "stage": stage.stage.name,
-                    "stage_index": stage.index,
-                    "curriculum": data.curriculum,
-                    "data": {k: data_info.get(k) for k in ("sha256", "rows", "inputs")},
-                    "packages": attempt.packages,
-                    "git": attempt.git,
-                }
-            }
-            extra = tracking.wandb_env(
-                project=curriculum.wandb_project,
-                group=data.run_id,
-                stage=stage.stage.name,
-                stage_dir=stage.dir,
-                config=config,
-            )
-        launch = self.plan.launch
-        offloads = stage.deepspeed is not None and deepspeed_configs.offloads_optimizer(stage.deepspeed)
-        if (
-            launch.launcher == "torchrun"
-            and (launch.bind_cores or offloads)
-            and "OMP_NUM_THREADS"
-            not in {
-                **os.environ,
-                **stage.env,
-            }
-        ):
-            # torchrun sets OMP_NUM_THREADS=1 per rank, so a CPU-offloaded Adam step would run on one core; torchrun
-            # has no core binding either: give each rank its share of the cores (more would oversubscribe them).
-            extra["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // launch.nproc_per_node))
-        return engine_env(stage, extra)

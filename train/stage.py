@@ -8,6 +8,7 @@ their hash was recorded. Anything short of that (a crash, a kill, a failed check
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -15,27 +16,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from spinegpt import model_ref, proc
 from spinegpt.data_mixes import audit as data_audit
-from spinegpt.data_mixes import prepare as data_prepare
-from spinegpt.train import swift_adapter, weights
+from spinegpt.data_mixes.prepare import PreparedData
+from spinegpt.files import write_json_atomic
+from spinegpt.log import echo
+from spinegpt.proc import LineHandler, StopCheck
+from spinegpt.train import environment, swift_adapter, weights
+from spinegpt.train.errors import RunError, StageFailed
+from spinegpt.train.hooks import StageHooks
 from spinegpt.train.manifest import StageRecord, now
 from spinegpt.train.plan import FINAL, Plan, StagePlan
 
-from spinegpt import model_ref
-from spinegpt.errors import UserError
-from spinegpt.files import write_json_atomic
-from spinegpt.proc import LineHandler, StopCheck, echo_own_progress, say
+logger = logging.getLogger(__name__)
 
 DONE = "DONE.json"
 ENGINE_LOG = "engine.log"
-
-
-class RunError(UserError, RuntimeError):
-    """The run cannot start or continue; the message says why and what to do."""
-
-
-class StageFailed(RunError):
-    """A stage's engine failed or its output did not verify."""
 
 
 @dataclass(frozen=True)
@@ -63,43 +59,16 @@ def is_done(stage_dir: Path) -> bool:
     return (stage_dir / DONE).is_file() and (stage_dir / FINAL).exists()
 
 
-def engine_env(stage: StagePlan, extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = dict(os.environ)
-    for key, value in stage.env.items():
-        env.setdefault(key, value)  # the caller's environment wins, as with ms-swift's own ENV block
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    # Tracking identity is the run's, not the shell's: a stale WANDB_JOB_TYPE would merge stages in the UI.
-    env.update(extra or {})
-    return env
-
-
-FORWARDED_PREFIXES = (
-    "WANDB_",
-    "OMP_NUM_THREADS",
-    "MAX_PIXELS",
-    "MIN_PIXELS",
-    "HF_",
-    "USE_HF",
-    "TORCH_EXTENSIONS_DIR",
-    "PYTORCH_CUDA_ALLOC_CONF",
-    "NCCL_",
-)
-
-
-def deepspeed_forwarded(env: dict[str, str]) -> dict[str, str]:
-    """The variables of the engine's environment that remote ranks need and pdsh would not pass on."""
-    return {k: v for k, v in env.items() if k.startswith(FORWARDED_PREFIXES)}
-
-
 def engine_console(label: str, on_step: Callable[[swift_adapter.StepRecord], None] | None = None) -> LineHandler:
     """What of the engine's output reaches the console: one line per logged step (and our own children's lines)."""
 
     def on_line(line: str) -> None:
         step = swift_adapter.console_step(line)
         if step is None:
-            echo_own_progress(line)
+            if line.startswith("[spinegpt"):
+                echo(line)
             return
-        say(step.summary(label))
+        logger.info(step.summary(label))
         if on_step is not None:
             on_step(step)
 
@@ -108,28 +77,20 @@ def engine_console(label: str, on_step: Callable[[swift_adapter.StepRecord], Non
 
 @dataclass
 class StageRun:
-    """Everything one stage needs from the run around it."""
+    """One stage of a run, trained to its verified final weights; the run around it hears of every step of the way
+    through ``hooks`` (manifest, progress, tracking, the multi-node leader)."""
 
     plan: Plan
     stage: StagePlan
     record: StageRecord
-    save: Callable[[], None]
-    """Write the run manifest (after every change of ``record``)."""
-    engine: Engine
-    resume: bool
-    env: Callable[[], dict[str, str]]
-    """The engine's environment, made once the data is prepared (tracking configs carry the data's hashes)."""
-    on_step: Callable[[swift_adapter.StepRecord], None]
+    hooks: StageHooks
+    engine: Engine = proc.run
+    resume: bool = False
     previous: StageRecord | None = None
     """The record of the stage this one starts from (None for the first)."""
-    announce: Callable[[list[str]], None] | None = None
-    """Multi-node: tell the other nodes to start this command."""
-    stop: StopCheck | None = None
-    """Multi-node: why the engine must stop now (another node failed), if it must."""
 
-    @property
-    def label(self) -> str:
-        return f"[{self.stage.index + 1}/{len(self.plan.stages)} {self.stage.stage.name}]"
+    def _changed(self) -> None:
+        self.hooks.record_changed(self.stage, self.record)
 
     def run(self) -> Path:
         """Train the stage to its verified final weights; returns the final checkpoint. Whatever stops it (bad data,
@@ -139,78 +100,77 @@ class StageRun:
         except BaseException as exc:
             if self.record.status == "running":
                 self.record.set(status="failed" if isinstance(exc, Exception) else "interrupted", error=str(exc))
-                self.save()
+                self._changed()
             raise
 
     def _run(self) -> Path:
-        stage, record, label = self.stage, self.record, self.label
+        stage, record, label = self.stage, self.record, self.stage.label
         start_model = self._start_model()
         record.set(status="running", started_at=record.started_at or now())
-        self.save()
+        self._changed()
 
-        say(f"{label} preparing data")
+        logger.info(f"{label} preparing data")
         prepared = self._prepare()
         record.started_from_sha256 = self._source_hash(start_model)
 
         command, resumed_from = self._command()
         record.set(command=command, resumed_from=str(resumed_from) if resumed_from else None)
-        self.save()
+        self._changed()
         if resumed_from is not None and swift_adapter.is_last_step(resumed_from):
             # Killed after the final checkpoint was written but before DONE.json: that checkpoint is the finished
             # stage. Training on from it would run past max_steps, and the engine's rotation would delete it.
-            say(f"{label} {resumed_from.name} is the stage's last step: verifying it, not training on")
+            logger.info(f"{label} {resumed_from.name} is the stage's last step: verifying it, not training on")
             return self._finish(start_model)
         how = f"resuming from {resumed_from.name}" if resumed_from else f"from {start_model}"
-        say(f"{label} training {how}; {prepared.rows} rows; log {stage.dir / ENGINE_LOG}")
-        if self.announce is not None:
-            self.announce(command)
-        env = self.env()
+        logger.info(f"{label} training {how}; {prepared.rows} rows; log {stage.dir / ENGINE_LOG}")
+        self.hooks.engine_starting(stage, command)
+        curriculum = self.plan.curriculum
+        env = environment.process_env(
+            curriculum, self.plan.launch, stage.deepspeed, self.hooks.environment(stage, prepared)
+        )
         if self.plan.launch.launcher == "deepspeed":
-            # DeepSpeed's pdsh runner forwards only some variable prefixes to remote hosts; it exports the lines of
-            # .deepspeed_env in its working directory (the stage folder) on every host.
-            forwarded = {k: v for k, v in env.items() if k in {**stage.env, **deepspeed_forwarded(env)}}
-            (stage.dir / ".deepspeed_env").write_text("".join(f"{k}={v}\n" for k, v in sorted(forwarded.items())))
+            environment.write_deepspeed_env(stage.dir, curriculum, env)
         started = time.monotonic()
         # The stage folder is the engine's working directory: every path it gets is absolute, and anything it
         # drops in its working directory (wandb's config-defaults.yaml is read from there) stays with the stage.
         code = self.engine(
-            command, env, stage.dir / ENGINE_LOG, engine_console(label, self.on_step), stage.dir, self.stop
+            command,
+            env,
+            stage.dir / ENGINE_LOG,
+            engine_console(label, lambda step: self.hooks.step(stage, step)),
+            stage.dir,
+            lambda: self.hooks.stop_reason(stage),
         )
         record.engine_seconds = round((record.engine_seconds or 0) + time.monotonic() - started, 1)
         if code != 0:
-            why = (self.stop() if self.stop else None) or f"engine exited with code {code}"
+            why = self.hooks.stop_reason(stage) or f"engine exited with code {code}"
             record.set(status="failed", error=why)
-            self.save()
+            self._changed()
             raise StageFailed(f"{label} {why}; full log: {stage.dir / ENGINE_LOG}")
         return self._finish(start_model)
 
     def _start_model(self) -> str:
         if self.stage.index == 0:
-            return model_ref.materialise(self.plan.loaded.curriculum.model)
+            return model_ref.materialise(self.plan.curriculum.model)
         if not is_done(self.plan.stages[self.stage.index - 1].dir):
-            raise RunError(f"{self.label} the previous stage is not done")
+            raise RunError(f"{self.stage.label} the previous stage is not done")
         return self.stage.model
 
-    def _prepare(self) -> data_prepare.PreparedData:
+    def _prepare(self) -> PreparedData:
         """The stage's rows, checked, counted exactly, and the over-length policy applied."""
-        curriculum, stage = self.plan.loaded.curriculum, self.stage
-        prepared = data_prepare.prepare(
-            stage.stage.data,
-            self.plan.loaded.base_dir,
-            stage.dataset.parent,
-            data_root=curriculum.data_root,
-            seed=curriculum.seed,
-        )
+        curriculum, stage = self.plan.curriculum, self.stage
         counter = data_audit.counter_for(model_ref.materialise(curriculum.model), {**stage.env, **os.environ})
-        prepared, lengths = data_prepare.apply_length_policy(
-            prepared, counter, stage.stage.max_length, stage.stage.over_length
+        prepared, lengths = self.plan.data.prepare_stage(
+            stage.stage.data, stage.dataset.parent, counter, stage.stage.max_length, stage.stage.over_length
         )
         if lengths["over_max_length"]:
             what = "dropped" if lengths["dropped"] else "truncated by the engine"
-            say(f"{self.label} {lengths['over_max_length']} record(s) over max_length {stage.stage.max_length}: {what}")
+            logger.info(
+                f"{stage.label} {lengths['over_max_length']} record(s) over max_length {stage.stage.max_length}: {what}"
+            )
         if self.record.data and self.record.data["sha256"] != prepared.sha256:
             raise RunError(
-                f"{self.label} cannot resume: the stage's data changed since the run started "
+                f"{stage.label} cannot resume: the stage's data changed since the run started "
                 f"({self.record.data['sha256'][:12]} -> {prepared.sha256[:12]})"
             )
         self.record.data = {**prepared.to_json(), "lengths": lengths}
@@ -228,7 +188,7 @@ class StageRun:
             # Leftovers of an attempt that never reached a checkpoint: keep them for inspection, out of the way.
             aside = stage.engine_dir.with_name(f"engine.abandoned-{int(time.time())}")
             stage.engine_dir.rename(aside)
-            say(f"moved the incomplete engine output of an earlier attempt to {aside}")
+            logger.info(f"moved the incomplete engine output of an earlier attempt to {aside}")
         if checkpoint is None:
             return stage.command, None
         return self.plan.command(stage, resume_from=checkpoint), checkpoint
@@ -248,7 +208,7 @@ class StageRun:
             weights.verify(final, start_model)
         except weights.WeightsError as exc:
             record.set(status="failed", error=str(exc))
-            self.save()
+            self._changed()
             raise StageFailed(f"{label}: final weights did not verify: {exc}") from exc
 
         losses = swift_adapter.losses(swift_adapter.read_steps(stage.engine_dir))
@@ -281,21 +241,23 @@ class StageRun:
             },
         )
         write_json_atomic(stage.dir / DONE, done)
-        self.save()
-        say(f"{self.label} done: final weights {final} (sha256 {str(record.weights_sha256)[:12]})")
+        self._changed()
+        logger.info(f"{stage.label} done: final weights {final} (sha256 {str(record.weights_sha256)[:12]})")
         return final
 
     def _merge_lora(self, checkpoint: Path, start_model: str) -> Path:
         command, merged = swift_adapter.merge_lora_command(
-            curriculum=self.plan.loaded.curriculum,
+            curriculum=self.plan.curriculum,
             model=start_model,
             adapter_checkpoint=checkpoint,
             python=self.stage.command[0],
         )
-        say(f"{self.label} merging LoRA adapters of {checkpoint.name} into full weights")
-        code = self.engine(command, engine_env(self.stage), self.stage.dir / ENGINE_LOG, engine_console(self.label))
+        label = self.stage.label
+        logger.info(f"{label} merging LoRA adapters of {checkpoint.name} into full weights")
+        env = environment.process_env(self.plan.curriculum)
+        code = self.engine(command, env, self.stage.dir / ENGINE_LOG, engine_console(label))
         if code != 0:
             raise StageFailed(
-                f"{self.label} merging the LoRA adapters failed (code {code}); log: {self.stage.dir / ENGINE_LOG}"
+                f"{label} merging the LoRA adapters failed (code {code}); log: {self.stage.dir / ENGINE_LOG}"
             )
         return merged

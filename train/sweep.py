@@ -21,28 +21,29 @@ from __future__ import annotations
 import argparse
 import importlib.resources
 import json
+import logging
 import os
-import shlex
 import shutil
 import subprocess
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from spinegpt.data_mixes.prepare import DataError, resolve_data_root
-from spinegpt.eval_hooks import launch as eval_launch
-from spinegpt.eval_hooks.config import BenchmarkConfig, EvalConfig
-from spinegpt.train import ablation_table, curriculum, manifest, plan, runner
-from spinegpt.train.stage import RunError
-from spinegpt.train.topology import Launch, launch_from_env
 
 from spinegpt import model_ref
 from spinegpt.config_io import ConfigError, ConfigIssue, line_of, read_yaml, validation_issues
+from spinegpt.data_mixes.rows import DataError
+from spinegpt.data_mixes.stage_data import resolve_data_root
 from spinegpt.errors import UserError
+from spinegpt.eval_hooks import launch as eval_launch
+from spinegpt.eval_hooks.config import BenchmarkConfig, EvalConfig
 from spinegpt.files import stable_hash, write_json_atomic
+from spinegpt.train import ablation_table, curriculum, environment, manifest, plan, runner
+from spinegpt.train.errors import RunError
+from spinegpt.train.topology import Launch
+
+logger = logging.getLogger(__name__)
 
 SWEEP_FILE = "sweep.yaml"
 ROW_FILE = "row.json"
@@ -164,7 +165,7 @@ def load(path: Path, overrides: list[str], output_dir: Path | None = None) -> Lo
     for number, entry in enumerate(spec.rows, 1):
         file = (source.parent / entry).resolve()
         try:
-            loaded = curriculum.load(file, [*spec.overrides, *overrides], base=base)
+            loaded = plan.load(file, [*spec.overrides, *overrides], base=base)
         except curriculum.CurriculumError as exc:
             problems.append(f"rows[{number - 1}] ({entry}): {exc}")
             continue
@@ -228,10 +229,9 @@ class SweepProgress:
         entry.update(status=status, updated_at=manifest.now(), **extra)
         self.write()
         counts = {s: sum(r["status"] == s for r in self.rows.values()) for s in ("done", "running", "failed")}
-        print(
-            f"[spinegpt sweep] {self.sweep.spec.name}: row {row.number} {row.name} {status}  "
-            f"({counts['done']}/{len(self.rows)} done, {counts['running']} running, {counts['failed']} failed)",
-            flush=True,
+        logger.info(
+            f"{self.sweep.spec.name}: row {row.number} {row.name} {status}  "
+            f"({counts['done']}/{len(self.rows)} done, {counts['running']} running, {counts['failed']} failed)"
         )
 
     def write(self) -> None:
@@ -298,9 +298,7 @@ def evaluate(sweep: LoadedSweep, row: Row, model: str) -> dict[str, Any]:
     cur = row.loaded.curriculum
     bench = sweep.benchmark(row)
     config = EvalConfig(benchmarks=[bench], backend=sweep.spec.backend, batch_size=sweep.spec.batch_size)
-    env = dict(os.environ)
-    for key, value in cur.env.items():
-        env.setdefault(key, value)
+    env = environment.process_env(cur)  # the hub and offline switches every process of the row's run got
     try:
         summary = eval_launch.run(model, plan.eval_job(config, cur, Path("/")), row.eval_dir, env, row.dir / "eval.log")
     except eval_launch.EvalFailed as exc:
@@ -311,7 +309,9 @@ def evaluate(sweep: LoadedSweep, row: Row, model: str) -> dict[str, Any]:
     return scores
 
 
-def run_local(sweep: LoadedSweep, rows: list[Row], launch: Launch, compare_paper: bool) -> int:
+def run_local(sweep: LoadedSweep, rows: list[Row], launch: Launch, compare_paper: bool) -> list[str]:
+    """Train and evaluate the rows one after another (a failing row is recorded and the next one runs); the table
+    is rebuilt after every finished row. Returns the names of the rows that failed."""
     leads = launch.leads  # node 0 keeps the books; others only train
     progress = SweepProgress(sweep)
     if leads:
@@ -319,7 +319,7 @@ def run_local(sweep: LoadedSweep, rows: list[Row], launch: Launch, compare_paper
     failed = []
     for row in rows:
         if finished(sweep, row) is not None:
-            print(f"[spinegpt sweep] row {row.number} {row.name}: done already, skipping", flush=True)
+            logger.info(f"row {row.number} {row.name}: done already, skipping")
             continue
         if leads:
             progress.set(row, "running", started_at=manifest.now())
@@ -329,20 +329,14 @@ def run_local(sweep: LoadedSweep, rows: list[Row], launch: Launch, compare_paper
             failed.append(row.name)
             if leads:
                 progress.set(row, "failed", error=str(exc))
-            print(f"[spinegpt sweep] row {row.name} FAILED: {exc}", file=sys.stderr, flush=True)
+            logger.error(f"row {row.name} FAILED: {exc}")
             continue
         if leads:
             progress.set(row, "done", ended_at=manifest.now())
             rebuild_table(sweep, compare_paper)
-    if leads:
-        paths = rebuild_table(sweep, compare_paper)
-        if paths:
-            print(paths[0].read_text(), flush=True)
-            print(f"[spinegpt sweep] table: {', '.join(map(str, paths))}", flush=True)
     if failed:
-        print(f"[spinegpt sweep] {len(failed)} row(s) failed: {', '.join(failed)} (see {sweep.output_dir / PROGRESS})")
-        return 1
-    return 0
+        logger.error(f"{len(failed)} row(s) failed: {', '.join(failed)} (see {sweep.output_dir / PROGRESS})")
+    return failed
 
 
 # -- SLURM ----------------------------------------------------------------------------------------------------------
@@ -362,18 +356,20 @@ def launch_scripts() -> Path:
     return Path(str(importlib.resources.files("spinegpt.launch")))
 
 
-def run_slurm(sweep: LoadedSweep, rows: list[Row], args: argparse.Namespace) -> int:
+def run_slurm(sweep: LoadedSweep, rows: list[Row], args: argparse.Namespace) -> list[list[str]]:
+    """Submit one job per unfinished row (``--dry-run``: submit nothing); returns the commands."""
     if not args.dry_run and shutil.which("sbatch") is None:
         raise SweepError("--launcher slurm: sbatch not found; run the sweep from a SLURM login node")
     progress = SweepProgress(sweep)
     env = {**os.environ, "SPINEGPT_COMMAND": "sweep"}
+    commands = []
     for row in rows:
         if finished(sweep, row) is not None:
-            print(f"[spinegpt sweep] row {row.number} {row.name}: done already, no job", flush=True)
+            logger.info(f"row {row.number} {row.name}: done already, no job")
             continue
         command = slurm_command(sweep, row, args)
+        commands.append(command)
         if args.dry_run:
-            print(f"SPINEGPT_COMMAND=sweep {shlex.join(command)}")
             continue
         row.dir.mkdir(parents=True, exist_ok=True)
         result = subprocess.run(command, env=env, capture_output=True, text=True)
@@ -381,7 +377,7 @@ def run_slurm(sweep: LoadedSweep, rows: list[Row], args: argparse.Namespace) -> 
             progress.set(row, "failed", error=f"sbatch: {result.stderr.strip() or result.returncode}")
             continue
         progress.set(row, "submitted", job_id=result.stdout.strip().split(";")[0], submitted_at=manifest.now())
-    return 0
+    return commands
 
 
 # -- dry run --------------------------------------------------------------------------------------------------------
@@ -404,18 +400,3 @@ def describe(sweep: LoadedSweep, rows: list[Row], launch: Launch) -> str:
             bench = f"MISSING: {exc}"
         lines.append(f"  eval   : {sweep.spec.benchmark.kind} {bench}")
     return "\n".join(lines)
-
-
-def command(args: argparse.Namespace) -> int:
-    sweep = load(args.sweep, list(args.overrides), args.output_dir)
-    rows = select(sweep.rows, args.only)
-    launch = launch_from_env(args.nproc)
-    if args.launcher == "slurm":
-        return run_slurm(sweep, rows, args)
-    if args.dry_run:
-        print(describe(sweep, rows, launch))
-        return 0
-    started = time.monotonic()
-    code = run_local(sweep, rows, launch, args.compare_paper)
-    print(f"[spinegpt sweep] {sweep.spec.name}: finished in {time.monotonic() - started:.0f}s", flush=True)
-    return code

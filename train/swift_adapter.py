@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import difflib
 import importlib.metadata
 import json
 import re
@@ -21,10 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from spinegpt.train.topology import Launch
-
 from spinegpt.files import write_json_atomic
 from spinegpt.paths import cache_root
+from spinegpt.train.topology import Launch
 
 if TYPE_CHECKING:
     from spinegpt.train.curriculum import Curriculum, Stage
@@ -87,6 +87,31 @@ def engine_argument_names() -> frozenset[str] | None:
     cache.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(cache, names)
     return frozenset(names)
+
+
+def check_engine_args(args: Mapping[str, Any], stage_keys: frozenset[str]) -> dict[str, Any]:
+    """A stage's ``engine_args`` with each key as the engine reads it (``--max-steps`` and ``--max_steps`` are the
+    same argument); raises ValueError naming every key that is spinegpt's own, a stage key, repeated, or not an
+    argument of ``swift sft`` (with the closest names)."""
+    known = engine_argument_names() if args else None
+    problems = []
+    normalised: dict[str, Any] = {}
+    for key, arg in args.items():
+        name = argument_name(str(key))
+        if name in MANAGED_ARGS:
+            problems.append(f"{key!r} is set by spinegpt from the curriculum")
+        elif name in stage_keys:
+            problems.append(f"{key!r} is a stage key; set it on the stage, not in engine_args")
+        elif known is not None and name not in known:
+            close = difflib.get_close_matches(name, known, n=3)
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            problems.append(f"{key!r} is not an argument of the engine (ms-swift sft){hint}")
+        elif name in normalised:
+            problems.append(f"{key!r} repeats another spelling of {name!r}")
+        normalised[name] = arg
+    if problems:
+        raise ValueError("; ".join(problems))
+    return normalised
 
 
 def _value(value: Any) -> list[str]:

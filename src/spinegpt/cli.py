@@ -25,6 +25,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from spinegpt import log
 from spinegpt.data_mixes import commands as data_commands
 from spinegpt.errors import UserError
 from spinegpt.train import commands as train_commands
@@ -35,7 +36,20 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     train_commands.register(sub)
     train_commands.register_data(data_commands.register(sub))
+    _loudness(parser, top=True)
     return parser
+
+
+def _loudness(parser: argparse.ArgumentParser, top: bool = False) -> None:
+    """``-q`` / ``-v`` before or after the verb (``spinegpt -q run ...`` and ``spinegpt run ... -q`` alike)."""
+    unset = False if top else argparse.SUPPRESS  # a verb's parser must not reset what was given before the verb
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("-q", "--quiet", action="store_true", default=unset, help="only warnings and errors (stderr)")
+    group.add_argument("-v", "--verbose", action="store_true", default=unset, help="say more, for debugging")
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):
+                _loudness(child)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -47,6 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not hasattr(args, "overrides") or any(a.startswith("-") or "=" not in a for a in rest):
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
         args.overrides = [*args.overrides, *rest]
+    log.setup(-1 if args.quiet else 1 if args.verbose else 0)
     try:
         code: int = args.handler(args)
         return code

@@ -11,3 +11,9 @@ class UserError(Exception):
     """An error whose message says what is wrong and what to do; printed without a traceback."""
 
     exit_code = 1
+
+
+class UsageError(UserError):
+    """A command line that asks for something impossible (exit code 2, as argparse's own errors)."""
+
+    exit_code = 2

@@ -11,6 +11,7 @@ that will never come).
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shlex
@@ -18,18 +19,19 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from spinegpt.log import echo
+
+logger = logging.getLogger(__name__)
+
 LineHandler = Callable[[str], None]
 StopCheck = Callable[[], str | None]
-
-
-def say(message: str) -> None:
-    print(f"[spinegpt] {message}", flush=True)
+TAIL_LINES = 20
+"""Lines of a failed child's output shown on the console (its whole output is in its log file)."""
 
 
 def split_lines(stream: IO[bytes]) -> Iterator[str]:
@@ -45,9 +47,9 @@ def split_lines(stream: IO[bytes]) -> Iterator[str]:
 
 
 def echo_own_progress(line: str) -> None:
-    """Default line handler: pass on the progress lines of our own child processes (``[spinegpt ...]``)."""
+    """Default line handler: pass on the lines our own child processes log (``[spinegpt ...]``)."""
     if line.startswith("[spinegpt"):
-        print(line, flush=True)
+        echo(line)
 
 
 def run(
@@ -59,8 +61,8 @@ def run(
     stop: StopCheck | None = None,
 ) -> int:
     """Run ``command`` to its end; every output line goes to ``log_path`` and to ``on_line``. Returns the exit code;
-    on failure the last lines are printed to stderr."""
-    tail: deque[str] = deque(maxlen=60)
+    on failure its last lines are logged."""
+    tail: deque[str] = deque(maxlen=TAIL_LINES)
     with log_path.open("ab") as log:
         log.write(f"\n$ {shlex.join(command)}\n".encode())
         log.flush()
@@ -78,7 +80,7 @@ def run(
             process.terminate()  # the reaper stops the whole tree below it
 
         previous = signal.signal(signal.SIGTERM, forward)
-        watcher = _watch(process, stop, log_path) if stop is not None else None
+        watcher = _StopWatch(process, stop, log_path) if stop is not None else None
         try:
             assert process.stdout is not None
             for line in split_lines(process.stdout):
@@ -95,27 +97,37 @@ def run(
                 except subprocess.TimeoutExpired:
                     process.kill()
             if watcher is not None:
-                watcher.join()
+                watcher.close()
     if code != 0:
-        print("\n".join(f"  | {line}" for line in tail), file=sys.stderr)
+        lines = "\n".join(f"  | {line}" for line in tail)
+        logger.error(f"{Path(command[0]).name} ... exited with code {code}; its last lines ({log_path}):\n{lines}")
     return code
 
 
-def _watch(process: subprocess.Popen[bytes], stop: StopCheck, log_path: Path) -> threading.Thread:
-    def loop() -> None:
-        while process.poll() is None:
-            reason = stop()
-            if reason is not None:
-                with log_path.open("a", encoding="utf-8") as log:
-                    log.write(f"\n[spinegpt] stopping: {reason}\n")
-                process.terminate()
-                try:
-                    process.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                return
-            time.sleep(2.0)
+class _StopWatch:
+    """Asks ``stop`` every 2 s, in a thread, whether the child must stop, and terminates it when so; :meth:`close`
+    ends the watch at once (a plain sleep loop would hold every finished child up to 2 s)."""
 
-    thread = threading.Thread(target=loop, name="spinegpt-stop-watch", daemon=True)
-    thread.start()
-    return thread
+    def __init__(self, process: subprocess.Popen[bytes], stop: StopCheck, log_path: Path):
+        self.process, self.stop, self.log_path = process, stop, log_path
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="spinegpt-stop-watch", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._closed.wait(2.0) and self.process.poll() is None:
+            reason = self.stop()
+            if reason is None:
+                continue
+            with self.log_path.open("a", encoding="utf-8") as log:
+                log.write(f"\n[spinegpt] stopping: {reason}\n")
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+            return
+
+    def close(self) -> None:
+        self._closed.set()
+        self._thread.join()

@@ -1,26 +1,37 @@
-"""Progress of long work with a known size: a bar on a terminal (tqdm), plain lines every few seconds in a log
-(where a redrawn bar would be thousands of carriage returns): done of total, rate, time left."""
+"""Progress of long work, in one style everywhere (generation, judging, token counting, reading sources): a bar on
+a terminal (tqdm), and where the console is a log file (a job's output, a child process read by its parent), a
+logged line every few seconds -- done of total, rate, time left -- instead of thousands of carriage returns."""
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
-from typing import IO, Any
+from typing import Any
+
+logger = logging.getLogger(__name__)
 
 
 class Progress:
+    """``total=None``: work of unknown size (reading a source of unknown length): done and rate only."""
+
     def __init__(
-        self, label: str, total: int, unit: str = "items", every_s: float = 10.0, stream: IO[str] | None = None
+        self,
+        label: str,
+        total: int | None,
+        unit: str = "items",
+        every_s: float = 10.0,
+        log: logging.Logger | None = None,
     ):
         self.label, self.total, self.unit, self.every_s = label, total, unit, every_s
-        self.stream = stream or sys.stderr
+        self.log = log or logger
         self.done = 0
         self.started = self.last = time.monotonic()
         self._bar: Any = None
-        if self.stream.isatty():
+        if sys.stderr.isatty() and self.log.isEnabledFor(logging.INFO):
             from tqdm import tqdm
 
-            self._bar = tqdm(total=total, desc=label, unit=f" {unit}", file=self.stream)
+            self._bar = tqdm(total=total, desc=label, unit=f" {unit}", file=sys.stderr)
 
     def advance(self, n: int = 1) -> None:
         self.done += n
@@ -30,11 +41,13 @@ class Progress:
         now = time.monotonic()
         if now - self.last >= self.every_s or self.done == self.total:
             self.last = now
-            print(self.line(now), file=self.stream, flush=True)
+            self.log.info(self.line(now))
 
     def line(self, now: float | None = None) -> str:
         elapsed = max((now or time.monotonic()) - self.started, 1e-9)
         rate = self.done / elapsed
+        if self.total is None:
+            return f"{self.label}: {self.done:,} {self.unit} ({rate:,.0f}/s)"
         left = (self.total - self.done) / rate if rate > 0 else float("nan")
         eta = f"{left / 60:.1f} min left" if left == left else "time left unknown"
         return f"{self.label}: {self.done}/{self.total} {self.unit} ({rate:.2f}/s, {eta})"
