@@ -11,7 +11,7 @@ export SPINEGPT_CACHE ?= $(CURDIR)/.cache/spinegpt
 # DeepSpeed's ops are JIT-compiled on first use (and cached above), never at install time.
 export DS_BUILD_OPS := 0
 
-.PHONY: setup smoke test test-fast check format clean
+.PHONY: setup smoke test test-fast test-unit check format clean
 
 setup: $(STAMP)
 
@@ -30,8 +30,13 @@ smoke: setup
 test: setup
 	$(BIN)/python -m pytest -v --durations=15
 
+# Tiers by folder (tests/conftest.py): unit (in-process, about a minute), integration (the real command line,
+# servers, scripts; nothing trains), e2e (the real engine trains: the slow part of `make test`).
 test-fast: setup
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest tests/unit tests/integration
+
+test-unit: setup
+	$(BIN)/python -m pytest tests/unit
 
 check: setup
 	$(BIN)/ruff check .

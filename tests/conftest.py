@@ -1,4 +1,6 @@
-"""Shared fixtures. Slow tests run the real engine (ms-swift + DeepSpeed over gloo) through the `spinegpt` command."""
+"""Shared fixtures of the three tiers: ``unit/`` (in-process, seconds), ``integration/`` (the real command line,
+servers and scripts; nothing trains) and ``e2e/`` (the real engine, ms-swift + DeepSpeed over gloo, trains through
+the `spinegpt` command: every test there is marked ``slow``)."""
 
 from __future__ import annotations
 
@@ -17,6 +19,19 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 CURRICULA = REPO / "curricula"
+SMOKE = CURRICULA / "smoke.yaml"
+TABLE7_ROWS = {
+    # row: (stage -> splits it trains on), stages skipped
+    "t7_1_base": ({}, ["foundation", "specialise", "reports"]),
+    "t7_2_general": ({"foundation": ["general"]}, ["specialise", "reports"]),
+    "t7_3_nonspine": ({"foundation": ["non_spine"], "reports": ["non_spine"]}, ["specialise"]),
+    "t7_4_spine": ({"specialise": ["spine"], "reports": ["spine"]}, ["foundation"]),
+    "t7_5_general_nonspine": ({"foundation": ["general", "non_spine"], "reports": ["non_spine"]}, ["specialise"]),
+    "t7_6_full": (
+        {"foundation": ["general", "non_spine"], "specialise": ["spine"], "reports": ["non_spine", "spine"]},
+        [],
+    ),
+}
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -25,6 +40,14 @@ def _cache_dirs(tmp_path_factory: pytest.TempPathFactory) -> None:
     # the test session away from the user's home cache.
     os.environ.setdefault("SPINEGPT_CACHE", str(tmp_path_factory.mktemp("spinegpt-cache")))
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(REPO / ".cache" / "torch_extensions"))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The tier is the folder: everything under e2e/ trains, so ``-m "not slow"`` leaves it out."""
+    e2e = Path(__file__).parent / "e2e"
+    for item in items:
+        if item.path.is_relative_to(e2e):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(autouse=True)
@@ -37,6 +60,27 @@ def _spinegpt_logs_reach_caplog() -> Iterator[None]:
         logger.removeHandler(handler)
     logger.propagate = True
     logger.setLevel(logging.NOTSET)
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data root in the upstream schemas (the ``builtin:smoke`` one, written into this test module's folder)."""
+    from spinegpt.data_mixes import smoke_root
+
+    return smoke_root.write(tmp_path_factory.mktemp("upstream"))
+
+
+def build_mix(root: Path, out: Path, name: str = "stage1_foundation", seed: int = 42, **kw: Any) -> Any:
+    """A shipped mix built from ``root`` into ``out`` (PubMedVision cut to two items unless ``settings`` says)."""
+    from spinegpt.data_mixes import build, mixes
+
+    settings = kw.pop("settings", {"pubmedvision.count": 2})
+    return build.build(mixes.load(name, settings), root, out, seed=seed, **kw)
+
+
+def engine_arg(command: list[str], key: str) -> str:
+    """The value the engine command gives ``--key``."""
+    return command[command.index(f"--{key}") + 1]
 
 
 @pytest.fixture(scope="session")

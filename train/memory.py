@@ -12,7 +12,7 @@ the sequence-parallel size):
   fp32), partitioned under ZeRO-1/2/3, on the CPU with optimizer offload;
 * activations: what a forward pass keeps for the backward pass. Per decoder layer and token,
   bytes·(8.25·h + 2·kv + 4·I) plus 2.2·h·(4 - bytes) for RMSNorm's fp32 upcasts (h hidden, kv key/value width,
-  I MLP width) -- counted from the tensors Qwen2.5-VL's layers save (``tests/test_memory.py`` measures them). With
+  I MLP width) -- counted from the tensors Qwen2.5-VL's layers save (``tests/unit/test_memory.py`` measures them). With
   gradient checkpointing only each layer's input is kept, and one layer is recomputed at a time;
 * logits and loss: tokens x vocabulary (151,936 for Qwen) x (bytes + 12): the logits, the fp32 log-softmax kept for
   the backward and its gradients. Tens of GB at 49k tokens -- unless a fused, chunked linear+cross-entropy (Liger)

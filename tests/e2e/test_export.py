@@ -11,9 +11,7 @@ import pytest
 
 from spinegpt.train import export, weights
 
-from .conftest import run_spinegpt
-
-pytestmark = pytest.mark.slow
+from ..conftest import run_spinegpt
 
 
 def test_export_final_stage_of_a_run(smoke_run: tuple[Path, dict[str, Any], str], tmp_path: Path) -> None:

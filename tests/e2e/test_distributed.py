@@ -10,9 +10,7 @@ import pytest
 
 from spinegpt.train import manifest
 
-from .conftest import run_spinegpt, run_until_then_kill
-
-pytestmark = pytest.mark.slow
+from ..conftest import run_spinegpt, run_until_then_kill
 
 # Same data order on every backend: no shuffling, so rank r always gets rows r, r+2, ...
 SAME_ORDER = (

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from spinegpt.eval_hooks.answers import parse_choices
 
-CORPUS = Path(__file__).parent / "data" / "answer_corpus.jsonl"
+CORPUS = Path(__file__).parents[1] / "data" / "answer_corpus.jsonl"
 OPTIONS = {
     "DX": {
         "A": "Ankylosing spondylitis",

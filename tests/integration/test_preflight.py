@@ -12,7 +12,7 @@ import pytest
 from spinegpt.train import curriculum, memory, plan, runner, topology
 from spinegpt.train.errors import RunError
 
-from .conftest import CURRICULA, REPO, run_spinegpt
+from ..conftest import CURRICULA, REPO, run_spinegpt
 
 
 def test_the_smoke_curriculum_is_ready_on_this_cpu_machine() -> None:

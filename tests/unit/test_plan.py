@@ -1,6 +1,8 @@
+"""Planning without side effects: every shipped curriculum plans, commands start from the previous stage, evaluation
+settings reach the evaluation process."""
+
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -8,13 +10,9 @@ import pytest
 from spinegpt.eval_hooks import launch as eval_launch
 from spinegpt.train import curriculum, plan, swift_adapter, topology
 
-from .conftest import CURRICULA, run_spinegpt
+from ..conftest import CURRICULA, engine_arg
 
 ALL_CURRICULA = list(curriculum.iter_curricula(CURRICULA))
-
-
-def _arg(command: list[str], key: str) -> str:
-    return command[command.index(f"--{key}") + 1]
 
 
 @pytest.mark.parametrize("path", ALL_CURRICULA, ids=[str(p.relative_to(CURRICULA)) for p in ALL_CURRICULA])
@@ -38,51 +36,14 @@ def test_every_curriculum_plans(path: Path, tmp_path: Path) -> None:
         command = stage["command"]
         assert command[1:4] == ["-m", "torch.distributed.run", "--standalone"]
         assert "--nproc_per_node=8" in command
-        assert _arg(command, "output_dir") == str(
+        assert engine_arg(command, "output_dir") == str(
             tmp_path / "out" / "stages" / f"{i + 1:02d}-{stage['name']}" / "engine"
         )
         if i > 0:  # each stage starts from the previous stage's final weights, as the engine's --model
             previous = data["stages"][i - 1]
-            assert _arg(command, "model") == str(Path(previous["dir"]) / "final")
+            assert engine_arg(command, "model") == str(Path(previous["dir"]) / "final")
             assert "--resume_from_checkpoint" not in command
     assert not (tmp_path / "out").exists()  # planning writes nothing
-
-
-def test_plan_json_cli_for_the_paper_curriculum() -> None:
-    result = run_spinegpt(
-        "plan", "curricula/spinegpt.yaml", "--json", "--nproc", "8", "--output-dir", "/nonexistent/run"
-    )
-    data = json.loads(result.stdout)
-    assert data["name"] == "spinegpt" and data["world_size"] == 8
-    stages = data["stages"]
-    assert [s["learning_rate"] for s in stages] == [1e-5, 1e-5, 1e-6]
-    assert [s["max_length"] for s in stages] == [16384, 16384, 49152]
-    assert [s["zero_stage"] for s in stages] == [2, 2, 3]
-    assert stages[0]["model"] == "Qwen/Qwen2.5-VL-7B-Instruct"
-    offload = json.loads(Path(stages[2]["deepspeed"]).read_text())["zero_optimization"]
-    assert offload["offload_optimizer"]["device"] == "cpu" and offload["offload_param"]["device"] == "cpu"
-    assert _arg(stages[2]["command"], "max_length") == "49152"
-    assert not Path("/nonexistent/run").exists()
-
-
-def test_plan_text_and_validate_cli() -> None:
-    text = run_spinegpt("plan", "curricula/smoke.yaml", "--nproc", "2").stdout
-    assert "stage 3/3: reports" in text and "ZeRO-3" in text and "swift.cli.sft" in text
-    assert "curricula/smoke.yaml: ok (3 stage(s))" in run_spinegpt("validate", "curricula/smoke.yaml").stdout
-
-
-def test_cli_reports_every_error_and_exits_2(tmp_path: Path) -> None:
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("name: x\nmodel: m\nstages:\n  - name: a\n    learning_rate: 0\n    max_length: -3\n")
-    result = run_spinegpt("plan", str(bad), check=False)
-    assert result.returncode == 2
-    for expected in (
-        "stages[0].data: required",
-        "stages[0].learning_rate: must be > 0",
-        "stages[0].max_length: must be > 0",
-        f"{bad}:5:",
-    ):
-        assert expected in result.stderr, result.stderr
 
 
 def test_engine_arguments_use_ms_swift_names(tmp_path: Path) -> None:
@@ -90,10 +51,10 @@ def test_engine_arguments_use_ms_swift_names(tmp_path: Path) -> None:
     built = plan.build(loaded, tmp_path, topology.Launch())
     command = built.stages[2].command
     assert command[1:3] == ["-m", "swift.cli.sft"]  # one process: no launcher
-    assert _arg(command, "deepspeed").endswith("configs/deepspeed/zero3_offload.json")
-    assert _arg(command, "tuner_type") == "full" and _arg(command, "learning_rate") == "0.0001"
-    assert _arg(command, "lora_dropout") == "0.1"  # engine_args pass through untouched
-    assert _arg(command, "model_type") == "qwen2_5_vl" and _arg(command, "add_version") == "false"
+    assert engine_arg(command, "deepspeed").endswith("configs/deepspeed/zero3_offload.json")
+    assert engine_arg(command, "tuner_type") == "full" and engine_arg(command, "learning_rate") == "0.0001"
+    assert engine_arg(command, "lora_dropout") == "0.1"  # engine_args pass through untouched
+    assert engine_arg(command, "model_type") == "qwen2_5_vl" and engine_arg(command, "add_version") == "false"
 
 
 def test_multi_node_command() -> None:
@@ -133,11 +94,11 @@ def test_long_context_switches_reach_the_engine(tmp_path: Path) -> None:
     ]
     built = plan.build(curriculum.load(CURRICULA / "smoke.yaml", overrides), tmp_path)
     reports, foundation = built.stages[2].command, built.stages[0].command
-    assert _arg(reports, "use_liger_kernel") == "true" and _arg(reports, "padding_free") == "true"
-    assert _arg(reports, "sequence_parallel_size") == "4" and _arg(reports, "attn_impl") == "flash_attn"
+    assert engine_arg(reports, "use_liger_kernel") == "true" and engine_arg(reports, "padding_free") == "true"
+    assert engine_arg(reports, "sequence_parallel_size") == "4" and engine_arg(reports, "attn_impl") == "flash_attn"
     assert "--use_liger_kernel" not in foundation and "--sequence_parallel_size" not in foundation
     sdpa = plan.build(curriculum.load(CURRICULA / "smoke.yaml", ["stages.reports.attn_impl=sdpa"]), tmp_path)
-    assert _arg(sdpa.stages[2].command, "attn_impl") == "sdpa"
+    assert engine_arg(sdpa.stages[2].command, "attn_impl") == "sdpa"
 
 
 def test_packing_without_flash_attention_is_refused() -> None:

@@ -12,10 +12,9 @@ import pytest
 from spinegpt.train import manifest
 from spinegpt.train.hooks.progress import read_progress
 
-from .conftest import run_spinegpt
-from .wandb_log import summary as wandb_summary
+from ..conftest import run_spinegpt
+from ..wandb_log import summary as wandb_summary
 
-pytestmark = pytest.mark.slow
 SECRET = "wandb-key-that-must-never-be-written-0123456789"
 
 

@@ -9,15 +9,11 @@ import math
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from spinegpt.train import manifest, weights
 
-from .bench_fixtures import write_mm25, write_mm25_parquet, write_spinebench
-from .conftest import run_spinegpt, run_until_then_kill
-from .judge_server import JudgeServer
-
-pytestmark = pytest.mark.slow
+from ..bench_fixtures import write_mm25, write_mm25_parquet, write_spinebench
+from ..conftest import run_spinegpt, run_until_then_kill
+from ..judge_server import JudgeServer
 
 
 def test_three_stages_trained_and_loadable(smoke_run: tuple[Path, dict[str, Any], str]) -> None:

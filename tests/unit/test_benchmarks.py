@@ -10,8 +10,8 @@ from spinegpt.eval_hooks import evaluator, registry, spinebench
 from spinegpt.eval_hooks.benchmark import BenchmarkError, prompt_for
 from spinegpt.eval_hooks.config import BenchmarkConfig, EvalConfig, ExtractorConfig, JudgeConfig
 
-from .bench_fixtures import write_mm25, write_mm25_parquet, write_spinebench
-from .judge_server import GOOD, JudgeServer
+from ..bench_fixtures import write_mm25, write_mm25_parquet, write_spinebench
+from ..judge_server import GOOD, JudgeServer
 
 
 def test_spinebench_reader(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ import pytest
 from spinegpt.train import curriculum, plan
 from spinegpt.train.curriculum import CurriculumError
 
-from .conftest import CURRICULA
+from ..conftest import CURRICULA
 
 
 def write(tmp_path: Path, text: str, name: str = "c.yaml") -> Path:

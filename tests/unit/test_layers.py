@@ -11,7 +11,7 @@ from spinegpt.data_mixes import sources
 from spinegpt.eval_hooks import registry
 from spinegpt.eval_hooks.benchmark import Benchmark, BenchmarkError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PACKAGES = {
     "train": REPO / "train",
     "data_mixes": REPO / "data_mixes",

@@ -12,7 +12,7 @@ from spinegpt.eval_hooks.config import JudgeConfig
 from spinegpt.eval_hooks.judge import Judge
 from spinegpt.eval_hooks.rubric import DIMENSION_CRITERIA, DIMENSIONS, JudgeReplyError, parse_verdict, rubric_prompt
 
-from .judge_server import GOOD, JudgeServer
+from ..judge_server import GOOD, JudgeServer
 
 
 def judge(server: JudgeServer, tmp_path: Path | None = None, **kw: object) -> Judge:

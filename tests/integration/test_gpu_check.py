@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .conftest import REPO
+from ..conftest import REPO
 
 
 def test_the_dry_run_builds_every_input_and_plans_the_three_stages(tmp_path: Path) -> None:

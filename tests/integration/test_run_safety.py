@@ -11,7 +11,6 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -19,11 +18,8 @@ from spinegpt.data_mixes.rows import DataError
 from spinegpt.files import FolderLock
 from spinegpt.train import curriculum, manifest, plan, runner, topology
 from spinegpt.train.errors import RunError
-from spinegpt.train.stage import DONE
 
-from .conftest import REPO, run_spinegpt
-
-SMOKE = REPO / "curricula" / "smoke.yaml"
+from ..conftest import SMOKE, run_spinegpt
 
 
 def _failing_engine(*args: object) -> int:
@@ -80,34 +76,6 @@ def test_resume_refuses_a_changed_seed_or_pixel_limit(
     # The same inputs resume (and an evaluation setting is not an input of the weights).
     with pytest.raises(RunError, match="engine exited with code 1"):
         runner.Runner(_built(tmp_path, "stages.foundation.eval=false"), resume=True, engine=_failing_engine).run()
-
-
-@pytest.mark.slow
-def test_resume_after_the_final_checkpoint_verifies_instead_of_training(
-    smoke_run: tuple[Path, dict[str, Any], str], tmp_path: Path
-) -> None:
-    """Killed after the last stage's final checkpoint but before its DONE.json: --resume must take that checkpoint
-    as the finished stage, never train past max_steps (which also rotated the real final checkpoint away)."""
-    run, data, _ = smoke_run
-    copy = tmp_path / "run"
-    shutil.copytree(run, copy, symlinks=True)
-    last = copy / "stages" / "03-reports"
-    (last / DONE).unlink()
-    (last / "final").unlink()
-    engine_log = (last / "engine.log").read_text()
-    checkpoints = sorted(p.name for p in (last / "engine").glob("checkpoint-*"))
-
-    result = run_spinegpt("run", str(SMOKE), "--nproc", "2", "--output-dir", str(copy), "--resume")
-    assert "is the stage's last step: verifying it, not training on" in result.stderr
-    assert (last / "engine.log").read_text() == engine_log  # the engine was not started again
-    assert sorted(p.name for p in (last / "engine").glob("checkpoint-*")) == checkpoints
-    resumed = json.loads((copy / manifest.FILE).read_text())["stages"][2]
-    assert (last / DONE).is_file() and (last / "final").resolve().name == checkpoints[-1]
-    assert resumed["status"] == "done" and resumed["weights_sha256"] == data["stages"][2]["weights_sha256"]
-    assert resumed["global_step"] == data["stages"][2]["global_step"]
-    # A second --resume finds every stage done and trains nothing.
-    again = run_spinegpt("run", str(SMOKE), "--nproc", "2", "--output-dir", str(copy), "--resume")
-    assert again.stderr.count("already done, skipping") == 3
 
 
 def test_bad_data_leaves_the_stage_failed_not_running(tmp_path: Path, tiny_model: Path) -> None:

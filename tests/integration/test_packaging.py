@@ -9,7 +9,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from .conftest import REPO
+from ..conftest import REPO
 
 
 def test_editable_install_maps_top_level_folders() -> None:

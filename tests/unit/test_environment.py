@@ -13,7 +13,7 @@ import pytest
 
 from spinegpt.train import curriculum, multinode, plan, sweep, topology
 
-from .conftest import CURRICULA, REPO
+from ..conftest import CURRICULA, REPO
 
 
 def test_a_follower_node_gets_the_threads_node0_gets_for_offloaded_adam(

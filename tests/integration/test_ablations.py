@@ -1,6 +1,6 @@
-"""Table 7 as code: the six row curricula plan the right splits at full size; the smoke sweep trains and evaluates
-every row on CPU and rebuilds the table and chart with computed averages; a finished row is skipped on the next
-run; a failing row is reported while the others still run; the SLURM launcher submits one job per row."""
+"""Table 7 as code: the six row curricula plan the right splits at full size, tables compute their averages, a failing
+row is reported while the others still run, bad sweeps name every problem, and the SLURM launcher submits one job
+per row."""
 
 from __future__ import annotations
 
@@ -13,29 +13,11 @@ from typing import Any
 
 import pytest
 
-from spinegpt.eval_hooks import spinebench
 from spinegpt.train import ablation_table
 
-from .conftest import REPO, run_spinegpt
+from ..conftest import REPO, TABLE7_ROWS, run_spinegpt
 
 ABLATIONS = REPO / "curricula" / "ablations"
-ROWS = {
-    # row: (stage -> splits it trains on), stages skipped
-    "t7_1_base": ({}, ["foundation", "specialise", "reports"]),
-    "t7_2_general": ({"foundation": ["general"]}, ["specialise", "reports"]),
-    "t7_3_nonspine": ({"foundation": ["non_spine"], "reports": ["non_spine"]}, ["specialise"]),
-    "t7_4_spine": ({"specialise": ["spine"], "reports": ["spine"]}, ["foundation"]),
-    "t7_5_general_nonspine": ({"foundation": ["general", "non_spine"], "reports": ["non_spine"]}, ["specialise"]),
-    "t7_6_full": (
-        {"foundation": ["general", "non_spine"], "specialise": ["spine"], "reports": ["non_spine", "spine"]},
-        [],
-    ),
-}
-# Small and quick on 2 cores: one process, no DeepSpeed, one step per stage (the engine path is the same).
-FAST = [
-    *(f"stages.{s}.max_steps=1" for s in ("foundation", "specialise", "reports")),
-    *(f"stages.{s}.deepspeed=null" for s in ("foundation", "specialise", "reports")),
-]
 
 
 @pytest.fixture(scope="module")
@@ -44,10 +26,10 @@ def full() -> dict[str, Any]:
     return data
 
 
-@pytest.mark.parametrize("row", sorted(ROWS))
+@pytest.mark.parametrize("row", sorted(TABLE7_ROWS))
 def test_full_size_rows_train_on_their_splits_and_share_everything_else(row: str, full: dict[str, Any]) -> None:
     data = json.loads(run_spinegpt("plan", f"curricula/ablations/{row}.yaml", "--json", "--nproc", "8").stdout)
-    trains, skipped = ROWS[row]
+    trains, skipped = TABLE7_ROWS[row]
     assert {s["name"]: s["splits"] for s in data["stages"]} == trains
     assert [s["name"] for s in data["skipped"]] == skipped
     by_name = {s["name"]: s for s in full["stages"]}
@@ -88,49 +70,6 @@ def test_table_averages_weigh_text_and_image_by_their_item_counts(tmp_path: Path
     assert full["avg"] == "87.48" and full["paper avg (printed)"] == "87.89" and full["paper avg (294:193)"] == "87.48"
     assert text_only["avg"] == "50.00" and text_only["image"] == "" and text_only["paper text"] == "87.76"
     assert "| 2 | text_only |  |  | ✓ | 50.00 |  | 50.00 | 2 | 0 |" in paths[0].read_text()
-
-
-@pytest.mark.slow
-def test_smoke_sweep_end_to_end_then_resume(tmp_path: Path) -> None:
-    out = tmp_path / "sweep"
-    result = run_spinegpt("sweep", "curricula/ablations/smoke", "--output-dir", str(out), "--compare-paper", *FAST)
-    progress = json.loads((out / "progress.json").read_text())
-    assert [r["status"] for r in progress["rows"].values()] == ["done"] * 6, progress
-    rows = [json.loads((out / "rows" / name / "row.json").read_text()) for name in ROWS]
-    for row, (name, (trains, _)) in zip(rows, ROWS.items(), strict=True):
-        assert row["name"] == name and [s["name"] for s in row["stages"]] == list(trains)
-        assert row["splits"] == sorted(
-            {s for v in trains.values() for s in v}, key=["general", "non_spine", "spine"].index
-        )
-        text, image = row["scores"]["text"], row["scores"]["image"]
-        assert text["n"] == 2 and image["n"] == 3  # the smoke SpineBench's multiple-choice items
-    summary = json.loads((out / "rows" / "t7_1_base" / "eval" / "summary.json").read_text())
-    assert summary["benchmarks"]["spinebench"]["items"] == 5  # the report prompt is left out of Table 7
-    assert "tiny-qwen2_5_vl" in rows[0]["model"]  # row 1: the base model itself
-    assert rows[5]["model"].endswith("03-reports/final")
-
-    with (out / "table7.csv").open() as handle:
-        table = list(csv.DictReader(handle))
-    assert [t["curriculum"] for t in table] == list(ROWS)
-    for line, row in zip(table, rows, strict=True):
-        text, image = row["scores"]["text"], row["scores"]["image"]
-        weighted = spinebench.mcq_average((text["accuracy"], text["n"]), (image["accuracy"], image["n"]))
-        assert float(line["avg"]) == pytest.approx(weighted, abs=0.005)  # computed from counts, not copied
-        assert float(line["text"]) == pytest.approx(text["accuracy"], abs=0.005)
-        assert [line["General"], line["No-Spine"], line["Spine"]] == [
-            "1" if s in row["splits"] else "" for s in ("general", "non_spine", "spine")
-        ]
-    assert table[5]["paper avg (printed)"] == "87.89" and table[5]["paper avg (294:193)"] == "87.48"
-    markdown = (out / "table7.md").read_text()
-    assert "| 6 | t7_6_full | ✓ | ✓ | ✓ |" in markdown
-    assert (out / "table7.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "table: " in result.stdout
-
-    # Resume: every row is done, nothing is trained or evaluated again.
-    stamps = {name: (out / "rows" / name / "row.json").stat().st_mtime_ns for name in ROWS}
-    again = run_spinegpt("sweep", "curricula/ablations/smoke", "--output-dir", str(out), *FAST)
-    assert again.stderr.count("done already, skipping") == 6
-    assert stamps == {name: (out / "rows" / name / "row.json").stat().st_mtime_ns for name in ROWS}
 
 
 def test_a_failing_row_is_reported_and_the_others_still_run(tmp_path: Path) -> None:
@@ -220,6 +159,6 @@ def test_every_shipped_sweep_loads_and_dry_runs() -> None:
     assert [p.relative_to(ABLATIONS).as_posix() for p in found] == ["smoke/sweep.yaml", "sweep.yaml"]
     for path in found:
         loaded = sweep.load(path, [])
-        assert [r.name for r in loaded.rows] == list(ROWS)
+        assert [r.name for r in loaded.rows] == list(TABLE7_ROWS)
     text = run_spinegpt("sweep", "curricula/ablations/smoke", "--dry-run").stdout
     assert text.count("\nrow ") == 6 and "none: the base model is only evaluated" in text and "MISSING" not in text

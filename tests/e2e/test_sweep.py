@@ -1,0 +1,62 @@
+"""The smoke sweep end to end: all six Table 7 rows trained and evaluated on CPU, the table and chart rebuilt with
+computed averages, and a second run skips every finished row."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from spinegpt.eval_hooks import spinebench
+
+from ..conftest import TABLE7_ROWS, run_spinegpt
+
+# Small and quick on 2 cores: one process, no DeepSpeed, one step per stage (the engine path is the same).
+FAST = [
+    *(f"stages.{s}.max_steps=1" for s in ("foundation", "specialise", "reports")),
+    *(f"stages.{s}.deepspeed=null" for s in ("foundation", "specialise", "reports")),
+]
+
+
+def test_smoke_sweep_end_to_end_then_resume(tmp_path: Path) -> None:
+    out = tmp_path / "sweep"
+    result = run_spinegpt("sweep", "curricula/ablations/smoke", "--output-dir", str(out), "--compare-paper", *FAST)
+    progress = json.loads((out / "progress.json").read_text())
+    assert [r["status"] for r in progress["rows"].values()] == ["done"] * 6, progress
+    rows = [json.loads((out / "rows" / name / "row.json").read_text()) for name in TABLE7_ROWS]
+    for row, (name, (trains, _)) in zip(rows, TABLE7_ROWS.items(), strict=True):
+        assert row["name"] == name and [s["name"] for s in row["stages"]] == list(trains)
+        assert row["splits"] == sorted(
+            {s for v in trains.values() for s in v}, key=["general", "non_spine", "spine"].index
+        )
+        text, image = row["scores"]["text"], row["scores"]["image"]
+        assert text["n"] == 2 and image["n"] == 3  # the smoke SpineBench's multiple-choice items
+    summary = json.loads((out / "rows" / "t7_1_base" / "eval" / "summary.json").read_text())
+    assert summary["benchmarks"]["spinebench"]["items"] == 5  # the report prompt is left out of Table 7
+    assert "tiny-qwen2_5_vl" in rows[0]["model"]  # row 1: the base model itself
+    assert rows[5]["model"].endswith("03-reports/final")
+
+    with (out / "table7.csv").open() as handle:
+        table = list(csv.DictReader(handle))
+    assert [t["curriculum"] for t in table] == list(TABLE7_ROWS)
+    for line, row in zip(table, rows, strict=True):
+        text, image = row["scores"]["text"], row["scores"]["image"]
+        weighted = spinebench.mcq_average((text["accuracy"], text["n"]), (image["accuracy"], image["n"]))
+        assert float(line["avg"]) == pytest.approx(weighted, abs=0.005)  # computed from counts, not copied
+        assert float(line["text"]) == pytest.approx(text["accuracy"], abs=0.005)
+        assert [line["General"], line["No-Spine"], line["Spine"]] == [
+            "1" if s in row["splits"] else "" for s in ("general", "non_spine", "spine")
+        ]
+    assert table[5]["paper avg (printed)"] == "87.89" and table[5]["paper avg (294:193)"] == "87.48"
+    markdown = (out / "table7.md").read_text()
+    assert "| 6 | t7_6_full | ✓ | ✓ | ✓ |" in markdown
+    assert (out / "table7.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "table: " in result.stdout
+
+    # Resume: every row is done, nothing is trained or evaluated again.
+    stamps = {name: (out / "rows" / name / "row.json").stat().st_mtime_ns for name in TABLE7_ROWS}
+    again = run_spinegpt("sweep", "curricula/ablations/smoke", "--output-dir", str(out), *FAST)
+    assert again.stderr.count("done already, skipping") == 6
+    assert stamps == {name: (out / "rows" / name / "row.json").stat().st_mtime_ns for name in TABLE7_ROWS}
