@@ -1,33 +1,45 @@
-"""The paper's stages on one real GPU, measured against the memory planner.
+"""The paper's stages on the one GPU machine this project can get, measured against the memory planner.
 
-    python bench/gpu_check.py [--wheels .whl] [--layers 2] [--steps 3]      # on an H100 / H200, <= 25 minutes
-    python bench/gpu_check.py --dry-run --workdir /tmp/gc                   # anywhere: build inputs, print the plan
+    python bench/gpu_check.py --results $OUT                      # on the GPU machine: one command, <= 8 minutes
+    python bench/gpu_check.py --dry-run --workdir /tmp/gc         # anywhere: inputs, plan, disk/time budget, wheels
+    python bench/gpu_check.py --download-wheels bench/wheels [--present freeze.txt]   # where a registry is reachable
 
-Run it where spinegpt imports (the project's venv, or ``pip install --no-deps -e .`` beside the wheels of what the
-GPU machine lacks: ``--wheels`` installs every wheel of that folder into the work folder first).
+The machine (device tool README): one H200 (~139 GiB), 16 cores, 128 GiB RAM, 64 GiB of disk, Python 3.12 with its
+own torch, transformers, accelerate, peft, mpi4py, ninja and nvcc; no registry, so what it lacks comes as wheel files
+(at most 64 MiB with the repository); 15 minutes of GPU time in all, at most 10 minutes a command.
 
-A randomly initialised Qwen2.5-VL with the 7B's full width, vocabulary and vision tower but ``--layers`` decoder
-layers is trained through ``spinegpt run`` on synthetic rows written in the engine's format -- a long-answer text
-row, a short row and a row with a large image, their lengths counted exactly -- by a curriculum that extends
-``curricula/spinegpt.yaml``: stage 1 at 16,384 tokens (ZeRO-2, bf16) without the fused loss, stage 2 the same with it
-(starting from stage 1's saved final weights), stage 3 at 49,152 tokens under ZeRO-3 with CPU offload. Each stage's
-peak allocated and reserved memory (a probe in every rank, ``bench/gpu_probe``) is put beside the planner's
-prediction for the same shape, with tokens/s, MFU and the checkpoint's size, into
-``bench/results/gpu-<device>.txt``. Nothing is downloaded: the tokenizer is the offline tiny model's (the real Qwen
-one); ms-swift, DeepSpeed and liger may come as wheel files (``--wheels``), installed into the work folder.
+What runs: a randomly initialised Qwen2.5-VL with the 7B's full width, vocabulary and vision tower but ``--layers``
+decoder layers, trained through ``spinegpt run --nproc 1`` (the one-GPU path users take) by a curriculum that extends
+``curricula/spinegpt.yaml``, one stage at a time:
+
+* ``foundation``: stage 1's command at 16,384 tokens, ZeRO-2, without the fused loss;
+* ``specialise``: the same with Liger's fused loss (``use_liger_kernel``), from the previous stage's saved weights;
+* ``reports``: stage 3's command at 49,152 tokens, ZeRO-3 with CPU offload and the fused loss -- the stage whose
+  DeepSpeed config spinegpt changes to keep every parameter gathered (``configs/deepspeed/README.md``), exactly the
+  path the paper curriculum's stage 3 takes.
+
+Each stage's rows nearly fill its ``max_length`` (a long answer; a large image with a long answer), counted exactly
+by the audit's counter. Per stage: peak allocated and reserved memory (a probe in the rank, ``bench/gpu_probe``)
+beside the planner's prediction for the same shape; tokens/s and MFU over the steps after the first (warm-up
+excluded); the checkpoint's size. Disk stays in budget: one checkpoint per stage, and the DeepSpeed states of each
+stage's checkpoint are removed once it is measured (its weights stay: the next stage starts from them). A time
+budget (``--budget-s``, default 8 minutes) is checked before each stage: a stage that would not finish in it is not
+started, and the results so far are written after every stage (``--results``), so they come back whatever happens.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
-import math
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +47,14 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40": 181.0}
 """Dense bf16 peak of each card, for MFU."""
-STAGES = {"foundation": 16384, "specialise": 16384, "reports": 49152}
+DISK_GIB = 64.0
+TIME_BUDGET_S = 480.0
+WHEELS_MIB = 60.0
+"""What the wheel files may take: the carry limit is 64 MiB with the repository."""
+RUNTIME_DISTS = HERE / "gpu_runtime_dists.txt"
+DEVICE_HAS = ("torch", "transformers", "accelerate", "peft", "mpi4py", "ninja")
+"""What the device machine's README says it has (with what they need)."""
+DEVICE_TORCH = "2.11"
 VISION_7B = {
     "depth": 32,
     "hidden_size": 1280,
@@ -48,6 +67,28 @@ VISION_7B = {
     "window_size": 112,
     "fullatt_block_indexes": [7, 15, 23, 31],
 }
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    name: str
+    max_length: int
+    deepspeed: str
+    fused_loss: bool
+
+
+STAGES = (
+    StageSpec("foundation", 16384, "zero2", False),
+    StageSpec("specialise", 16384, "zero2", True),
+    StageSpec("reports", 49152, "zero3_offload", True),
+)
+
+# Seconds each phase is expected to take on the H200 machine, for the budget the dry run prints and the run
+# enforces (estimates: nothing has been measured on it yet; the run prints what it measures beside them).
+EXPECTED_S = {"model": 60.0, "engine start": 60.0, "cpu adam build": 90.0, "save per GB": 0.7, "steps": 20.0}
+
+
+# -- inputs --------------------------------------------------------------------------------------------------------
 
 
 def text_config(layers: int) -> dict[str, Any]:
@@ -78,11 +119,9 @@ def build_model(folder: Path, layers: int, weights: bool) -> Path:
     tiny = tiny_model.ensure()
     folder.mkdir(parents=True, exist_ok=True)
     for item in tiny.iterdir():
-        if item.name not in (
-            "config.json",
-            "model.safetensors.index.json",
-            "spinegpt_recipe.json",
-        ) and not item.name.endswith(".safetensors"):
+        if item.name not in ("config.json", "model.safetensors.index.json", "spinegpt_recipe.json") and not (
+            item.name.endswith(".safetensors")
+        ):
             shutil.copy2(item, folder / item.name)
     config_file = folder / "processor_config.json"
     processor = json.loads(config_file.read_text())
@@ -119,8 +158,9 @@ def build_model(folder: Path, layers: int, weights: bool) -> Path:
 
 
 def write_rows(folder: Path, tokenizer: Any, max_length: int) -> tuple[Path, list[int]]:
-    """Three rows at this max_length: a long answer that nearly fills it, a short one, and one with a large image
-    (counted exactly by the audit's own counter)."""
+    """Two rows that nearly fill ``max_length``: a long answer, and a large image (5,184 visual tokens) with a long
+    answer. Every step then trains about ``max_length`` tokens, whichever row it draws (tokens/s needs no guess at
+    the data order)."""
     from PIL import Image
 
     from spinegpt.data_mixes.audit import TokenCounter
@@ -131,61 +171,165 @@ def write_rows(folder: Path, tokenizer: Any, max_length: int) -> tuple[Path, lis
         Image.new("RGB", (2016, 2016), (90, 90, 90)).save(image)  # (2016/28)^2 = 5,184 visual tokens
     sentence = "The sagittal T2 image shows degeneration at L4/L5 with a broad-based protrusion. "
 
-    def row(question: str, answer: str, images: list[str] | None = None) -> dict[str, Any]:
+    def row(question: str, repeats: int, images: list[str] | None = None) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "messages": [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+            "messages": [{"role": "user", "content": question}, {"role": "assistant", "content": sentence * repeats}]
         }
         if images:
             out["images"] = images
         return out
 
-    unit = counter.count(row("Describe.", sentence * 10)) - counter.count(row("Describe.", ""))
-    long = row("Describe the findings in detail.", sentence * int((max_length - 200) * 10 / unit))
-    while counter.count(long) > max_length - 64:  # trim to just under max_length
-        long["messages"][1]["content"] = long["messages"][1]["content"][: -len(sentence) * 5]
-    rows = [long, row("Which level?", "L4/L5."), row("<image>Which level is abnormal?", "L4/L5.", [str(image)])]
+    def filled(question: str, images: list[str] | None = None) -> dict[str, Any]:
+        unit = counter.count(row(question, 11, images)) - counter.count(row(question, 1, images))  # per 10 sentences
+        repeats = max(1, int((max_length - counter.count(row(question, 0, images))) * 10 / unit))
+        while repeats > 1 and counter.count(row(question, repeats, images)) > max_length - 64:
+            repeats -= 1
+        return row(question, repeats, images)
+
+    rows = [filled("Describe the findings in detail."), filled("<image>Describe this image.", [str(image)])]
     path = folder / f"rows-{max_length}.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path, [counter.count(r) for r in rows]
 
 
 def write_curriculum(work: Path, model: Path, rows: dict[int, Path], steps: int) -> Path:
-    def stage(name: str, liger: bool) -> str:
+    def stage(spec: StageSpec) -> str:
         return (
-            f"  - name: {name}\n    data: [{{jsonl: '{rows[STAGES[name]]}'}}]\n    max_steps: {steps}\n"
-            f"    save_steps: {steps}\n    logging_steps: 1\n    use_liger_kernel: {str(liger).lower()}\n"
-            "    gradient_accumulation_steps: 1\n"
+            f"  - name: {spec.name}\n    data: [{{jsonl: '{rows[spec.max_length]}'}}]\n"
+            f"    max_length: {spec.max_length}\n    deepspeed: {spec.deepspeed}\n    max_steps: {steps}\n"
+            f"    save_steps: {steps}\n    save_total_limit: 1\n    logging_steps: 1\n    warmup_ratio: 0.0\n"
+            f"    use_liger_kernel: {str(spec.fused_loss).lower()}\n    gradient_accumulation_steps: 1\n"
         )
 
     path = work / "gpu-check.yaml"
     path.write_text(
         f"extends: '{REPO / 'curricula' / 'spinegpt.yaml'}'\nname: gpu-check\nmodel: '{model}'\n"
-        "report_to: [none]\nstages:\n" + stage("foundation", False) + stage("specialise", True) + stage("reports", True)
+        "report_to: [none]\nstages:\n" + "".join(stage(s) for s in STAGES)
     )
     return path
 
 
-def install_wheels(wheels: Path, site: Path) -> None:
-    site.mkdir(parents=True, exist_ok=True)
-    found = sorted(str(p) for p in wheels.glob("*.whl"))
-    if found:
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "install",
-                "-q",
-                "--no-index",
-                "--no-deps",
-                "--no-compile",
-                "--upgrade",
-                "--target",
-                str(site),
-                *found,
-            ],
-            check=True,
+# -- budgets -------------------------------------------------------------------------------------------------------
+
+
+def disk_plan(model_gb: float, checkpoint_gb: dict[str, float], weights_gb: float) -> list[tuple[str, float]]:
+    """GB on disk after each step of the run: the model; each stage's checkpoint while it is written (weights and
+    DeepSpeed states); then only its weights once measured (the next stage starts from them)."""
+    kept = model_gb
+    plan = [("model", kept)]
+    for spec in STAGES:
+        plan.append((f"{spec.name} checkpoint written", kept + checkpoint_gb[spec.name]))
+        kept += weights_gb
+        plan.append((f"{spec.name} measured, DeepSpeed states removed", kept))
+    return plan
+
+
+def time_plan(checkpoint_gb: dict[str, float]) -> list[tuple[str, float]]:
+    plan = [("model built on the GPU", EXPECTED_S["model"])]
+    for spec in STAGES:
+        seconds = (
+            EXPECTED_S["engine start"] + EXPECTED_S["steps"] + EXPECTED_S["save per GB"] * checkpoint_gb[spec.name]
         )
+        if spec.deepspeed.endswith("offload") and spec is next(s for s in STAGES if s.deepspeed.endswith("offload")):
+            seconds += EXPECTED_S["cpu adam build"]
+        plan.append((spec.name, seconds))
+    return plan
+
+
+# -- wheels --------------------------------------------------------------------------------------------------------
+
+
+def _normal(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _closure(names: set[str]) -> set[str]:
+    """The installed distributions ``names`` need, recursively (their requirements as installed here)."""
+    from packaging.requirements import Requirement
+
+    seen: set[str] = set()
+    todo = [_normal(n) for n in names]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        try:
+            dist = importlib.metadata.distribution(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        seen.add(name)
+        for text in dist.requires or []:
+            requirement = Requirement(text)
+            if requirement.marker is None or requirement.marker.evaluate({"extra": "", "python_version": "3.12"}):
+                todo.append(_normal(requirement.name))
+    return seen
+
+
+def _pinned(name: str) -> str:
+    """A requirement for ``name``: the version installed here, else spinegpt's own range for it (the gpu extra's
+    liger-kernel, which a CPU machine does not install)."""
+    from packaging.requirements import Requirement
+
+    try:
+        return f"{name}=={importlib.metadata.version(name)}"
+    except importlib.metadata.PackageNotFoundError:
+        for text in importlib.metadata.requires("spinegpt") or []:
+            requirement = Requirement(text)
+            if _normal(requirement.name) == name:
+                return f"{name}{requirement.specifier}"
+        raise
+
+
+def needed_wheels(present: dict[str, str | None]) -> list[str]:
+    """Requirements for what a run imports (measured: ``gpu_runtime_dists.txt``) that the GPU machine lacks, at
+    the versions this project pins; torchvision at the release that matches the machine's own torch."""
+    imported = {_normal(line.split()[0]) for line in RUNTIME_DISTS.read_text().splitlines() if line and line[0] != "#"}
+    missing = sorted(imported - _closure(set(present)) - {"spinegpt", "setuptools"})
+    torch = present.get("torch")
+    # torchvision 0.N pairs with torch 2.(N - 15): a build for another torch fails to import (torchvision::nms).
+    matching = f"torchvision==0.{int(torch.split('.')[1]) + 15}.*" if torch else None
+    return [matching if name == "torchvision" and matching else _pinned(name) for name in missing]
+
+
+def present_on_device(freeze: Path | None) -> dict[str, str | None]:
+    """The GPU machine's distributions and versions: its ``pip list --format=freeze`` when given, else what its
+    README says (torch 2.11)."""
+    if freeze is None:
+        return {**dict.fromkeys(DEVICE_HAS), "torch": DEVICE_TORCH}
+    pairs = (line.split("==", 1) for line in freeze.read_text().splitlines() if "==" in line)
+    return {_normal(name): version for name, version in pairs}
+
+
+def download_wheels(dest: Path, wanted: list[str]) -> float:
+    """Wheels for CPython 3.12 / manylinux x86_64, one version each (sdist-only ones built here); MiB in all."""
+    dest.mkdir(parents=True, exist_ok=True)
+    pip = [sys.executable, "-m", "pip"]
+    platform = [
+        "--python-version",
+        "3.12",
+        "--implementation",
+        "cp",
+        "--abi",
+        "cp312",
+        "--abi",
+        "abi3",
+        "--abi",
+        "none",
+    ]
+    platform += ["--platform", "manylinux_2_28_x86_64", "--platform", "manylinux2014_x86_64", "--platform", "any"]
+    for spec in wanted:
+        got = subprocess.run(
+            [*pip, "download", "-q", "--no-deps", "--only-binary=:all:", *platform, "-d", str(dest), spec],
+            capture_output=True,
+            text=True,
+        )
+        if got.returncode != 0:  # no wheel published (DeepSpeed ships an sdist): build a pure-Python one here
+            env = {**os.environ, "DS_BUILD_OPS": "0"}
+            subprocess.run([*pip, "wheel", "-q", "--no-deps", "-w", str(dest), spec], check=True, env=env)
+    return sum(p.stat().st_size for p in dest.glob("*.whl")) / 2**20
+
+
+# -- measuring -----------------------------------------------------------------------------------------------------
 
 
 def device_name() -> str:
@@ -198,23 +342,42 @@ def peak_tflops(name: str) -> float | None:
     return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
 
 
-def stage_measurements(stage_dir: Path) -> dict[str, Any]:
-    """Peak memory (largest rank), run time and checkpoint size of one finished stage folder."""
-    probes = [json.loads(p.read_text()) for p in stage_dir.glob("memory-probe-*.json")]
+def step_seconds(stage_dir: Path) -> float | None:
+    """Seconds per optimizer step after the first (its warm-up: allocator, kernels, the first all-gather). ms-swift
+    logs ``train_speed(s/it)`` as the mean since the start, so step k ended at k x speed_k."""
     logs = [json.loads(line) for line in (stage_dir / "engine" / "logging.jsonl").read_text().splitlines() if line]
-    runtime = next((r["train_runtime"] for r in reversed(logs) if "train_runtime" in r), None)
+    ends = {}
+    for record in logs:
+        step, _, _ = str(record.get("global_step/max_steps", "")).partition("/")
+        if step.isdigit() and "train_speed(s/it)" in record:
+            ends[int(step)] = int(step) * float(record["train_speed(s/it)"])
+    if len(ends) < 2:
+        return None
+    first, last = min(ends), max(ends)
+    return (ends[last] - ends[first]) / (last - first)
+
+
+def measure(stage_dir: Path) -> dict[str, Any]:
+    """Peak memory, seconds per step and checkpoint size of one finished stage folder."""
+    probes = [json.loads(p.read_text()) for p in stage_dir.glob("memory-probe-*.json")]
     final = (stage_dir / "final").resolve()
     size = sum(p.stat().st_size for p in final.rglob("*") if p.is_file())
     return {
         "allocated_gib": max((p["allocated"] for p in probes), default=0) / 2**30,
         "reserved_gib": max((p["reserved"] for p in probes), default=0) / 2**30,
-        "runtime_s": runtime,
+        "step_s": step_seconds(stage_dir),
         "checkpoint_gb": size / 1e9,
     }
 
 
-def report(plan: dict[str, Any], measured: dict[str, Any], tokens: dict[str, int], device: str, params: float) -> str:
-    peak = peak_tflops(device)
+def prune(stage_dir: Path) -> None:
+    """Remove the DeepSpeed states of the stage's checkpoint (tens of GB), keeping its weights: the next stage
+    starts from them and the stage stays done."""
+    for states in (stage_dir / "final").resolve().glob("global_step*"):
+        shutil.rmtree(states)
+
+
+def report(rows: list[dict[str, Any]], device: str, budget: list[str]) -> str:
     lines = [
         f"# python bench/gpu_check.py   ({time.strftime('%Y-%m-%d')}, {device})",
         "",
@@ -222,35 +385,53 @@ def report(plan: dict[str, Any], measured: dict[str, Any], tokens: dict[str, int
         "checkpoint GB |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for name, predicted in plan.items():
-        m = measured[name]
-        rate = tokens[name] / m["runtime_s"] if m.get("runtime_s") else float("nan")
-        mfu = 6 * params * rate / (peak * 1e12) if peak and rate == rate else float("nan")
-        ratio = predicted / m["reserved_gib"] if m["reserved_gib"] else float("nan")
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['stage']} | {r['tokens']:,} | {r['planner_gib']:.1f} | {r['error']} |||||| ")
+            continue
+        ratio = r["planner_gib"] / r["reserved_gib"] if r["reserved_gib"] else float("nan")
         within = "ok" if abs(ratio - 1) <= 0.15 else "OFF by more than 15%"
         lines.append(
-            f"| {name} | {STAGES[name]:,} | {predicted:.1f} | {m['allocated_gib']:.1f} | {m['reserved_gib']:.1f} "
-            f"| {ratio:.2f} ({within}) | {rate:,.0f} | {mfu:.1%} | {m['checkpoint_gb']:.1f} |"
+            f"| {r['stage']} | {r['tokens']:,} | {r['planner_gib']:.1f} | {r['allocated_gib']:.1f} | "
+            f"{r['reserved_gib']:.1f} | {ratio:.2f} ({within}) | {r['tokens_per_s']:,.0f} | {r['mfu']:.1%} | "
+            f"{r['checkpoint_gb']:.1f} |"
         )
-    return "\n".join(lines) + "\n"
+    return "\n".join([*lines, "", *budget]) + "\n"
+
+
+# -- main ----------------------------------------------------------------------------------------------------------
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--layers", type=int, default=2, help="decoder layers of the 7B-width model")
-    parser.add_argument("--steps", type=int, default=3, help="optimizer steps per stage")
-    parser.add_argument("--wheels", type=Path, help="folder of wheels to install first (ms-swift, deepspeed, liger)")
-    parser.add_argument("--workdir", type=Path, default=Path("/tmp/spinegpt-gpu-check"))
-    parser.add_argument("--results", type=Path, default=HERE / "results")
+    parser.add_argument("--steps", type=int, default=3, help="optimizer steps per stage (the first is warm-up)")
+    parser.add_argument("--wheels", type=Path, help="folder of wheels to install first (what the machine lacks)")
+    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "spinegpt-gpu-check")
+    parser.add_argument("--results", type=Path, default=HERE / "results", help="where gpu-<device>.txt is written")
+    parser.add_argument("--budget-s", type=float, default=TIME_BUDGET_S, help="wall-clock budget of the run")
     parser.add_argument("--dry-run", action="store_true", help="build the inputs and print the plan; train nothing")
+    parser.add_argument("--download-wheels", type=Path, metavar="DIR", help="download the wheels the machine lacks")
+    parser.add_argument("--present", type=Path, help="the GPU machine's `pip list --format=freeze`, for the wheels")
     args = parser.parse_args()
+    started = time.monotonic()
+    wanted = needed_wheels(present_on_device(args.present))
+    if args.download_wheels:
+        mib = download_wheels(args.download_wheels, wanted)
+        print(f"{len(wanted)} wheel(s), {mib:.1f} MiB in {args.download_wheels} (limit {WHEELS_MIB:g} MiB)")
+        return 0 if mib <= WHEELS_MIB else 1
     work = args.workdir.resolve()
     work.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     if args.wheels:
-        install_wheels(args.wheels, work / "site")
-        env["PYTHONPATH"] = os.pathsep.join([str(work / "site"), env.get("PYTHONPATH", "")])
-        sys.path.insert(0, str(work / "site"))
+        site = work / "site"
+        found = sorted(str(p) for p in args.wheels.glob("*.whl"))
+        subprocess.run(
+            [sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--target", str(site), *found],
+            check=True,
+        )
+        env["PYTHONPATH"] = os.pathsep.join([str(site), env.get("PYTHONPATH", "")])
+        sys.path.insert(0, str(site))
     from transformers import AutoTokenizer
 
     from spinegpt.train import memory, plan, topology
@@ -258,7 +439,7 @@ def main() -> int:
     model = build_model(work / "model", args.layers, weights=not args.dry_run)
     tokenizer = AutoTokenizer.from_pretrained(model)
     rows, counts = {}, {}
-    for length in sorted(set(STAGES.values())):
+    for length in sorted({s.max_length for s in STAGES}):
         rows[length], counts[length] = write_rows(work, tokenizer, length)
         print(f"rows at {length:,} tokens: {counts[length]}", flush=True)
     yaml_path = write_curriculum(work, model, rows, args.steps)
@@ -269,44 +450,63 @@ def main() -> int:
         import torch
 
         gpu_gb = torch.cuda.get_device_properties(0).total_memory / 2**30 / memory.USABLE
-    predicted = {}
+    shape = memory.model_shape(str(model))
+    predicted, checkpoint_gb = {}, {}
     for stage in built.stages:
         r = memory.stage_report(loaded.curriculum, stage.stage, loaded.base_dir, 1, 1, gpu_gb)
         predicted[stage.stage.name] = r["total_gib"]
+        checkpoint_gb[stage.stage.name] = r["checkpoint_gb"]
         print(f"{stage.stage.name}: planner {r['total_gib']:.1f} GiB ({r['verdict']}); {' '.join(stage.command)}")
+    weights_gb = (shape.llm_params() + shape.vision_params()) * 2 / 1e9
+    disk = disk_plan(weights_gb, checkpoint_gb, weights_gb)
+    peak_disk = max(gb for _, gb in disk)
+    expected = time_plan(checkpoint_gb)
+    budget = [
+        f"disk budget: peak {peak_disk:.1f} GB of {DISK_GIB * 2**30 / 1e9:.0f} GB ({DISK_GIB:g} GiB): "
+        + "; ".join(f"{what} {gb:.1f}" for what, gb in disk),
+        f"time budget: {sum(s for _, s in expected):.0f} s expected of {args.budget_s:.0f} s (estimates: "
+        + "; ".join(f"{what} {s:.0f} s" for what, s in expected)
+        + ")",
+        f"wheels the machine lacks ({len(wanted)}; they must fit {WHEELS_MIB:g} MiB): " + ", ".join(wanted),
+    ]
+    print("\n".join(budget), flush=True)
+    if peak_disk > DISK_GIB * 2**30 / 1e9:
+        print("the disk budget does not hold: fewer --layers", file=sys.stderr)
+        return 1
     if args.dry_run:
         return 0
     env.update(
         SPINEGPT_MEMORY_PROBE="1", PYTHONPATH=os.pathsep.join([str(HERE / "gpu_probe"), env.get("PYTHONPATH", "")])
     )
     shutil.rmtree(work / "run", ignore_errors=True)
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "spinegpt.cli",
-            "run",
-            str(yaml_path),
-            "--nproc",
-            "1",
-            "--output-dir",
-            str(work / "run"),
-        ],
-        env=env,
-        check=True,
-    )
-    measured = {s.stage.name: stage_measurements(s.dir) for s in built.stages}
-    shape = memory.model_shape(str(model))
-    params = shape.llm_params() + shape.vision_params()
-    tokens = {
-        name: math.ceil(args.steps * sum(counts[n]) / 3) for name, n in STAGES.items()
-    }  # rows cycle: mean x steps
-    text = report(predicted, measured, tokens, device_name(), params)
+    peak = peak_tflops(device_name())
     slug = re.sub(r"[^a-z0-9]+", "-", device_name().lower()).strip("-")
     args.results.mkdir(parents=True, exist_ok=True)
+    results: list[dict[str, Any]] = []
+    for stage, (_, seconds) in zip(built.stages, expected[1:], strict=True):
+        name, length = stage.stage.name, stage.stage.max_length
+        row: dict[str, Any] = {"stage": name, "tokens": length, "planner_gib": predicted[name]}
+        results.append(row)
+        if time.monotonic() - started + seconds > args.budget_s:
+            row["error"] = f"not started: {seconds:.0f} s expected, {args.budget_s:.0f} s budget spent"
+            break
+        command = [sys.executable, "-m", "spinegpt.cli", "run", str(yaml_path), "--nproc", "1"]
+        command += ["--output-dir", str(work / "run"), "--until", name, "--skip-preflight"]
+        command += ["--resume"] if stage.index else []
+        if subprocess.run(command, env=env).returncode != 0:
+            row["error"] = f"failed: see {stage.dir / 'engine.log'}"
+            break
+        row.update(measure(stage.dir))
+        tokens_per_step = sum(counts[length]) / len(counts[length])
+        row["tokens_per_s"] = tokens_per_step / row["step_s"] if row["step_s"] else float("nan")
+        flops = 6 * (shape.llm_params() + shape.vision_params()) * row["tokens_per_s"]
+        row["mfu"] = flops / (peak * 1e12) if peak else float("nan")
+        prune(stage.dir)
+        (args.results / f"gpu-{slug}.txt").write_text(report(results, device_name(), budget))
+    text = report(results, device_name(), budget)
     (args.results / f"gpu-{slug}.txt").write_text(text)
     print(text)
-    return 0
+    return 0 if all("error" not in r for r in results) else 1
 
 
 if __name__ == "__main__":
