@@ -71,6 +71,7 @@ class CurriculumData:
         self.data_root = data_root
         self.seed = seed
         self._loaded: dict[str, mixes.LoadedMix | Exception] = {}
+        self._built: dict[str, build.BuildResult] = {}
         self._root: Path | None = None
 
     # -- reading the definitions (no data is read) ---------------------------------------------------------------
@@ -141,16 +142,22 @@ class CurriculumData:
         seed = self.seed if loaded.mix.seed is None else loaded.mix.seed
         return build.BuildJob(loaded, mix_cache(), seed, source.splits)
 
+    @staticmethod
+    def _key(source: Source) -> str:
+        return f"{source.ref}|{sorted(source.set.items())!r}|{source.splits!r}"
+
     def build(self, sources: Sequence[Source]) -> list[build.BuildResult]:
         """Build, together, every mix among ``sources`` that the cache lacks (a curriculum's stages, before the
-        first): the stage mixes share SpineMed-450k, which is then parsed once rather than once per stage."""
-        jobs = [self._job(s) for s in sources if s.kind == "mix"]
-        if not jobs:
-            return []
-        try:
-            return build.build_cached_many(jobs, self.root(), mix_cache())
-        except (build.BuildError, FileNotFoundError) as exc:
-            raise DataError(str(exc)) from None
+        first): the stage mixes share SpineMed-450k, which is then parsed once rather than once per stage. Each
+        result is remembered for this command, so preparing a stage afterwards looks nothing up again."""
+        wanted = [s for s in sources if s.kind == "mix" and self._key(s) not in self._built]
+        if wanted:
+            try:
+                built = build.build_cached_many([self._job(s) for s in wanted], self.root(), mix_cache())
+            except (build.BuildError, FileNotFoundError) as exc:
+                raise DataError(str(exc)) from None
+            self._built.update(zip((self._key(s) for s in wanted), built, strict=True))
+        return [self._built[self._key(s)] for s in sources if s.kind == "mix"]
 
     def _input(self, source: Source, images_dir: Path) -> Input:
         if source.kind == "jsonl":

@@ -30,6 +30,7 @@ from spinegpt.eval_hooks.benchmark import BenchmarkError, Grader, Item, Record, 
 from spinegpt.eval_hooks.rubric import DIMENSIONS, SECTIONS
 
 PART_NAMES = ("text", "image", "report")
+PART_LABELS = {"text": "text MCQ", "image": "image MCQ", "report": "judged report (no judge, or no report item)"}
 
 
 @dataclass(frozen=True)
@@ -185,11 +186,14 @@ class SpineBench:
                     # Scored from the judged subset only: never shown as if it were the whole benchmark.
                     report["partial"] = f"{len(judged)} of {len(reports)} reports judged"
             scores["report"] = report
-        try:
-            scores["overall"] = overall_score(parts)
-        except ValueError as exc:
-            scores["overall"] = None
-            scores["overall_missing"] = str(exc)
+        missing = [PART_LABELS[p] for p in PART_NAMES if p not in parts]
+        scores["overall"] = overall_score(parts) if not missing else None
+        if missing:
+            # Said for the people reading the result: which part is absent, and why an overall needs it.
+            scores["overall_missing"] = (
+                f"the overall weighs text MCQ, image MCQ and judged reports by their item counts; this evaluation "
+                f"has no {' and no '.join(missing)}"
+            )
         if scores["overall"] is not None and scores.get("report", {}).get("partial"):
             scores["overall_partial"] = scores["report"]["partial"]
         return scores

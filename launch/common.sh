@@ -20,3 +20,12 @@ plan_args() {
     esac
   done
 }
+
+# The environment spinegpt is installed in goes first on PATH: DeepSpeed's CPU Adam op (ZeRO-3 offload) is compiled
+# on first use with `ninja`, which pip installs into that environment's bin/, off PATH wherever the environment is
+# not activated (srun, ssh, a batch script).
+use_spinegpt_env() {
+  local bin
+  bin=$(dirname "$(spinegpt_bin)")
+  export PATH="$bin:$PATH"
+}

@@ -19,6 +19,7 @@ hostfile=$2; curriculum=$3; shift 3
 
 source "$(dirname "$0")/common.sh"
 spinegpt=$(spinegpt_bin)
+use_spinegpt_env
 run=("$spinegpt" run "$curriculum" --launcher deepspeed --hostfile "$hostfile" "$@")
 if [[ $dry_run == 1 ]]; then
   echo "# first host only: $(grep -v '^\s*#' "$hostfile" | awk 'NF {print $1; exit}')"

@@ -26,6 +26,7 @@ curriculum=$1; shift
 
 source "$(dirname "$0")/common.sh"
 spinegpt=$(spinegpt_bin)
+use_spinegpt_env
 if [[ -z "${GPUS_PER_NODE:-}" ]]; then
   GPUS_PER_NODE=$( (nvidia-smi -L 2>/dev/null || true) | grep -c '^GPU' || true)
   [[ "$GPUS_PER_NODE" -ge 1 ]] || GPUS_PER_NODE=1

@@ -106,17 +106,16 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str,
 
 @pytest.fixture(scope="session")
 def lora_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The smoke curriculum with a LoRA first stage, one process, no DeepSpeed, a step or two per stage."""
+    """The smoke curriculum with a LoRA first stage, one process, both stages under ZeRO-3, a step or two each: LoRA
+    and ZeRO-3 in one process (the one-GPU case), and the adapters merged by the engine."""
     out = tmp_path_factory.mktemp("lora") / "run"
     overrides = [
         "stages.foundation.tuner_type=lora",
         "stages.foundation.lora_rank=4",
-        "stages.foundation.deepspeed=null",
+        "stages.foundation.deepspeed=zero3",
         "stages.foundation.max_steps=2",
-        "stages.specialise.deepspeed=null",
+        "stages.specialise.deepspeed=zero3",
         "stages.specialise.max_steps=1",
-        "stages.reports.max_steps=1",
-        "stages.reports.deepspeed=null",
     ]
     run_spinegpt(
         "run", "curricula/smoke.yaml", *overrides, "--nproc", "1", "--until", "specialise", "--output-dir", str(out)

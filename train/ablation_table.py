@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -125,7 +126,8 @@ def chart(rows: Sequence[dict[str, Any]], compare_paper: bool, path: Path, title
     ax.set_xticklabels([r["name"] for r in rows], rotation=20, ha="right", fontsize=8)
     ax.set_ylabel("close-ended accuracy (%)")
     ax.set_ylim(0, 100)
-    ax.set_title(title)
+    # A sweep's title can be long: wrapped to the figure's width, not clipped at its edges.
+    ax.set_title("\n".join(textwrap.wrap(title, int(12 * fig.get_figwidth()))), fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import logging
 import shlex
@@ -21,6 +22,7 @@ from pydantic import ValidationError
 
 from spinegpt.config_io import validation_issues
 from spinegpt.data_mixes import audit as data_audit
+from spinegpt.data_mixes.stage_data import resolve_data_root
 from spinegpt.eval_hooks import evaluator, registry
 from spinegpt.eval_hooks.config import BenchmarkConfig, EvalConfig, EvalJob, JudgeConfig, ModelLoading
 from spinegpt.offline import tiny_model
@@ -30,6 +32,7 @@ from spinegpt.train.errors import RunError
 from spinegpt.train.hooks.leader import LeaderHook
 
 logger = logging.getLogger(__name__)
+SMOKE_BENCHMARK = "builtin:smoke"
 Subparsers = argparse._SubParsersAction
 
 
@@ -43,11 +46,12 @@ def register(sub: Subparsers) -> None:
 def register_data(cmds: Subparsers) -> None:
     """``spinegpt data audit``: a data verb that reads a curriculum, so it lives with the curriculum."""
     aud = cmds.add_parser("audit", help="exact token counts of a curriculum's stage data against max_length")
-    aud.add_argument("curriculum", type=Path, help="curriculum YAML file")
-    aud.add_argument("overrides", nargs="*", metavar="key=value", help="override curriculum keys")
+    _curriculum_args(aud)
     aud.add_argument("--stage", action="append", help="only these stages (repeatable)")
-    aud.add_argument("--nproc", type=int, default=None, help="processes per node (for optimizer steps; default 8)")
-    aud.add_argument("--nodes", type=int, default=1, help="nodes (for optimizer steps; default 1)")
+    aud.add_argument(
+        "--nproc", type=int, help="processes per node, for optimizer steps (default: $NPROC_PER_NODE or 1)"
+    )
+    aud.add_argument("--nodes", type=int, help="nodes, for optimizer steps (default: $NNODES or 1)")
     aud.add_argument("--json", action="store_true", help="machine-readable output")
     aud.set_defaults(handler=_data_audit)
 
@@ -56,8 +60,11 @@ def register_data(cmds: Subparsers) -> None:
 
 
 def _curriculum_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("curriculum", type=Path, help="curriculum YAML file")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="override curriculum keys")
+    # key=value overrides are collected by spinegpt.cli from what argparse leaves (before or after the options); a
+    # declared `nargs="*"` positional would make argparse call them required when the curriculum is missing.
+    parser.usage = "%(prog)s CURRICULUM [key=value ...] [options]"
+    parser.add_argument("curriculum", type=Path, help="curriculum YAML file, then any key=value overrides")
+    parser.set_defaults(overrides=[])
 
 
 def _launch_args(parser: argparse.ArgumentParser) -> None:
@@ -78,13 +85,25 @@ def _launch_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _built(args: argparse.Namespace) -> plan.Plan:
-    loaded = plan.load(args.curriculum, args.overrides)
+def _launch(args: argparse.Namespace) -> topology.Launch:
+    """The launch shape every verb takes the same way: --nproc (else $NPROC_PER_NODE, else 1) processes on each of
+    --nodes (else $NNODES, else 1) nodes."""
     try:
-        launch = topology.launch_from_env(args.nproc, args.launcher, args.hostfile, args.bind_cores)
+        launch = topology.launch_from_env(
+            args.nproc,
+            getattr(args, "launcher", "torchrun"),
+            getattr(args, "hostfile", None),
+            getattr(args, "bind_cores", False),
+        )
+        nodes = getattr(args, "nodes", None)
+        return dataclasses.replace(launch, nnodes=nodes) if nodes else launch
     except (ValueError, OSError) as exc:
         raise RunError(str(exc)) from None
-    return plan.build(loaded, args.output_dir, launch)
+
+
+def _built(args: argparse.Namespace) -> plan.Plan:
+    loaded = plan.load(args.curriculum, args.overrides)
+    return plan.build(loaded, getattr(args, "output_dir", None), _launch(args))
 
 
 # -- validate, plan, preflight, run -----------------------------------------------------------------------------
@@ -93,12 +112,16 @@ def _built(args: argparse.Namespace) -> plan.Plan:
 def _validate_parser(sub: Subparsers) -> None:
     p = sub.add_parser("validate", help="check a curriculum and report every error")
     _curriculum_args(p)
+    _launch_args(p)
     p.set_defaults(handler=_validate)
 
 
 def _validate(args: argparse.Namespace) -> int:
-    loaded = plan.load(args.curriculum, args.overrides)
-    print(f"{args.curriculum}: ok ({len(loaded.curriculum.stages)} stage(s))")
+    built = _built(args)
+    failed = [c for c in preflight.static_checks(built) if not c.ok]
+    if failed:
+        raise RunError(f"{args.curriculum}: " + "\n".join(c.line() for c in failed))
+    print(f"{args.curriculum}: ok ({len(built.curriculum.stages)} stage(s))")
     return 0
 
 
@@ -115,9 +138,9 @@ def _plan_parser(sub: Subparsers) -> None:
         help="build (or reuse) each stage's data and count its tokens exactly: totals, percentiles, "
         "records over max_length, optimizer steps for the stage's global batch",
     )
-    p.add_argument("--gpus", type=int, help="GPUs per node for --memory (default: --nproc, else 8)")
+    p.add_argument("--gpus", type=int, dest="nproc", help="the same as --nproc: one process per GPU")
     p.add_argument("--gpu-mem-gb", type=float, default=80.0, help="memory per GPU for --memory (default 80)")
-    p.add_argument("--nodes", type=int, help="nodes for --memory (default: $NNODES or 1)")
+    p.add_argument("--nodes", type=int, help="nodes of the run (default: $NNODES or 1)")
     p.set_defaults(handler=_plan)
 
 
@@ -128,8 +151,8 @@ def _plan(args: argparse.Namespace) -> int:
         return 0
     as_json, text = built.to_json(), [built.render()]
     if args.memory:
-        gpus = args.gpus or args.nproc or 8
-        nodes = args.nodes or built.launch.nnodes
+        # The memory of the launch the plan above shows: one process per GPU.
+        gpus, nodes = built.launch.nproc_per_node, built.launch.nnodes
         cur, base = built.curriculum, built.loaded.base_dir
         reports = [memory.stage_report(cur, s.stage, base, gpus, nodes, args.gpu_mem_gb) for s in built.stages]
         as_json["memory"] = reports
@@ -197,9 +220,9 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _data_audit(args: argparse.Namespace) -> int:
-    built = plan.build(plan.load(args.curriculum, args.overrides))
+    built = plan.build(plan.load(args.curriculum, args.overrides), launch=_launch(args))
     with contextlib.redirect_stdout(sys.stderr):  # as in _plan: --json output must be JSON alone
-        audits = audit_curriculum(built, (args.nproc or 8) * args.nodes, args.stage)
+        audits = audit_curriculum(built, built.world_size, args.stage)
     print(json.dumps([a.to_json() for a in audits], indent=2) if args.json else data_audit.render(audits))
     return 0
 
@@ -209,8 +232,9 @@ def _data_audit(args: argparse.Namespace) -> int:
 
 def _sweep_parser(sub: Subparsers) -> None:
     p = sub.add_parser("sweep", help="train and evaluate the rows of an ablation sweep, rebuild its table")
-    p.add_argument("sweep", type=Path, help="sweep YAML, or a folder holding sweep.yaml")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="override keys of every row's curriculum")
+    p.usage = "%(prog)s SWEEP [key=value ...] [options]"
+    p.add_argument("sweep", type=Path, help="sweep YAML, or a folder holding sweep.yaml; then key=value overrides")
+    p.set_defaults(overrides=[])
     p.add_argument("--output-dir", type=Path, help="sweep folder (default outputs/sweeps/<name>)")
     p.add_argument("--only", help="comma-separated row names or numbers (1-based)")
     p.add_argument(
@@ -262,7 +286,9 @@ def _eval_parser(sub: Subparsers) -> None:
     ev.add_argument("model", help="model folder or hub id")
     ev.add_argument("--config", type=Path, help="resolved eval settings (JSON), as written by `spinegpt run`")
     ev.add_argument("--benchmark", choices=registry.kinds(), help="benchmark kind")
-    ev.add_argument("--data", type=Path, help="benchmark file")
+    ev.add_argument(
+        "--data", type=Path, help="benchmark file; builtin:smoke is the SpineBench file of the offline smoke data"
+    )
     ev.add_argument("--name", help="result name (default: the kind)")
     ev.add_argument("--image-root", type=Path, help="folder the benchmark's image paths start from")
     ev.add_argument("--limit", type=int, help="first N items only")
@@ -319,10 +345,13 @@ def _eval_job_unchecked(args: argparse.Namespace) -> EvalJob:
         raise RunError("--judge-url and --judge-model go together")
     import torch
 
+    data = args.data.resolve()
+    if str(args.data) == SMOKE_BENCHMARK:
+        data = resolve_data_root(SMOKE_BENCHMARK, Path.cwd()) / "SpineBench" / "spinebench.jsonl"
     bench = BenchmarkConfig.model_validate(
         _given(
             kind=args.benchmark,
-            path=str(args.data.resolve()),
+            path=str(data),
             name=args.name,
             image_root=str(args.image_root.resolve()) if args.image_root else None,
             limit=args.limit,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from spinegpt.train import deepspeed_configs, swift_adapter
 from spinegpt.train.curriculum import Curriculum
@@ -40,18 +41,18 @@ def configured(curriculum: Curriculum) -> dict[str, str]:
 def process_env(
     curriculum: Curriculum,
     launch: Launch | None = None,
-    deepspeed: Path | None = None,
+    deepspeed: Mapping[str, Any] | None = None,
     extra: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """The full environment of one process started for ``curriculum``: an engine launch of ``launch`` with the
-    stage's ``deepspeed`` config, or (``launch`` None) an evaluation. ``extra`` is set last (the stage's tracking
-    identity is the run's, never a stale one from the shell)."""
+    stage's ``deepspeed`` config (its content), or (``launch`` None) an evaluation. ``extra`` is set last (the
+    stage's tracking identity is the run's, never a stale one from the shell)."""
     env = dict(os.environ)
     for key, value in configured(curriculum).items():
         env.setdefault(key, value)
     env.setdefault("PYTHONUNBUFFERED", "1")
     if launch is not None and "OMP_NUM_THREADS" not in env:
-        offloads = deepspeed is not None and deepspeed_configs.offloads_optimizer(deepspeed)
+        offloads = deepspeed is not None and deepspeed_configs.offloads_optimizer(dict(deepspeed))
         if launch.launcher == "torchrun" and (launch.bind_cores or offloads):
             # torchrun sets OMP_NUM_THREADS=1 per rank, so a CPU-offloaded Adam step would run on one core; torchrun
             # has no core binding either: give each rank its share of the cores (more would oversubscribe them).

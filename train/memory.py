@@ -38,7 +38,7 @@ from typing import Any
 from spinegpt import model_ref
 from spinegpt.data_mixes.audit import FACTOR, pixel_limits
 from spinegpt.offline import tiny_model
-from spinegpt.train import deepspeed_configs
+from spinegpt.train import deepspeed_configs, swift_adapter
 from spinegpt.train.curriculum import Curriculum, Stage
 
 GiB = 1024**3
@@ -173,6 +173,10 @@ class Setting:
     image_tokens: int
     reduce_bucket: float = 0.0
     allgather_bucket: float = 0.0
+    weights_gathered: bool = False
+    """ZeRO-3 keeping every parameter gathered (``deepspeed_configs.KEEP_GATHERED``: the fused loss needs it)."""
+    ring_attention: bool = False
+    """Sequence parallelism beyond the KV heads (ring attention) can run: padding-free with flash attention."""
 
 
 @dataclass
@@ -225,8 +229,11 @@ def _bucket(zero: dict[str, Any], key: str, default: float) -> float:
 
 def setting_for(stage: Stage, curriculum: Curriculum, base_dir: Path) -> Setting:
     zero_stage, offload_opt, offload_param, reduce_bucket, allgather_bucket = 0, False, False, 0.0, 0.0
+    gathered = False
     if stage.deepspeed:
-        config = deepspeed_configs.load(deepspeed_configs.resolve(stage.deepspeed, base_dir))
+        named = deepspeed_configs.load(deepspeed_configs.resolve(stage.deepspeed, base_dir))
+        config, _ = deepspeed_configs.for_stage(named, fused_loss=stage.use_liger_kernel)  # as the engine reads it
+        gathered = deepspeed_configs.keeps_weights_gathered(config)
         zero = config.get("zero_optimization", {})
         zero_stage = int(zero.get("stage", 0))
         offload_opt = (zero.get("offload_optimizer") or {}).get("device") in ("cpu", "nvme")
@@ -257,6 +264,8 @@ def setting_for(stage: Stage, curriculum: Curriculum, base_dir: Path) -> Setting
         image_tokens=min(stage.max_length, max_pixels // FACTOR**2),
         reduce_bucket=reduce_bucket,
         allgather_bucket=allgather_bucket,
+        weights_gathered=gathered,
+        ring_attention=(stage.padding_free or stage.packing) and swift_adapter.attention(attn)[0] == "flash_attn",
     )
 
 
@@ -289,13 +298,17 @@ def estimate(shape: ModelShape, s: Setting, gpus: int, nodes: int, gpu_mem_gb: f
     trainable = trainable_params(shape, s)
     notes: list[str] = []
 
-    if s.zero_stage < 3:
+    if s.zero_stage < 3 or s.weights_gathered:
         weights = float(total_params * b)
     else:
         working = (2 * shape.layer_params() + shape.vocab * shape.hidden) * b
         weights = (0.0 if s.offload_params else total_params * b / world) + working
 
     gradients = trainable * b / world if s.zero_stage >= 2 else trainable * b
+    if s.zero_stage >= 1 and b < 4 and not s.offload_optimizer:
+        # The optimizer steps on fp32 gradients: DeepSpeed keeps an fp32 copy of its gradient partition beside the
+        # 16-bit one (the "4_grads_32bit" of its own estimate_zero2_model_states_mem_needs).
+        gradients += 4 * trainable / world
     if s.zero_stage in (1, 2):
         # DeepSpeed's stage-1/2 optimizer allocates its communication buckets (the reduce bucket twice when it
         # overlaps communication); a bucket never holds more than the parameters there are.
@@ -322,10 +335,17 @@ def estimate(shape: ModelShape, s: Setting, gpus: int, nodes: int, gpu_mem_gb: f
     else:
         activations = shape.layers * layer + edges
 
-    if s.fused_loss:
+    # ms-swift computes the loss itself, unfused, under sequence parallelism (its Seq2SeqTrainer drops the labels
+    # Liger's forward would fuse): each rank then holds the logits of its share of the tokens.
+    fused = s.fused_loss and s.sequence_parallel == 1
+    if s.fused_loss and not fused:
+        notes.append("sequence parallelism turns the fused loss off (ms-swift): the logits are materialised")
+    if fused:
         chunks = math.ceil(shape.vocab / shape.hidden)
         chunk = 2 ** math.ceil(math.log2(max(1.0, tokens / chunks)))
-        logits = chunk * shape.vocab * 8.0
+        # A chunk's logits and their gradient in fp32, and the lm_head weight's gradient, which the fused loss
+        # computes during the forward pass and holds until the backward pass hands it over.
+        logits = chunk * shape.vocab * 8.0 + shape.vocab * shape.hidden * b
     else:
         logits = tokens * shape.vocab * (b + 12.0)
 
@@ -406,9 +426,9 @@ def fixes(shape: ModelShape, s: Setting, gpus: int, nodes: int, gpu_mem_gb: floa
             applied.append((name, how, result.total))
             if result.fits:
                 return applied
-    sp = current.sequence_parallel
-    while sp * 2 <= gpus * nodes:
-        sp *= 2
+    for sp in sequence_parallel_sizes(shape, gpus * nodes, current.ring_attention):
+        if sp <= current.sequence_parallel:
+            continue
         current = replace(current, sequence_parallel=sp)
         result = estimate(shape, current, gpus, nodes, gpu_mem_gb)
         applied.append((f"sequence parallel {sp}", f"sequence_parallel_size: {sp}", result.total))
@@ -416,6 +436,23 @@ def fixes(shape: ModelShape, s: Setting, gpus: int, nodes: int, gpu_mem_gb: floa
             return applied
     applied.append(("none fits", "more GPUs, a shorter max_length, or a smaller model", float("nan")))
     return applied
+
+
+def sequence_parallel_split(shape: ModelShape, size: int) -> tuple[int, int]:
+    """How ms-swift splits ``sequence_parallel_size``: Ulysses over gcd(KV heads, size) ranks, ring attention over
+    the rest (``swift/sequence_parallel``). Qwen2.5-VL-7B has 4 KV heads: 2 and 4 are Ulysses, 8 needs a ring."""
+    ulysses = math.gcd(shape.kv_heads, size)
+    return ulysses, size // ulysses
+
+
+def sequence_parallel_sizes(shape: ModelShape, world: int, ring_attention: bool) -> list[int]:
+    """The sequence-parallel sizes that can run: dividing the world size, and within the KV heads unless ring
+    attention can run (padding-free with flash attention; ms-swift refuses a ring under sdpa)."""
+    return [
+        size
+        for size in range(2, world + 1)
+        if world % size == 0 and (ring_attention or sequence_parallel_split(shape, size)[1] == 1)
+    ]
 
 
 def checkpoint_bytes(shape: ModelShape, s: Setting) -> float:

@@ -112,7 +112,7 @@ class Follower:
                 logger.info(f"{label} starting its ranks")
                 log = stage.dir / f"engine.node{rank}.log"
                 # The same environment node 0's ranks get (hub, allocator, threads for an offloaded optimizer).
-                env = environment.process_env(self.plan.curriculum, self.plan.launch, stage.deepspeed)
+                env = environment.process_env(self.plan.curriculum, self.plan.launch, stage.deepspeed_config)
                 code = self.engine(command, env, log, engine_console(label), stage.dir, None)
                 if code != 0:
                     raise StageFailed(f"{label} the engine exited with code {code}; log {log}")

@@ -6,6 +6,7 @@ the command that runs (the only value not knowable in advance, a resumed stage's
 
 from __future__ import annotations
 
+import os
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,6 +25,8 @@ from spinegpt.train.topology import Launch
 STAGES_DIR = "stages"
 FINAL = "final"
 """Inside a stage folder: a link to the checkpoint holding the stage's verified final weights."""
+DEEPSPEED = "deepspeed.json"
+"""Inside a stage folder: the DeepSpeed config the engine reads, where it differs from the one the stage names."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,8 @@ class StagePlan:
     dataset: Path
     """The prepared JSONL the engine reads (written by the run)."""
     deepspeed: Path | None
+    """The DeepSpeed config file the engine reads: the one the stage names, or, where the stage's other settings
+    need a change (``deepspeed_changes``), ``<stage>/deepspeed.json`` written by the run before the engine starts."""
     zero_stage: int | None
     engine_args: list[str]
     command: list[str]
@@ -49,6 +54,12 @@ class StagePlan:
     """The data splits the stage trains on (``general``, ``non_spine``, ``spine``); None for plain JSONL data."""
     total: int = 1
     """Stages in the plan (for the label)."""
+    deepspeed_config: dict[str, Any] | None = None
+    """The content of ``deepspeed``."""
+    deepspeed_source: Path | None = None
+    """The config the stage names (``configs/deepspeed/<name>.json`` or its own path)."""
+    deepspeed_changes: list[str] = field(default_factory=list)
+    """What ``deepspeed_config`` changes from the named config, and why."""
 
     @property
     def label(self) -> str:
@@ -82,6 +93,9 @@ class StagePlan:
             "num_train_epochs": stage.num_train_epochs,
             "max_steps": stage.max_steps,
             "deepspeed": str(self.deepspeed) if self.deepspeed else None,
+            "deepspeed_source": str(self.deepspeed_source) if self.deepspeed_source else None,
+            "deepspeed_changes": self.deepspeed_changes,
+            "deepspeed_config": self.deepspeed_config,
             "zero_stage": self.zero_stage,
             "tuner_type": stage.tuner_type,
             "per_device_train_batch_size": stage.per_device_train_batch_size,
@@ -118,7 +132,9 @@ class Plan:
         """The stage's engine command; ``resume_from``: continue from that checkpoint (known at run time only)."""
         if resume_from is None:
             return stage.command
-        args = engine_arguments(self.loaded, stage.stage, stage.model, stage.dir, stage.deepspeed, resume_from)
+        args = engine_arguments(
+            self.loaded, stage.stage, stage.model, stage.dir, stage.deepspeed, self.launch, resume_from
+        )
         return swift_adapter.command(args, self.launch, stage.command[0])
 
     @property
@@ -156,7 +172,8 @@ class Plan:
         for plan in self.stages:
             stage = plan.stage
             steps = f"max_steps {stage.max_steps}" if stage.max_steps else f"{stage.num_train_epochs:g} epoch(s)"
-            ds = f"{plan.deepspeed.name} (ZeRO-{plan.zero_stage})" if plan.deepspeed else "none (DDP)"
+            source = plan.deepspeed_source
+            ds = f"{source.name} (ZeRO-{plan.zero_stage})" if source else "none (DDP)"
             batch = global_batch(stage, self.world_size)
             lines += [
                 "",
@@ -165,9 +182,14 @@ class Plan:
                 "  data        : " + ", ".join(f"{d['source']} -> {d['path']}" for d in plan.data),
                 "  splits      : " + (", ".join(plan.splits) if plan.splits is not None else "n/a (plain JSONL)"),
                 f"  training    : {stage.tuner_type}, lr {stage.learning_rate:g}, max_length {stage.max_length}, "
-                f"{steps}, global batch {batch}",
-                f"  deepspeed   : {ds}" + (f"  [{plan.deepspeed}]" if plan.deepspeed else ""),
+                f"{steps}",
+                f"  global batch: {batch} = {stage.per_device_train_batch_size} per process x "
+                f"{stage.gradient_accumulation_steps} accumulation x {self.world_size // stage.sequence_parallel_size}"
+                " data-parallel processes (it changes with --nproc and --nodes)",
+                f"  deepspeed   : {ds}" + (f"  [{source}]" if source else ""),
+                *(f"                changed: {change}" for change in plan.deepspeed_changes),
                 "  attention   : {} ({})".format(*swift_adapter.attention(stage.attn_impl or curriculum.attn_impl)),
+                f"  data loading: {swift_adapter.data_workers(plan.engine_args)}",
                 f"  output      : {plan.dir}",
                 f"  command     : {shlex.join(plan.command)}",
             ]
@@ -253,12 +275,22 @@ def restrict(stage: Stage, splits: Sequence[str] | None, data: CurriculumData) -
     return stage, [s for s in SPLITS if s in trained] if known else None
 
 
+def cpus_per_process(launch: Launch) -> int:
+    """This node's CPUs (those this process may use: a SLURM step's or a container's share) per engine process."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(1, cpus // launch.nproc_per_node)
+
+
 def engine_arguments(
     loaded: LoadedCurriculum,
     stage: Stage,
     model: str,
     folder: Path,
     deepspeed: Path | None,
+    launch: Launch,
     resume_from: Path | None = None,
 ) -> list[str]:
     return swift_adapter.sft_arguments(
@@ -268,6 +300,7 @@ def engine_arguments(
         dataset=str(folder / "data" / "train.jsonl"),
         output_dir=str(folder / "engine"),
         deepspeed=str(deepspeed) if deepspeed else None,
+        cpus_per_process=cpus_per_process(launch),
         resume_from_checkpoint=str(resume_from) if resume_from else None,
     )
 
@@ -295,8 +328,14 @@ def build(
     stages: list[StagePlan] = []
     for index, (stage, splits) in enumerate(kept):
         folder = stage_dir(output_dir, index, stage)
-        ds_path = deepspeed_configs.resolve(stage.deepspeed, loaded.base_dir) if stage.deepspeed else None
-        engine_args = engine_arguments(loaded, stage, model, folder, ds_path)
+        source = deepspeed_configs.resolve(stage.deepspeed, loaded.base_dir) if stage.deepspeed else None
+        config, changes = (
+            (None, [])
+            if source is None
+            else deepspeed_configs.for_stage(deepspeed_configs.load(source), fused_loss=stage.use_liger_kernel)
+        )
+        ds_path = folder / DEEPSPEED if changes else source
+        engine_args = engine_arguments(loaded, stage, model, folder, ds_path, launch)
         evaluation = curriculum.eval_for(stage)
         stages.append(
             StagePlan(
@@ -308,13 +347,16 @@ def build(
                 data=data.describe(stage.data),
                 dataset=folder / "data" / "train.jsonl",
                 deepspeed=ds_path,
-                zero_stage=deepspeed_configs.zero_stage(ds_path) if ds_path else None,
+                zero_stage=deepspeed_configs.zero_stage(config) if config else None,
                 engine_args=engine_args,
                 command=swift_adapter.command(engine_args, launch, python),
                 env=environment.configured(curriculum),
                 eval=eval_job(evaluation, curriculum, loaded.base_dir) if evaluation else None,
                 splits=splits,
                 total=len(kept),
+                deepspeed_config=config,
+                deepspeed_source=source,
+                deepspeed_changes=changes,
             )
         )
         model, starts_from = str(folder / FINAL), f"stage:{stage.name}"

@@ -10,8 +10,10 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import os
+import re
 import shutil
 import socket
+import subprocess
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -86,6 +88,54 @@ def check_gpus(plan: Plan) -> Check:
     )
 
 
+CUDA12_INDEX = "https://download.pytorch.org/whl/cu126"
+
+
+def _driver_cuda() -> str | None:
+    """The newest CUDA the installed NVIDIA driver supports ("CUDA Version" in nvidia-smi's header), if any."""
+    try:
+        out = subprocess.run(["nvidia-smi"], capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    match = re.search(r"CUDA Version:\s*(\d+\.\d+)", out)
+    return match.group(1) if match else None
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in text.split(".")[:2])
+
+
+def check_cuda(plan: Plan) -> Check:
+    """torch's CUDA build against what the driver supports: the registry's torch 2.13 is built for CUDA 13, which
+    needs a driver of the R580 series or newer; an older driver sees no GPU at all ("found no NVIDIA driver" or
+    cuda.is_available() False), which looks like a broken node rather than a wrong wheel."""
+    try:
+        import torch
+
+        built_for = torch.version.cuda
+        version = torch.__version__
+    except Exception as exc:  # a torch that does not import is reported here, not as a traceback
+        return Check("cuda", "FAIL", f"torch does not import: {exc}", "reinstall torch (README: the GPU install)")
+    driver = _driver_cuda()
+    needed = _needs_gpu(plan)
+    if built_for is None:
+        detail = f"torch {version} is a CPU build"
+        if not needed:
+            return Check("cuda", "ok", f"{detail}; this curriculum runs on CPU")
+        return Check("cuda", "FAIL", detail, f"pip install torch==2.13.0 (CUDA 13) or --index-url {CUDA12_INDEX}")
+    if driver is None:
+        status: Status = "warn" if needed else "ok"
+        return Check("cuda", status, f"torch {version} is built for CUDA {built_for}; no NVIDIA driver found")
+    detail = f"torch {version} is built for CUDA {built_for}; the driver supports CUDA {driver}"
+    if _version(driver) < _version(built_for):
+        fix = (
+            f"a torch built for CUDA 12: pip install torch==2.13.0 torchvision==0.28.0 --index-url {CUDA12_INDEX}"
+            ", or a newer driver (CUDA 13 needs R580+)"
+        )
+        return Check("cuda", "FAIL" if needed else "warn", detail + ": too old for this torch", fix)
+    return Check("cuda", "ok", detail)
+
+
 def check_memory(plan: Plan, nodes: int) -> list[Check]:
     count, measured = _cuda()
     cur = plan.curriculum
@@ -114,17 +164,71 @@ def check_memory(plan: Plan, nodes: int) -> list[Check]:
 
 
 def check_attention(plan: Plan) -> Check:
+    """The attention each stage gets, and whether it can serve the stage: flash-attn must really load where a stage
+    names it, and packing / padding_free need it (ms-swift refuses them under sdpa at engine start)."""
     cur = plan.curriculum
-    wanted = {s.stage.attn_impl or cur.attn_impl for s in plan.stages}
-    chosen = {w: swift_adapter.attention(w) for w in wanted}
-    if "flash_attn" in wanted and importlib.util.find_spec("flash_attn") is None:
+    chosen = {s.stage.name: swift_adapter.attention(s.stage.attn_impl or cur.attn_impl) for s in plan.stages}
+    usable, why = swift_adapter.flash_attention()
+    if any(impl == "flash_attn" for impl, _ in chosen.values()) and not usable:
+        names = [name for name, (impl, _) in chosen.items() if impl == "flash_attn"]
         return Check(
             "attention",
             "FAIL",
-            "attn_impl: flash_attn, but flash-attn does not import: every stage dies at model load",
-            "install it (README: the GPU install), or attn_impl: auto (sdpa where flash-attn is missing)",
+            f"stages {names} use attn_impl: flash_attn, but {why}: they die at model load",
+            "install flash-attn against this torch (README: the GPU install), or attn_impl: auto (sdpa without it)",
         )
-    return Check("attention", "ok", "; ".join(f"{w} -> {impl} ({why})" for w, (impl, why) in chosen.items()))
+    packed = [
+        f"{s.stage.name} ({'packing' if s.stage.packing else 'padding_free'}: attention {chosen[s.stage.name][0]})"
+        for s in plan.stages
+        if (s.stage.packing or s.stage.padding_free) and chosen[s.stage.name][0] != "flash_attn"
+    ]
+    if packed:
+        return Check(
+            "attention",
+            "FAIL",
+            f"stage(s) {', '.join(packed)}: packing and padding_free need flash attention ({why})",
+            "install flash-attn (README: the GPU install) and set attn_impl: flash_attn, or turn packing / "
+            "padding_free off for those stages",
+        )
+    shown = {f"{impl} ({reason})" for impl, reason in chosen.values()}
+    return Check("attention", "ok", "; ".join(sorted(shown)) or "no stage")
+
+
+def check_parallelism(plan: Plan) -> Check:
+    """Sequence parallelism as ms-swift splits it: Ulysses within the KV heads, a ring beyond them (which needs
+    padding_free and flash attention); the world size must divide into groups; and the fused loss is off."""
+    problems, notes = [], []
+    for s in plan.stages:
+        size = s.stage.sequence_parallel_size
+        if size == 1:
+            continue
+        if plan.world_size % size:
+            problems.append(f"{s.stage.name}: sequence_parallel_size {size} does not divide {plan.world_size} ranks")
+            continue
+        try:
+            shape = memory.model_shape(plan.curriculum.model)
+        except ValueError as exc:
+            notes.append(f"{s.stage.name}: {exc}")
+            continue
+        ulysses, ring = memory.sequence_parallel_split(shape, size)
+        flash = swift_adapter.attention(s.stage.attn_impl or plan.curriculum.attn_impl)[0] == "flash_attn"
+        if ring > 1 and not ((s.stage.padding_free or s.stage.packing) and flash):
+            possible = memory.sequence_parallel_sizes(shape, plan.world_size, ring_attention=False)
+            problems.append(
+                f"{s.stage.name}: sequence_parallel_size {size} is Ulysses over {ulysses} ranks (the model has "
+                f"{shape.kv_heads} KV heads) and a ring over {ring}, and a ring needs padding_free with flash "
+                f"attention; sizes that need no ring here: {possible or 'none'}"
+            )
+        if s.stage.use_liger_kernel:
+            notes.append(f"{s.stage.name}: the fused loss is off under sequence parallelism (ms-swift)")
+    if problems:
+        return Check("parallelism", "FAIL", "; ".join(problems), "change sequence_parallel_size as said")
+    return Check("parallelism", "warn" if notes else "ok", "; ".join(notes) or "no sequence parallelism")
+
+
+def static_checks(plan: Plan) -> list[Check]:
+    """What the curriculum itself asks that cannot run with this install (``spinegpt validate`` runs these)."""
+    return [check_attention(plan), check_parallelism(plan)]
 
 
 def check_liger(plan: Plan) -> Check:
@@ -148,7 +252,10 @@ def check_liger(plan: Plan) -> Check:
 
 
 def check_cpu_adam(plan: Plan) -> Check:
-    users = [s.stage.name for s in plan.stages if s.deepspeed and deepspeed_configs.offloads_optimizer(s.deepspeed)]
+    offloading = [
+        s for s in plan.stages if s.deepspeed_config and deepspeed_configs.offloads_optimizer(s.deepspeed_config)
+    ]
+    users = [s.stage.name for s in offloading]
     if not users:
         return Check("cpu adam", "ok", "no stage offloads the optimizer")
     fix = "apt-get install g++ ninja-build python3-dev (the op compiles on first use into $TORCH_EXTENSIONS_DIR)"
@@ -268,7 +375,7 @@ def check_host_ram(plan: Plan, nodes: int) -> Check:
     cur = plan.curriculum
     need = 0.0
     for stage in plan.stages:
-        if stage.deepspeed and deepspeed_configs.offloads_optimizer(stage.deepspeed):
+        if stage.deepspeed_config and deepspeed_configs.offloads_optimizer(stage.deepspeed_config):
             try:
                 report = memory.stage_report(
                     cur, stage.stage, plan.loaded.base_dir, plan.launch.nproc_per_node, nodes, 80
@@ -330,9 +437,11 @@ def check_nodes(plan: Plan, nodes: int) -> list[Check]:
 def run(plan: Plan, nodes: int | None = None) -> list[Check]:
     nodes = nodes or plan.launch.nnodes
     steps: list[Callable[[], Check | list[Check]]] = [
+        lambda: check_cuda(plan),
         lambda: check_gpus(plan),
         lambda: check_memory(plan, nodes),
         lambda: check_attention(plan),
+        lambda: check_parallelism(plan),
         lambda: check_liger(plan),
         lambda: check_cpu_adam(plan),
         lambda: check_model(plan),

@@ -70,17 +70,19 @@ def plot_loss_lr(stages: list[StageRecord], steps: list[list[StepRecord]], path:
             ax_lr.plot(xs, [r.learning_rate or 0.0 for r in records], marker=".")
         for ax in (ax_loss, ax_lr):
             ax.axvline(offset + 0.5, color="grey", linestyle="--", linewidth=0.8)
-        ax_loss.annotate(
+        ax_loss.annotate(  # inside the axes, beside its boundary: a label drawn across the edge gets clipped
             stage.name,
             (offset + 0.5, 1.0),
             xycoords=("data", "axes fraction"),
+            xytext=(3, -3),
+            textcoords="offset points",
             fontsize=8,
             va="top",
             ha="left",
-            rotation=90,
             color="grey",
         )
         offset += max_steps or 0
+    ax_loss.margins(y=0.15)  # room for the stage labels above the curves
     ax_loss.set_ylabel("training loss")
     ax_lr.set_ylabel("learning rate")
     ax_lr.set_xlabel("optimizer step (all stages)")

@@ -11,7 +11,7 @@ from typing import Any
 
 from spinegpt import proc
 from spinegpt.files import FolderBusy, FolderLock
-from spinegpt.train import manifest
+from spinegpt.train import manifest, swift_adapter
 from spinegpt.train.errors import RunError
 from spinegpt.train.hooks import Hooks, StageHooks
 from spinegpt.train.hooks.evaluation import EvaluationHook
@@ -168,10 +168,24 @@ class Runner:
         if names_then != names_now:
             raise RunError(f"cannot resume: the run had stages {names_then}, the curriculum now has {names_now}")
         if data.world_size != self.plan.world_size:
-            raise RunError(
-                f"cannot resume: the run used {data.world_size} process(es), this launch has "
-                f"{self.plan.world_size}; ZeRO checkpoints are partitioned per rank, so resume with the same layout"
+            # Only a stage with checkpoints holds rank-partitioned state; one that never saved (it failed before
+            # its first checkpoint) or is done can go on with another number of processes.
+            saved = [
+                s.stage.name
+                for s in self.plan.stages
+                if not is_done(s.dir) and swift_adapter.resumable_checkpoint(s.engine_dir) is not None
+            ]
+            if saved:
+                raise RunError(
+                    f"cannot resume: the run used {data.world_size} process(es), this launch has "
+                    f"{self.plan.world_size}, and stage(s) {saved} hold ZeRO checkpoints partitioned per rank: resume "
+                    f"with --nproc {data.world_size // data.launch.get('nnodes', 1)} (or start a new run)"
+                )
+            logger.warning(
+                f"the run began with {data.world_size} process(es); the stages still to train use "
+                f"{self.plan.world_size} (their global batch changes with it)"
             )
+            data.world_size, data.launch = self.plan.world_size, vars(self.plan.launch)
         for i, (record, stage) in enumerate(zip(data.stages, self.plan.stages, strict=True)):
             fresh = stage_record(self.plan, stage)
             if record.status == "pending":

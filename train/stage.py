@@ -123,10 +123,12 @@ class StageRun:
             return self._finish(start_model)
         how = f"resuming from {resumed_from.name}" if resumed_from else f"from {start_model}"
         logger.info(f"{label} training {how}; {prepared.rows} rows; log {stage.dir / ENGINE_LOG}")
+        if stage.deepspeed_changes and stage.deepspeed is not None:
+            write_json_atomic(stage.deepspeed, stage.deepspeed_config)  # before the other nodes are told to start
         self.hooks.engine_starting(stage, command)
         curriculum = self.plan.curriculum
         env = environment.process_env(
-            curriculum, self.plan.launch, stage.deepspeed, self.hooks.environment(stage, prepared)
+            curriculum, self.plan.launch, stage.deepspeed_config, self.hooks.environment(stage, prepared)
         )
         if self.plan.launch.launcher == "deepspeed":
             environment.write_deepspeed_env(stage.dir, curriculum, env)

@@ -4,16 +4,20 @@ and its inference engines.
 
 Everything here is a pure function of its inputs, so ``spinegpt plan`` prints exactly the command
 ``spinegpt run`` executes. The engine is started as ``python -m swift.cli.sft`` (what the ``swift sft`` console
-script runs per process) under ``torch.distributed.run`` when there is more than one process, instead of via
-``swift sft``'s own NPROC_PER_NODE re-launch: one fewer process layer, and the launcher flags are ours to print.
+script runs per process) under ``torch.distributed.run`` -- one process included -- instead of via ``swift sft``'s
+own NPROC_PER_NODE re-launch: one fewer process layer, and the launcher flags are ours to print.
 """
 
 from __future__ import annotations
 
 import ast
+import contextlib
 import dataclasses
 import difflib
+import functools
+import importlib
 import importlib.metadata
+import importlib.util
 import json
 import re
 import sys
@@ -32,6 +36,8 @@ if TYPE_CHECKING:
 ENGINE_MODULE = "swift.cli.sft"
 EXPORT_MODULE = "swift.cli.export"
 MERGED_SUFFIX = "-merged"
+MAX_LOADER_WORKERS = 8
+"""More dataloader workers than this per rank only add memory: each holds the processor and its prefetched rows."""
 LOG_FILE = "logging.jsonl"
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 _CONSOLE_RECORD = re.compile(r"\{'loss': .*\}")
@@ -80,7 +86,9 @@ def engine_argument_names() -> frozenset[str] | None:
     except (OSError, ValueError):
         pass
     try:
-        from swift.arguments.sft_args import SftArguments
+        # ms-swift announces its dataset registry on stdout when imported: keep stdout for commands' output.
+        with contextlib.redirect_stdout(sys.stderr):
+            from swift.arguments.sft_args import SftArguments
     except ImportError:
         return None
     names = sorted(f.name for f in dataclasses.fields(SftArguments))
@@ -132,10 +140,12 @@ def sft_arguments(
     dataset: str,
     output_dir: str,
     deepspeed: str | None,
+    cpus_per_process: int = 1,
     resume_from_checkpoint: str | None = None,
 ) -> list[str]:
     """The ``swift sft`` arguments for one stage; ``resume_from_checkpoint`` continues an interrupted attempt
-    (the trainer's state, optimizer and data position come from that checkpoint)."""
+    (the trainer's state, optimizer and data position come from that checkpoint). ``cpus_per_process``: this node's
+    CPUs per engine process, which size the data loading."""
     args: dict[str, Any] = {
         "model": model,
         "model_type": curriculum.model_type,
@@ -174,6 +184,11 @@ def sft_arguments(
         "save_steps": stage.save_steps,
         "logging_steps": stage.logging_steps,
     }
+    # Data loading sized from the node's CPUs per process (ms-swift's defaults, 1 and 1, starve 8 GPUs of ~690k
+    # multimodal rows): multimodal rows are decoded lazily in the dataloader's workers (one CPU left to the rank
+    # itself); packing tokenizes every row up front in dataset_num_proc processes on every rank.
+    args["dataloader_num_workers"] = max(1, min(MAX_LOADER_WORKERS, cpus_per_process - 1))
+    args["dataset_num_proc"] = max(1, cpus_per_process)
     # Long-context switches: passed only when on, so a plain stage's command stays short and readable.
     for key in ("use_liger_kernel", "padding_free", "packing"):
         if getattr(stage, key):
@@ -198,16 +213,42 @@ def sft_arguments(
     return argv
 
 
+@functools.cache
+def flash_attention() -> tuple[bool, str]:
+    """Whether flash-attn can serve the engine in this environment, and why. Finding the package is not enough (it
+    is all transformers checks): a build against another torch or CUDA is found and fails with an undefined symbol
+    at the first attention call, hours into a job; importing its compiled extension is what tells."""
+    if importlib.util.find_spec("flash_attn") is None:
+        return False, "flash-attn is not installed (README: the GPU install)"
+    try:
+        import torch  # noqa: F401  (the extension links against torch's libraries)
+
+        importlib.import_module("flash_attn_2_cuda")
+    except Exception as exc:  # ImportError or OSError ("undefined symbol"): built for another torch or CUDA
+        return False, f"flash-attn is installed but its compiled extension does not load ({type(exc).__name__}: {exc})"
+    return True, "flash-attn's compiled extension loads"
+
+
+def data_workers(engine_args: Sequence[str]) -> str:
+    """How the engine loads the data, as its arguments say (``spinegpt plan`` shows it)."""
+
+    def value(key: str) -> str:
+        flag = f"--{key}"
+        return engine_args[engine_args.index(flag) + 1] if flag in engine_args else "?"
+
+    return (
+        f"{value('dataloader_num_workers')} dataloader worker(s) per process, "
+        f"{value('dataset_num_proc')} preprocessing process(es) per process (packing tokenizes up front)"
+    )
+
+
 def attention(requested: str) -> tuple[str, str]:
-    """The attention implementation the engine gets, and why: ``auto`` is flash-attn where it imports, else sdpa
+    """The attention implementation the engine gets, and why: ``auto`` is flash-attn where it can serve, else sdpa
     (never silently: the reason is shown by ``plan`` and kept in the manifest's engine arguments)."""
     if requested != "auto":
         return requested, "as configured"
-    import importlib.util
-
-    if importlib.util.find_spec("flash_attn") is not None:
-        return "flash_attn", "auto: flash-attn is installed"
-    return "sdpa", "auto: flash-attn is not installed (the gpu extra), using PyTorch's sdpa"
+    usable, why = flash_attention()
+    return ("flash_attn", f"auto: {why}") if usable else ("sdpa", f"auto: {why}; using PyTorch's sdpa")
 
 
 def engine_environment(curriculum: Curriculum) -> dict[str, str]:
@@ -217,6 +258,10 @@ def engine_environment(curriculum: Curriculum) -> dict[str, str]:
         "USE_HF": "1" if curriculum.hub == "huggingface" else "0",
         # Long rows of varying length fragment the caching allocator; expandable segments give the memory back.
         "PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True",
+        # One process, one GPU: with more GPUs visible than processes per node, ms-swift would spread each process's
+        # model over several devices (its device_map mode), which DeepSpeed refuses, or assert that the count of
+        # GPUs divides by the processes (swift.utils.env.is_mp). spinegpt's parallelism is DeepSpeed's only.
+        "SWIFT_SINGLE_DEVICE_MODE": "1",
     }
 
 
@@ -240,11 +285,11 @@ def command(engine_args: Sequence[str], launch: Launch, python: str | None = Non
             ENGINE_MODULE,
             *engine_args,
         ]
-    if launch.world_size == 1:
-        return [python, *engine]
     if launch.nnodes == 1:
         # --standalone: torchrun picks a free rendezvous port itself, so concurrent runs on one machine never
-        # collide on a fixed MASTER_PORT.
+        # collide on a fixed MASTER_PORT. One process goes through it too: without RANK, WORLD_SIZE, MASTER_ADDR,
+        # MASTER_PORT and LOCAL_RANK, DeepSpeed's init_distributed falls back to MPI discovery (mpi4py, and port
+        # 29500 for every run of the machine) -- it cannot start a single-GPU run without them.
         rendezvous = ["--standalone"]
     else:
         rendezvous = [

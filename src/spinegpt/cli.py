@@ -22,10 +22,11 @@ this module only builds the parser and dispatches.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
-from spinegpt import log
+from spinegpt import log, paths
 from spinegpt.data_mixes import commands as data_commands
 from spinegpt.errors import UserError
 from spinegpt.train import commands as train_commands
@@ -62,6 +63,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
         args.overrides = [*args.overrides, *rest]
     log.setup(-1 if args.quiet else 1 if args.verbose else 0)
+    extensions = paths.torch_extensions()
+    if extensions is not None:
+        # Set here, for this process (preflight builds CPU Adam) and every child (the engine's ranks) alike.
+        os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(extensions))
     try:
         code: int = args.handler(args)
         return code

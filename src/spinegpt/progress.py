@@ -26,6 +26,7 @@ class Progress:
         self.label, self.total, self.unit, self.every_s = label, total, unit, every_s
         self.log = log or logger
         self.done = 0
+        self.said = False
         self.started = self.last = time.monotonic()
         self._bar: Any = None
         if sys.stderr.isatty() and self.log.isEnabledFor(logging.INFO):
@@ -39,8 +40,10 @@ class Progress:
             self._bar.update(n)
             return
         now = time.monotonic()
-        if now - self.last >= self.every_s or self.done == self.total:
-            self.last = now
+        # The last line closes what earlier lines began; work done in moments is not worth a line at all.
+        finished = self.done == self.total and (self.said or now - self.started >= 1.0)
+        if now - self.last >= self.every_s or finished:
+            self.last, self.said = now, True
             self.log.info(self.line(now))
 
     def line(self, now: float | None = None) -> str:

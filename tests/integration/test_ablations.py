@@ -36,7 +36,8 @@ def test_full_size_rows_train_on_their_splits_and_share_everything_else(row: str
     previous = "base"
     for stage in data["stages"]:
         same = by_name[stage["name"]]
-        for key in ("learning_rate", "max_length", "deepspeed", "zero_stage", "global_batch", "tuner_type"):
+        keys = ("learning_rate", "max_length", "deepspeed_source", "deepspeed_changes", "zero_stage", "global_batch")
+        for key in (*keys, "tuner_type"):
             assert stage[key] == same[key], (row, stage["name"], key)
         assert stage["starts_from"] == previous  # a skipped stage is bridged: the next starts from the last trained
         previous = f"stage:{stage['name']}"

@@ -45,6 +45,15 @@ def test_scripts_parse(script: str) -> None:
     assert subprocess.run(["bash", "-n", f"launch/{script}"], cwd=REPO).returncode == 0
 
 
+def test_launchers_put_spinegpts_environment_on_path() -> None:
+    """DeepSpeed compiles CPU Adam with the environment's own ninja, off PATH under srun or ssh."""
+    script = "source launch/common.sh; use_spinegpt_env; command -v spinegpt; echo $PATH"
+    env = {"SPINEGPT": SPINEGPT, "PATH": "/usr/bin:/bin"}
+    result = subprocess.run(["bash", "-c", script], cwd=REPO, env=env, capture_output=True, text=True)
+    found, path = result.stdout.split()
+    assert found == SPINEGPT and path.startswith(str(Path(SPINEGPT).parent) + ":")
+
+
 def test_torchrun_one_node(tmp_path: Path) -> None:
     out = launch(
         "torchrun.sh",

@@ -19,7 +19,10 @@ def test_plan_json_cli_for_the_paper_curriculum() -> None:
     assert [s["max_length"] for s in stages] == [16384, 16384, 49152]
     assert [s["zero_stage"] for s in stages] == [2, 2, 3]
     assert stages[0]["model"] == "Qwen/Qwen2.5-VL-7B-Instruct"
-    offload = json.loads(Path(stages[2]["deepspeed"]).read_text())["zero_optimization"]
+    offload = stages[2]["deepspeed_config"]["zero_optimization"]  # what the engine will read
+    assert offload == json.loads(Path(stages[2]["deepspeed_source"]).read_text())["zero_optimization"] | {
+        "stage3_param_persistence_threshold": 10**10  # the fused loss under ZeRO-3 (configs/deepspeed/README.md)
+    }
     assert offload["offload_optimizer"]["device"] == "cpu" and offload["offload_param"]["device"] == "cpu"
     assert engine_arg(stages[2]["command"], "max_length") == "49152"
     assert not Path("/nonexistent/run").exists()
@@ -46,8 +49,18 @@ def test_cli_reports_every_error_and_exits_2(tmp_path: Path) -> None:
 
 
 def test_plan_memory_cli() -> None:
-    data = json.loads(run_spinegpt("plan", "curricula/spinegpt.yaml", "--memory", "--json").stdout)
+    data = json.loads(run_spinegpt("plan", "curricula/spinegpt.yaml", "--memory", "--nproc", "8", "--json").stdout)
     assert [m["stage"] for m in data["memory"]] == ["foundation", "specialise", "reports"]
     assert all(m["fits"] for m in data["memory"])
+    # The memory of the launch the plan shows, nothing else: one process plans one GPU.
+    one = json.loads(run_spinegpt("plan", "curricula/spinegpt.yaml", "--memory", "--json").stdout)
+    assert one["world_size"] == 1 and not one["memory"][0]["fits"]
     text = run_spinegpt("plan", "curricula/spinegpt.yaml", "--memory", "--gpus", "2", "--gpu-mem-gb", "40").stdout
     assert "DOES NOT FIT" in text and "fix:" in text
+
+
+def test_validate_refuses_what_this_install_cannot_run_naming_stage_and_fix() -> None:
+    """packing with attn_impl auto passes the schema; here auto is sdpa, which ms-swift refuses for packing."""
+    result = run_spinegpt("validate", "curricula/spinegpt.yaml", "stages.specialise.packing=true", check=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "specialise (packing: attention sdpa)" in result.stderr and "fix:" in result.stderr

@@ -78,6 +78,24 @@ def test_resume_refuses_a_changed_seed_or_pixel_limit(
         runner.Runner(_built(tmp_path, "stages.foundation.eval=false"), resume=True, engine=_failing_engine).run()
 
 
+def test_another_process_count_resumes_unless_a_stage_holds_partitioned_checkpoints(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    """A run that failed before its first checkpoint (a sweep row, say) may go on with --nproc 2; once a stage holds
+    ZeRO checkpoints (partitioned per rank), only the same count resumes it."""
+    with pytest.raises(RunError, match="engine exited with code 1"):
+        runner.Runner(_built(tmp_path), engine=_failing_engine).run()
+    two = plan.build(curriculum.load(SMOKE), tmp_path / "run", topology.Launch(nproc_per_node=2))
+    with pytest.raises(RunError, match="engine exited with code 1"):
+        runner.Runner(two, resume=True, engine=_failing_engine).run()
+    assert json.loads((tmp_path / "run" / manifest.FILE).read_text())["world_size"] == 2
+    checkpoint = two.stages[0].engine_dir / "checkpoint-2"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "trainer_state.json").write_text('{"global_step": 2, "max_steps": 3}')
+    with pytest.raises(RunError, match=r"stage\(s\) \['foundation'\] hold ZeRO checkpoints.*--nproc 2"):
+        runner.Runner(_built(tmp_path), resume=True, engine=_failing_engine).run()
+
+
 def test_bad_data_leaves_the_stage_failed_not_running(tmp_path: Path, tiny_model: Path) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_bytes(b'{"messages": "caf\xe9"}\n')

@@ -42,6 +42,8 @@ def test_a_follower_node_gets_the_threads_node0_gets_for_offloaded_adam(
     print("OMP", seen[0].get("OMP_NUM_THREADS"), os.environ.get("OMP_NUM_THREADS"))
     assert seen and int(seen[0]["OMP_NUM_THREADS"]) >= 1
     assert seen[0]["USE_HF"] == "1" and seen[0]["PYTORCH_CUDA_ALLOC_CONF"] == "expandable_segments:True"
+    # one GPU per process, whatever is visible: ms-swift's device_map mode would refuse DeepSpeed
+    assert seen[0]["SWIFT_SINGLE_DEVICE_MODE"] == "1"
 
 
 def test_a_sweeps_evaluation_reads_the_hub_the_curriculum_names(

@@ -61,8 +61,9 @@ def test_terms_by_hand() -> None:
     total = llm + SHAPE.vision_params()
     terms = result.terms
     assert terms["weights"] == total * 2  # ZeRO-2: whole bf16 weights on every GPU
-    # 1/8 of the grads + comm buckets (the reduce bucket capped at the trainable parameters, double-buffered)
-    assert terms["gradients"] == llm * 2 / 8 + (2 * min(5e8, llm) + min(5e8, total)) * 2
+    # 1/8 of the bf16 grads and of their fp32 copy + comm buckets (the reduce bucket capped at the trainable
+    # parameters, double-buffered)
+    assert terms["gradients"] == llm * 2 / 8 + llm * 4 / 8 + (2 * min(5e8, llm) + min(5e8, total)) * 2
     assert terms["optimizer"] == llm * 12 / 8  # fp32 master + Adam m, v, partitioned
     per_token_layer = 2 * (8.25 * 1000 + 2 * kv + 4 * 4000) + 2.2 * 1000 * 2
     assert terms["activations"] == pytest.approx(10 * 2048 * 1000 * 2 + 2048 * per_token_layer + 3 * 2048 * 1000 * 2)
@@ -76,8 +77,58 @@ def test_zero3_offload_and_fused_loss_terms() -> None:
     terms = memory.estimate(SHAPE, s, gpus=8, nodes=1, gpu_mem_gb=80).terms
     assert terms["optimizer"] == 0
     assert terms["weights"] == (2 * SHAPE.layer_params() + 50_000 * 1000) * 2  # only the gathered working set
-    # 2048 tokens in ceil(50000 / 1000) = 50 chunks -> 41 tokens -> a power-of-two chunk of 64 tokens
-    assert terms["logits_and_loss"] == 64 * 50_000 * 8.0
+    # 2048 tokens in ceil(50000 / 1000) = 50 chunks -> 41 tokens -> a power-of-two chunk of 64 tokens; and the
+    # lm_head weight's gradient (vocab x hidden, bf16), computed in the forward pass and held for the backward
+    assert terms["logits_and_loss"] == 64 * 50_000 * 8.0 + 50_000 * 1000 * 2
+    gathered = memory.estimate(SHAPE, replace(s, weights_gathered=True), gpus=8, nodes=1, gpu_mem_gb=80).terms
+    assert gathered["weights"] == (SHAPE.llm_params() + SHAPE.vision_params()) * 2  # every parameter kept gathered
+
+
+SEVEN = memory.PUBLISHED["Qwen/Qwen2.5-VL-7B-Instruct"]
+
+
+@pytest.mark.parametrize("nodes", [1, 2])
+@pytest.mark.parametrize("gpus", [1, 2, 4, 8])
+def test_model_states_are_never_below_deepspeeds_own_estimator(gpus: int, nodes: int) -> None:
+    """DeepSpeed's estimate_*_model_states_mem_needs for the same trainable / total parameters and world size is a
+    floor: the planner's weights + gradients + optimizer may not be below it."""
+    from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs
+    from deepspeed.runtime.zero.stage_1_and_2 import estimate_zero2_model_states_mem_needs
+
+    total = SEVEN.llm_params() + SEVEN.vision_params()
+    for train_vit in (False, True):
+        setting = replace(BASE, max_length=16384, train_vit=train_vit, train_aligner=train_vit)
+        trainable = memory.trainable_params(SEVEN, setting)
+        # The estimators take every parameter as trainable: the frozen ones add their 16-bit weights only.
+        frozen = 2 * (total - trainable)
+        for zero in (2, 3):
+            terms = memory.estimate(SEVEN, replace(setting, zero_stage=zero), gpus, nodes, 80).terms
+            states = terms["weights"] + terms["gradients"] + terms["optimizer"]
+            if zero == 2:
+                _, floor = estimate_zero2_model_states_mem_needs(trainable, gpus, nodes, cpu_offload=False)
+                floor += frozen
+            else:
+                largest = SEVEN.vocab * SEVEN.hidden  # the embedding (and lm_head): the biggest layer
+                _, floor, _ = estimate_zero3_model_states_mem_needs(
+                    trainable, largest, gpus, nodes, cpu_offload=False, cpu_offload_params=False
+                )
+                floor += frozen / (gpus * nodes)
+            assert states >= floor, (zero, train_vit, states / GiB, floor / GiB)
+
+
+def test_sequence_parallel_is_offered_as_ms_swift_can_run_it() -> None:
+    """Qwen2.5-VL-7B has 4 KV heads: ms-swift splits 2 and 4 as Ulysses; 8 needs a ring, which needs padding_free
+    with flash attention. Under sequence parallelism the fused loss is off (ms-swift computes the loss itself)."""
+    assert memory.sequence_parallel_split(SEVEN, 4) == (4, 1) and memory.sequence_parallel_split(SEVEN, 8) == (4, 2)
+    assert memory.sequence_parallel_sizes(SEVEN, 8, ring_attention=False) == [2, 4]
+    assert memory.sequence_parallel_sizes(SEVEN, 8, ring_attention=True) == [2, 4, 8]
+    fused = replace(BASE, max_length=49152, fused_loss=True)
+    one = memory.estimate(SEVEN, fused, 8, 1, 80)
+    two = memory.estimate(SEVEN, replace(fused, sequence_parallel=2), 8, 1, 80)
+    assert two.terms["logits_and_loss"] == 49152 / 2 * SEVEN.vocab * (2 + 12)  # materialised for half the tokens
+    assert two.terms["logits_and_loss"] > one.terms["logits_and_loss"] and any("fused loss off" in n for n in two.notes)
+    for fix in memory.fixes(SEVEN, replace(BASE, max_length=400_000, zero_stage=3), 8, 1, 80):
+        assert fix[0] != "sequence parallel 8"  # never offered without ring attention
 
 
 @pytest.mark.parametrize("field", ["max_length", "zero_stage", "gpus"])

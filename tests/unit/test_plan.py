@@ -50,7 +50,8 @@ def test_engine_arguments_use_ms_swift_names(tmp_path: Path) -> None:
     loaded = curriculum.load(CURRICULA / "smoke.yaml", ["stages.reports.engine_args.lora_dropout=0.1"])
     built = plan.build(loaded, tmp_path, topology.Launch())
     command = built.stages[2].command
-    assert command[1:3] == ["-m", "swift.cli.sft"]  # one process: no launcher
+    # One process under torchrun too: a 1-rank group, so DeepSpeed never falls back to MPI discovery.
+    assert command[1:6] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1", "-m"]
     assert engine_arg(command, "deepspeed").endswith("configs/deepspeed/zero3_offload.json")
     assert engine_arg(command, "tuner_type") == "full" and engine_arg(command, "learning_rate") == "0.0001"
     assert engine_arg(command, "lora_dropout") == "0.1"  # engine_args pass through untouched
