@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -210,7 +211,10 @@ def _distill(args: argparse.Namespace) -> int:
     try:
         result = distill.distill(settings, source, args.output_dir)
     except KeyboardInterrupt:
-        print(f"interrupted; everything done is kept in {args.output_dir}: run the same command to continue")
+        print(
+            f"interrupted; everything done is kept in {args.output_dir}: run the same command to continue",
+            file=sys.stderr,
+        )
         return 130
     counts = result.manifest["counts"]
     print(json.dumps({"output": str(result.output), **counts}, indent=2))

@@ -21,11 +21,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue
 import random
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -706,10 +707,10 @@ class Distiller:
             chains.close()
             rejected.close()
         manifest = self._write_manifest(selected, stats, started, previous, stopped)
-        if self._replies is not None:
-            self._replies.close()
-        if self._verdicts is not None:
-            self._verdicts.close()
+        self._close_clients()
+        for cache in (self._replies, self._verdicts):
+            if cache is not None:
+                cache.close()
         if stopped:
             counts = manifest["counts"]
             raise DistillStopped(
@@ -735,30 +736,42 @@ class Distiller:
         started: float,
         previous: dict[str, Any],
     ) -> str | None:
-        """Ask with at most ``concurrency`` chains in flight (submitted as others finish, so a stop leaves no queue
-        behind); each result is appended the moment it arrives. Returns why the run stopped early, or None."""
+        """Ask with at most ``concurrency`` chains in flight (started as others finish, so a stop leaves no queue
+        behind); each result is appended the moment it arrives. Returns why the run stopped early, or None.
+
+        Each chain is asked in a daemon thread of its own rather than in a ThreadPoolExecutor: the executor's workers
+        are joined at interpreter exit, so an interrupted run would sit until every abandoned request reached its
+        deadline (minutes for a long chain); abandoned requests are simply asked again by the next run."""
         progress = Progress(f"distilling with {self.teacher.model}", len(todo), unit="chains", log=logger)
         jobs = iter(todo)
-        pending: set[Future[_Result]] = set()
+        arrived: queue.Queue[tuple[_Result | None, BaseException | None]] = queue.Queue()
+        in_flight = 0
         stopped: str | None = None
         last_manifest = time.monotonic()
-        pool = ThreadPoolExecutor(max_workers=self.teacher.concurrency, thread_name_prefix="distill")
+
+        def work(picked: Picked, sample: int) -> None:
+            try:
+                arrived.put((self._one(picked, sample), None))
+            except BaseException as exc:  # handed to the main thread, which decides
+                arrived.put((None, exc))
+
         try:
             while True:
-                while stopped is None and len(pending) < self.teacher.concurrency:
+                while stopped is None and in_flight < self.teacher.concurrency:
                     job = next(jobs, None)
                     if job is None:
                         break
-                    pending.add(pool.submit(self._one, *job))
-                if not pending:
+                    threading.Thread(target=work, args=job, name="distill", daemon=True).start()
+                    in_flight += 1
+                if not in_flight:
                     break
-                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    try:
-                        result = future.result()
-                    except CircuitOpen as exc:
-                        stopped = stopped or str(exc)
-                        continue
+                result, error = arrived.get()
+                in_flight -= 1
+                if isinstance(error, CircuitOpen):
+                    stopped = stopped or str(error)
+                elif error is not None:
+                    raise error
+                elif result is not None:
                     self._record(result, chains, rejected, stats)
                     progress.advance()
                 breaker = self._breaker.reason or (
@@ -766,19 +779,26 @@ class Distiller:
                 )
                 if breaker and stopped is None:
                     stopped = breaker
-                    logger.error(f"{breaker}: stopping; the {len(pending)} request(s) in flight are waited for")
+                    logger.error(f"{breaker}: stopping; the {in_flight} request(s) in flight are waited for")
                 if time.monotonic() - last_manifest > MANIFEST_EVERY_S:
                     self._write_manifest(selected, stats, started, previous, None)
                     last_manifest = time.monotonic()
         except KeyboardInterrupt:
             stopped = "interrupted"
-            pool.shutdown(wait=False, cancel_futures=True)
+            # Requests in flight are abandoned: no retry of theirs starts; their chains are asked again later.
+            self._breaker.trip(stopped)
+            if self._judge is not None and self._judge.breaker is not None:
+                self._judge.breaker.trip(stopped)
             self._write_manifest(selected, stats, started, previous, stopped)
             raise
         finally:
             progress.close()
-        pool.shutdown(wait=True)
         return stopped
+
+    def _close_clients(self) -> None:
+        self._client.close()
+        if self._judge is not None:
+            self._judge.close()
 
     def _record(self, result: _Result, chains: _Journal, rejected: _Journal, stats: _RunStats) -> None:
         if not result.cached:

@@ -107,6 +107,11 @@ class CircuitBreaker:
         if self._reason is not None:
             raise CircuitOpen(self._reason)
 
+    def trip(self, reason: str) -> None:
+        """Open the breaker now (the work is being abandoned): requests still retrying stop at their next try."""
+        with self._lock:
+            self._reason = self._reason or reason
+
     def record(self, ok: bool, errors: list[str]) -> None:
         with self._lock:
             if ok:
