@@ -15,6 +15,7 @@ import yaml
 from pydantic import ValidationError
 
 from spinegpt.data_mixes import build, distill, mixes, readers, rows, sources
+from spinegpt.data_mixes.chains import check_template
 from spinegpt.data_mixes.mixes import Filters
 from spinegpt.data_mixes.records import REASONING_STYLES, SPLITS, Bad
 from spinegpt.data_mixes.rows import DataError
@@ -163,8 +164,8 @@ def _distill(args: argparse.Namespace) -> int:
     template = distill.DEFAULT_TEMPLATE
     if args.prompt_template is not None:
         try:
-            template = args.prompt_template.read_text(encoding="utf-8")
-        except OSError as exc:
+            template = check_template(args.prompt_template.read_text(encoding="utf-8"), str(args.prompt_template))
+        except (OSError, ValueError) as exc:
             raise UsageError(f"--prompt-template: {exc}") from None
     try:
         settings = distill.DistillSettings(
@@ -202,7 +203,8 @@ def _distill(args: argparse.Namespace) -> int:
         )
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'] if p not in ('filters',)) or 'options'}: {e['msg']}"
+            f"{'.'.join(str(p) for p in e['loc'] if p != 'filters') or 'options'}: "
+            + str(e["msg"]).removeprefix("Value error, ")
             for e in exc.errors()
         )
         raise UsageError(f"distill: {problems}") from None

@@ -779,7 +779,8 @@ class Distiller:
                 )
                 if breaker and stopped is None:
                     stopped = breaker
-                    logger.error(f"{breaker}: stopping; the {in_flight} request(s) in flight are waited for")
+                    waiting = f"; waiting for the {in_flight} request(s) in flight" if in_flight else ""
+                    logger.error(f"{breaker}: stopping{waiting}")
                 if time.monotonic() - last_manifest > MANIFEST_EVERY_S:
                     self._write_manifest(selected, stats, started, previous, None)
                     last_manifest = time.monotonic()

@@ -88,5 +88,9 @@ def test_refusals_are_one_clear_line(tmp_path: Path) -> None:
         assert task.returncode == 2 and "not report" in task.stderr and "Traceback" not in task.stderr
         unknown = run_spinegpt("data", "distill", "nowhere.jsonl", *distill_args(bank, out, server)[3:], check=False)
         assert unknown.returncode == 1 and "not a SpineMed source of sources.yaml (spinemed" in unknown.stderr
+        template = tmp_path / "prompt.txt"
+        template.write_text("Answer step by step.")
+        bad = run_spinegpt(*distill_args(bank, out, server, "--prompt-template", str(template)), check=False)
+        assert bad.returncode == 2 and f"{template}: a prompt template holds {{question}} exactly once" in bad.stderr
         ok = run_spinegpt(*distill_args(bank, out, server, "--task", "mcq"))
     assert json.loads(ok.stdout)["kept"] == 1
