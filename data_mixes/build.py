@@ -277,6 +277,7 @@ class _ComponentState:
     eligible: array[int]  # indices (in the source file) of the items this component may draw
     counts: Counter[str]
     selected: dict[int, int] | None = None  # position -> multiplicity
+    absent: Path | None = None  # an optional source's missing file
 
 
 @dataclass(frozen=True)
@@ -332,13 +333,28 @@ def _sha256_of(path: str, size: int, mtime_ns: int, inode: int) -> str:
     return sha256_file(Path(path))
 
 
+def absent_optional(mix: Mix, name: str, data_root: Path) -> Path | None:
+    """The missing file of a source every component of ``mix`` reading it may do without (``optional``), or None
+    (the file is there, or some component needs it: :func:`source_file` then says what is wrong)."""
+    readers_of = [c for c in mix.components if c.source == name]
+    path = under(data_root, mix.sources[name].path)
+    if readers_of and all(c.optional for c in readers_of) and not path.is_file():
+        return path
+    return None
+
+
 def input_fingerprint(loaded: LoadedMix, data_root: Path, seed: int, splits: Sequence[str] | None) -> dict[str, Any]:
-    """Everything the output depends on: the resolved mix, seed, split restriction and each input's sha256."""
+    """Everything the output depends on: the resolved mix, seed, split restriction and each input's sha256 (an
+    optional source that is absent is recorded as such, so the build is redone once it appears)."""
     mix = loaded.mix
     kept = set(splits) if splits else None
     used = sorted({c.source for c in mix.components if kept is None or mixes.component_splits(mix, c) & kept})
     inputs = []
     for name in used:
+        missing = absent_optional(mix, name, data_root)
+        if missing is not None:
+            inputs.append({"source": name, "reader": mix.sources[name].reader, "path": str(missing), "absent": True})
+            continue
         path = source_file(name, mix.sources[name], data_root)
         inputs.append(
             {"source": name, "reader": mix.sources[name].reader, "path": str(path), "sha256": _input_sha256(path)}
@@ -455,6 +471,16 @@ def _build_all(builds: list[_MixState], data_root: Path, workers: int, min_paral
                 state.counts["outside splits"] = 1
                 continue
             name, spec = state.component.source, mix.sources[state.component.source]
+            missing = absent_optional(mix, name, data_root)
+            if missing is not None:
+                state.selected = {}  # an optional source not written yet: nothing to read, reported as such
+                state.counts["absent"] = 1
+                state.absent = missing
+                logger.info(
+                    f"{mix.name}: optional source {name!r} is absent ({missing}); "
+                    f"component {state.component.label!r} adds nothing"
+                )
+                continue
             key = f"{name}:{spec.model_dump_json()}"
             if key not in reads:
                 reads[key] = _SharedRead(name, spec, source_file(name, spec, data_root), [])
@@ -496,7 +522,7 @@ def _build_all(builds: list[_MixState], data_root: Path, workers: int, min_paral
     # Draw each component's sample (item indices), seeded per component so adding one never reshuffles another.
     for build_state in builds:
         for state in build_state.states:
-            if state.counts.get("outside splits"):
+            if state.counts.get("outside splits") or state.counts.get("absent"):
                 continue
             state.selected, issue = _draw(state, build_state.job.loaded.mix, build_state.job.seed)
             if issue:
@@ -634,7 +660,7 @@ def _write_shards(folder: Path, states: list[_ComponentState], mix: Mix) -> dict
             out = None
 
     for state in states:
-        if state.counts.get("outside splits"):
+        if state.counts.get("outside splits") or state.counts.get("absent"):
             continue
         kept_by_split: Counter[str] = Counter()
         with (folder / "components" / f"{state.index:03d}.tsv").open(encoding="utf-8") as handle:
@@ -678,6 +704,8 @@ def _component_report(state: _ComponentState) -> dict[str, Any]:
         dropped["not sampled"] = eligible - selected
     if counts.get("outside splits"):
         return {"name": c.label, "source": c.source, "excluded": "yields none of the splits the build keeps"}
+    if counts.get("absent"):
+        return {"name": c.label, "source": c.source, "excluded": f"optional source absent: {state.absent}"}
     return {
         "name": c.label,
         "source": c.source,

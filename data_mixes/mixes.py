@@ -100,6 +100,9 @@ class Component(_Strict):
     """Take ``weight x total`` records (the mix's ``total``); the weights of a mix sum to 1."""
     replace: bool = False
     """Sample with replacement (a record may repeat); without it a count above what qualifies is an error."""
+    optional: bool = False
+    """The source's file may be absent (data a user makes, such as the chains ``spinegpt data distill`` writes): the
+    component then contributes nothing and the build manifest says so. Unset, a missing file is an error."""
 
     @model_validator(mode="after")
     def _one_amount(self) -> Component:

@@ -130,6 +130,8 @@ class CurriculumData:
             loaded = self.mix(source)
             wanted = set(mixes.splits_of(loaded, source.splits))
             for component in loaded.mix.components:
+                if component.optional:
+                    continue  # may be absent: the build reports it, nothing has to be on disk for it
                 if mixes.component_splits(loaded.mix, component) & wanted:
                     spec = loaded.mix.sources[component.source]
                     needed.append((component.source, build.under(self.root(), spec.path)))

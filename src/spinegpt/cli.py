@@ -12,6 +12,7 @@ this module only builds the parser and dispatches.
                                                              ablation rows trained, evaluated, tabulated
     spinegpt data convert --source SRC INPUT --output OUT.jsonl [--image-root DIR]   engine rows from one file
     spinegpt data build   MIX [MIX ...] --output-dir DIR [--data-root DIR] [--seed N]   shards + manifest.json
+    spinegpt data distill SOURCE --teacher-url URL --teacher-model NAME --output-dir DIR   verified reasoning chains
     spinegpt data audit   CURRICULUM.yaml [key=value ...] [--stage S] [--json]   token counts vs max_length
     spinegpt tiny-model [--output-dir DIR]                   build the offline tiny Qwen2.5-VL, print its path
 
