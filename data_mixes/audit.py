@@ -13,9 +13,7 @@ import hashlib
 import json
 import logging
 import math
-import multiprocessing
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, overload
@@ -23,7 +21,7 @@ from typing import Any, overload
 import imagesize
 from PIL import Image
 
-from spinegpt import log
+from spinegpt import stopping
 from spinegpt.data_mixes.bpe import BpeCounts, NotEquivalent
 from spinegpt.data_mixes.readers import byte_ranges, data_workers
 from spinegpt.data_mixes.rows import IMAGE_TAG, loads
@@ -348,9 +346,7 @@ def counts(path: Path, counter: TokenCounter, workers: int | None = None) -> lis
     label = f"counting tokens of {path.name}"
     if counter.fast is not None and workers > 1 and path.stat().st_size >= PARALLEL_MIN_BYTES:
         ranges = byte_ranges(path, workers)
-        # spawn, not fork: the caller (the runner) may hold threads, and a forked copy of a lock can deadlock.
-        spawn = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(len(ranges), mp_context=spawn, initializer=log.setup_from_env) as pool:
+        with stopping.process_pool(len(ranges)) as pool:
             labels = [f"{label} [part {k + 1}/{len(ranges)}]" for k in range(len(ranges))]
             parts = pool.map(_count_rows, [path] * len(ranges), [counter.fast] * len(ranges), ranges, labels)
             found = [n for part in parts for n in part]

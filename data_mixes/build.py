@@ -16,20 +16,19 @@ import functools
 import hashlib
 import json
 import logging
-import multiprocessing
 import os
+import platform
 import random
 import shutil
 import time
 from array import array
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from spinegpt import log
+from spinegpt import stopping
 from spinegpt.data_mixes import mixes, readers, sources
 from spinegpt.data_mixes.mixes import Component, Filters, LoadedMix, Mix, SourceSpec
 from spinegpt.data_mixes.records import Bad, Record, normalise_question
@@ -37,7 +36,7 @@ from spinegpt.data_mixes.rows import check_row
 from spinegpt.errors import UserError
 from spinegpt.eval_hooks import registry
 from spinegpt.eval_hooks.benchmark import BenchmarkError
-from spinegpt.files import first_of, sha256_file
+from spinegpt.files import FolderBusy, FolderLock, first_of, sha256_file
 from spinegpt.progress import Progress
 
 logger = logging.getLogger(__name__)
@@ -236,10 +235,7 @@ def _read_all(
         results = [_read_part(*job) for _, _, job in jobs]  # small inputs: starting processes would cost more
     else:
         order = sorted(range(len(jobs)), key=lambda j: -jobs[j][0])
-        # spawn, not fork: the caller (the runner) may hold threads, and a forked copy of a lock can deadlock.
-        with ProcessPoolExecutor(
-            min(workers, len(jobs)), mp_context=multiprocessing.get_context("spawn"), initializer=log.setup_from_env
-        ) as pool:
+        with stopping.process_pool(min(workers, len(jobs))) as pool:
             futures = {j: pool.submit(_read_part, *jobs[j][2]) for j in order}
             results = [futures[j].result() for j in range(len(jobs))]
     for (_, read, _), part in zip(jobs, results, strict=True):
@@ -427,18 +423,25 @@ def build_many(
     *,
     workers: int | None = None,
     min_parallel_bytes: int = PARALLEL_MIN_BYTES,
+    lock: bool = False,
 ) -> list[BuildResult]:
     """Build several mixes, reading each source they share once (the three stage mixes all read SpineMed-450k).
-    Each output is byte-identical to building its mix alone; a bad input fails them all, before any is written."""
+    Each output is byte-identical to building its mix alone; a bad input fails them all, before any is written.
+    ``lock``: hold each output folder's lock (a user's ``data build``: a second build into it is refused)."""
     workers = workers or readers.data_workers()
     data_root = data_root.resolve()
     started = time.monotonic()
     builds: list[_MixState] = []
+    locks = [OutputLock(job.output.resolve()) for job in jobs] if lock else []
     try:
+        for output_lock in locks:
+            output_lock.acquire()
         for job in jobs:
             mix = job.loaded.mix
             allowed = set(job.splits) if job.splits else None
             output = job.output.resolve()
+            sources = [under(data_root, spec.path).resolve() for spec in mix.sources.values()]
+            check_output(output, data_root, sources)
             partial = output.with_name(f"{output.name}.partial-{os.getpid()}")  # concurrent builders never share
             shutil.rmtree(partial, ignore_errors=True)
             (partial / "components").mkdir(parents=True)
@@ -456,6 +459,9 @@ def build_many(
         for state in builds:
             shutil.rmtree(state.partial, ignore_errors=True)  # a failed build leaves nothing behind
         raise
+    finally:
+        for output_lock in locks:
+            output_lock.release()
 
 
 def _build_all(builds: list[_MixState], data_root: Path, workers: int, min_parallel_bytes: int) -> list[BuildResult]:
@@ -587,8 +593,12 @@ def _finish(build_state: _MixState) -> BuildResult:
     }
     (partial / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     output = job.output.resolve()
-    if output.exists() and _key_of(output) != manifest["key"]:
-        shutil.rmtree(output)  # an earlier build with other inputs: replaced
+    own = own_files(output)
+    if own is not None and _key_of(output) != manifest["key"]:
+        # An earlier build with other inputs (check_output made sure it holds nothing else): its files alone go.
+        for name in own:
+            (output / name).unlink(missing_ok=True)
+        output.rmdir()
     try:
         partial.rename(output)
     except OSError:
@@ -609,6 +619,63 @@ def _lines(paths: list[Path]) -> Iterator[str]:
     for path in paths:
         with path.open(encoding="utf-8") as handle:
             yield from handle
+
+
+def own_files(folder: Path) -> set[str] | None:
+    """The names a build of this project wrote into ``folder`` (its manifest and its shards), or None where the
+    folder holds no build (no manifest of ours): the only files a later build may remove there."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        shards = manifest["output"]["shards"]
+        return {MANIFEST, *(str(shard["file"]) for shard in shards)}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def check_output(output: Path, data_root: Path, sources: Sequence[Path]) -> None:
+    """Refuse an output folder a build may not write into: the data root, a folder holding it or a source file, a
+    run folder, a file, or a folder holding anything but an earlier build (whose own files alone it replaces)."""
+    where = f"--output-dir {output}"
+    if output == data_root or data_root.is_relative_to(output):
+        raise BuildError(f"{where}: is or holds the data root {data_root}; write builds elsewhere")
+    inside = [src for src in sources if src.is_relative_to(output)]
+    if inside:
+        raise BuildError(f"{where}: holds the build's own source {inside[0]}; write builds elsewhere")
+    if output.exists() and not output.is_dir():
+        raise BuildError(f"{where}: is a file, not a folder")
+    if not output.is_dir() or not any(output.iterdir()):
+        return
+    if (output / "run_manifest.json").exists():
+        raise BuildError(f"{where}: holds a run (run_manifest.json); nothing was written or removed")
+    own = own_files(output)
+    if own is None:
+        raise BuildError(
+            f"{where}: is not empty and is not a build (no {MANIFEST} of spinegpt's): choose a new or empty folder; "
+            "nothing was removed"
+        )
+    foreign = sorted(p.name for p in output.iterdir() if p.name not in own)
+    if foreign:
+        raise BuildError(
+            f"{where}: holds an earlier build and files it did not write ({', '.join(foreign[:5])}): a build replaces "
+            "only its own files; move them, or choose another folder"
+        )
+
+
+class OutputLock:
+    """One build into an output folder at a time: an flock beside it, released by the kernel when the builder dies.
+    Two builds into one folder would otherwise both report success and leave one of them."""
+
+    def __init__(self, output: Path):
+        self.lock = FolderLock(output.parent, f".{output.name}.lock")
+
+    def acquire(self) -> None:
+        try:
+            self.lock.acquire({"host": platform.node(), "pid": os.getpid(), "since": time.strftime("%H:%M:%S")})
+        except FolderBusy as exc:
+            raise BuildError(f"{exc}: one build per output folder at a time") from None
+
+    def release(self) -> None:
+        self.lock.release()
 
 
 def _key_of(folder: Path) -> str | None:

@@ -18,12 +18,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from spinegpt.errors import UserError
 from spinegpt.files import stable_hash, write_json_atomic
 
 FILE = "run_manifest.json"
 RunStatus = Literal["running", "done", "partial", "failed", "interrupted"]
 StageStatus = Literal["pending", "running", "done", "failed", "interrupted"]
-EvalStatus = Literal["running", "done", "failed"]
+EvalStatus = Literal["running", "done", "failed", "interrupted"]
 FORMAT = 1
 PACKAGES = (
     "spinegpt",
@@ -87,6 +88,10 @@ def environment() -> dict[str, Any]:
         "packages": package_versions(),
         "git": git_state(code_root()),
     }
+
+
+class ManifestError(UserError, ValueError):
+    """A run manifest that cannot be read; the message names the file."""
 
 
 class _Record(BaseModel):
@@ -182,9 +187,15 @@ class RunManifest(_Record):
 
     @classmethod
     def read(cls, path: Path) -> RunManifest:
-        manifest = cls.model_validate_json(path.read_text(encoding="utf-8"))
+        """The manifest at ``path``; one that is empty, cut short or not a manifest is a :class:`ManifestError`
+        naming the file (what a full disk or an editor leaves), never a parser's traceback."""
+        try:
+            manifest = cls.model_validate_json(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ManifestError(f"{path}: not a readable run manifest ({first})") from None
         if manifest.format != FORMAT:
-            raise ValueError(f"{path}: unsupported manifest format {manifest.format!r} (expected {FORMAT})")
+            raise ManifestError(f"{path}: unsupported manifest format {manifest.format!r} (expected {FORMAT})")
         return manifest
 
     def write(self, path: Path) -> None:

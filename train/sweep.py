@@ -217,7 +217,9 @@ class SweepProgress:
             status = previous.get("status", "pending")
             if finished(self.sweep, row) is not None:
                 status = "done"
-            elif status not in ("submitted", "failed", "running") or (keep is None and status == "running"):
+            elif status not in ("submitted", "failed", "running", "interrupted") or (
+                keep is None and status == "running"
+            ):
                 status = "pending"  # a row left "running" by a crashed sweep is pending again
             self.rows[row.name] = {**previous, "status": status}
 
@@ -331,6 +333,10 @@ def run_local(sweep: LoadedSweep, rows: list[Row], launch: Launch, compare_paper
                 progress.set(row, "failed", error=str(exc))
             logger.error(f"row {row.name} FAILED: {exc}")
             continue
+        except BaseException as exc:  # Ctrl-C or SIGTERM stops the sweep, not just this row
+            if leads:
+                progress.set(row, "interrupted", error=str(exc) or type(exc).__name__)
+            raise
         if leads:
             progress.set(row, "done", ended_at=manifest.now())
             rebuild_table(sweep, compare_paper)

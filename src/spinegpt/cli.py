@@ -27,9 +27,9 @@ import os
 import sys
 from collections.abc import Sequence
 
-from spinegpt import log, paths
+from spinegpt import log, paths, stopping
 from spinegpt.data_mixes import commands as data_commands
-from spinegpt.errors import UserError
+from spinegpt.errors import Terminated, UserError
 from spinegpt.train import commands as train_commands
 
 
@@ -64,6 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
         args.overrides = [*args.overrides, *rest]
     log.setup(-1 if args.quiet else 1 if args.verbose else 0)
+    stopping.on_sigterm_raise()
     extensions = paths.torch_extensions()
     if extensions is not None:
         # Set here, for this process (preflight builds CPU Adam) and every child (the engine's ranks) alike.
@@ -80,6 +81,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; continue with --resume", file=sys.stderr)
         return 130
+    except Terminated:
+        print("stopped by SIGTERM; continue with --resume", file=sys.stderr)
+        return Terminated.exit_code
 
 
 if __name__ == "__main__":

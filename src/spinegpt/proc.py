@@ -15,14 +15,13 @@ import logging
 import os
 import re
 import shlex
-import signal
 import subprocess
 import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from spinegpt.log import echo
 
@@ -67,6 +66,8 @@ def run(
         log.write(f"\n$ {shlex.join(command)}\n".encode())
         log.flush()
         guarded = [sys.executable, "-m", "spinegpt.reaper", str(os.getpid()), "--", *command]
+        # A stop that lands while the child is being started unwinds before there is a handle to stop it with: the
+        # reaper then stops it, as it does whenever this process ends (its parent-death signal).
         process = subprocess.Popen(
             guarded if sys.platform == "linux" else command,
             env=env,
@@ -75,11 +76,8 @@ def run(
             stderr=subprocess.STDOUT,
             start_new_session=sys.platform == "linux",
         )
-
-        def forward(signum: int, _frame: Any) -> None:
-            process.terminate()  # the reaper stops the whole tree below it
-
-        previous = signal.signal(signal.SIGTERM, forward)
+        # Ctrl-C and SIGTERM (spinegpt.stopping) raise here, in the read loop: the finally below stops the child
+        # (the reaper takes the whole tree below it) before the exception goes on up.
         watcher = _StopWatch(process, stop, log_path) if stop is not None else None
         try:
             assert process.stdout is not None
@@ -89,7 +87,6 @@ def run(
                 on_line(line)
             code = process.wait()
         finally:
-            signal.signal(signal.SIGTERM, previous)
             if process.poll() is None:
                 process.terminate()
                 try:

@@ -46,6 +46,10 @@ class EvaluationHook(StageHooks):
             logger.warning(
                 f"{stage.label} evaluation FAILED (the trained stage is kept as done); log: {stage.dir / EVAL_LOG}"
             )
+        except BaseException as exc:  # Ctrl-C or SIGTERM: the run stops here, and says so; --resume evaluates again
+            record.eval.set(status="interrupted", ended_at=now(), error=str(exc) or type(exc).__name__)
+            self.manifest.record_changed(stage, record)
+            raise
         else:
             record.eval.set(status="done", ended_at=now(), benchmarks=summary["benchmarks"])
             logger.info(f"{stage.label} evaluation written to {stage.eval_dir}")
