@@ -291,7 +291,7 @@ def _build(args: argparse.Namespace) -> int:
         jobs.append(build.BuildJob(loaded, output, seed, splits))
     if len({job.output for job in jobs}) < len(jobs):
         raise UsageError(f"two of the mixes {args.mix} have the same name: they would share an output")
-    results = build.build_many(jobs, root)
+    results = build.build_many(jobs, root, lock=True)
     summary = [
         {"output": str(r.dir), "rows": r.rows, "sha256": r.sha256, "components": r.manifest["components"]}
         for r in results

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -192,6 +193,26 @@ class ExportResult:
     uploaded_to: str | None = None
 
 
+def check_output(output: Path, source: Path, overwrite: bool) -> None:
+    """Refuse an output that would destroy what was not exported here: the source itself or a folder holding it, a
+    run folder, or (with ``--overwrite``) anything but an earlier export (recognised by its spinegpt_export.json)."""
+    where = f"--output-dir {output}"
+    if output == source or source.is_relative_to(output):
+        raise ExportError(f"{where}: is or holds the source {source}; export elsewhere (nothing was removed)")
+    for folder in (output, *output.parents):
+        if (folder / manifest.FILE).is_file():
+            raise ExportError(f"{where}: lies in the run folder {folder}; export elsewhere (nothing was removed)")
+    if not output.exists():
+        return
+    if not overwrite:
+        raise ExportError(f"{output} already exists; pass --overwrite to replace it, or choose another --output-dir")
+    if not output.is_dir() or not (output / EXPORT_INFO).is_file():
+        raise ExportError(
+            f"{where}: --overwrite replaces an earlier export only, and {output} holds none ({EXPORT_INFO}); "
+            "nothing was removed"
+        )
+
+
 def _files(folder: Path) -> list[tuple[str, int]]:
     return sorted((str(p.relative_to(folder)), p.stat().st_size) for p in folder.rglob("*") if p.is_file())
 
@@ -214,8 +235,8 @@ def export(
     from transformers import AutoModelForImageTextToText
 
     output = output.resolve()
-    if output.exists() and not overwrite and not dry_run:
-        raise ExportError(f"{output} already exists; pass --overwrite to replace it, or choose another --output")
+    if not dry_run:
+        check_output(output, source.resolve(), overwrite)
     src = resolve_source(source, consolidate)
     for note in src.notes:
         logger.warning(f"{note}")
@@ -258,8 +279,12 @@ def export(
         if dry_run:
             logger.info(f"dry run: {len(files)} file(s) checked in a temporary folder, nothing written")
             return ExportResult(None, files, diff, src)
+        # mkdtemp made the staging folder for this user alone (0700): the model is for everyone the umask allows.
+        umask = os.umask(0)
+        os.umask(umask)
+        staging.chmod(0o777 & ~umask)
         if output.exists():
-            shutil.rmtree(output)
+            shutil.rmtree(output)  # an earlier export (check_output made sure), replaced as a whole
         staging.rename(output)
     finally:
         if staging.exists():

@@ -33,6 +33,7 @@ def test_export_final_stage_of_a_run(smoke_run: tuple[Path, dict[str, Any], str]
         "hw-hwei/MedThoughts-8K",
     )
     assert "reload parity: max |logit difference|" in result.stderr
+    assert out.stat().st_mode & 0o055 == 0o055  # others on the cluster can read it (the staging folder was 0700)
     # Sharded safetensors with an index, plus everything from_pretrained and the chat template need.
     shards = sorted(p.name for p in out.glob("model-*.safetensors"))
     assert len(shards) > 1 and (out / "model.safetensors.index.json").is_file()
