@@ -26,7 +26,7 @@ from spinegpt.data_mixes.stage_data import resolve_data_root
 from spinegpt.eval_hooks import evaluator, registry
 from spinegpt.eval_hooks.config import BenchmarkConfig, EvalConfig, EvalJob, JudgeConfig, ModelLoading
 from spinegpt.offline import tiny_model
-from spinegpt.train import export, memory, plan, preflight, report, runner, sweep, swift_adapter, topology
+from spinegpt.train import export, memory, multinode, plan, preflight, report, runner, sweep, swift_adapter, topology
 from spinegpt.train.audit import audit_curriculum
 from spinegpt.train.errors import RunError
 from spinegpt.train.hooks.leader import LeaderHook
@@ -201,6 +201,14 @@ def _run_parser(sub: Subparsers) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     built = _built(args)
+    if built.launch.multi_node_torchrun and built.launch.leads:
+        # The other nodes learn from node 0's heartbeat that it is alive, from before its preflight to its end.
+        with multinode.Heartbeat(built.output_dir):
+            return _lead(args, built)
+    return _lead(args, built)
+
+
+def _lead(args: argparse.Namespace, built: plan.Plan) -> int:
     if not args.skip_preflight and built.launch.leads:
         with contextlib.redirect_stdout(sys.stderr):
             checks = preflight.run(built)

@@ -12,9 +12,11 @@ earlier attempt is never replayed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,13 @@ logger = logging.getLogger(__name__)
 LAUNCH = "launch.json"
 ABORT = "ABORT.json"
 NODE_FAILED = "FAILED.node{rank}.json"
+HEARTBEAT = "LEADER.json"
+BEAT_EVERY_S = 10.0
+DEAD_AFTER_S = 90.0
+"""A follower takes node 0 for dead when its heartbeat has not changed for this long (by the follower's own clock,
+so the nodes' clocks need not agree)."""
+FIRST_BEAT_S = 600.0
+"""How long a follower waits for node 0's first heartbeat (node 0 writes it as it starts, before its preflight)."""
 
 
 def run_token() -> str:
@@ -55,6 +64,35 @@ def marker(path: Path, token: str, since: float) -> dict[str, Any] | None:
     return found
 
 
+class Heartbeat:
+    """Node 0's pulse: ``LEADER.json`` in the run folder rewritten every few seconds from a thread, for as long as
+    node 0 runs. A follower whose engine is not running has no other way to learn that node 0 died: node 0's
+    markers are written by node 0 itself, and a dead process writes nothing."""
+
+    def __init__(self, folder: Path):
+        self.path = folder / HEARTBEAT
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="spinegpt-heartbeat", daemon=True)
+
+    def _beat(self) -> None:
+        beat = 0
+        while True:
+            beat += 1
+            with contextlib.suppress(OSError):  # a shared folder that blips: the next beat tries again
+                write_json_atomic(self.path, {"token": run_token(), "beat": beat, "written_at": time.time()})
+            if self._stop.wait(BEAT_EVERY_S):
+                return
+
+    def __enter__(self) -> Heartbeat:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 class Follower:
     """A torchrun node other than 0: runs each stage's engine when node 0 says so, until node 0 marks it done."""
 
@@ -67,6 +105,25 @@ class Follower:
         self.started = time.time()
         self.token = run_token()
         self.timeout_s = float(os.environ.get("SPINEGPT_FOLLOWER_TIMEOUT", str(7 * 24 * 3600)))
+        self.dead_after_s = DEAD_AFTER_S
+        self.first_beat_s = FIRST_BEAT_S
+        self._beat: Any = None
+        self._beat_changed = time.monotonic()
+
+    def _leader_gone(self) -> str | None:
+        """Why node 0 must be taken for dead, if it must: its heartbeat stopped changing, or never came."""
+        try:
+            beat = json.loads((self.plan.output_dir / HEARTBEAT).read_text())
+        except (OSError, ValueError):
+            beat = None
+        if isinstance(beat, dict) and beat.get("token") == self.token and beat != self._beat:
+            self._beat, self._beat_changed = beat, time.monotonic()
+        silent = time.monotonic() - self._beat_changed
+        if self._beat is None and silent > self.first_beat_s:
+            return f"node 0 gave no sign of life ({HEARTBEAT}) in {silent:.0f}s"
+        if self._beat is not None and silent > self.dead_after_s:
+            return f"node 0's heartbeat ({HEARTBEAT}) stopped {silent:.0f}s ago: it died or lost the shared folder"
+        return None
 
     def _fresh(self, marker: dict[str, Any]) -> bool:
         if marker.get("token") != self.token:
@@ -104,6 +161,9 @@ class Follower:
             abort = marker(self.plan.output_dir / ABORT, self.token, self.started)
             if abort is not None:
                 raise RunError(f"{label} node 0 stopped the run: {abort.get('error')}")
+            gone = self._leader_gone()
+            if gone is not None:
+                raise RunError(f"{label} {gone}; stopping")
             marker_path = stage.dir / LAUNCH
             launch = json.loads(marker_path.read_text()) if marker_path.is_file() else None
             if launch and self._fresh(launch) and launch["attempt"] not in ran:

@@ -220,3 +220,32 @@ def test_follower_stops_when_node0_aborts_and_ignores_stale_markers(
 
 def _no_engine(*args: object) -> int:
     raise AssertionError("no launch marker was written, so no engine may start")
+
+
+def test_a_follower_notices_that_node0_died_and_stops(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: with node 0 dead between stages, the other nodes waited SPINEGPT_FOLLOWER_TIMEOUT (7 days)."""
+    built = _smoke_plan(tmp_path, monkeypatch, 1)
+    built.output_dir.mkdir(parents=True)
+    follower = multinode.Follower(built, _no_engine)
+    follower.POLL_S, follower.dead_after_s = 0.05, 1.0
+    with multinode.Heartbeat(built.output_dir):  # node 0 beats (once: BEAT_EVERY_S is long) ...
+        time.sleep(0.2)
+    started = time.monotonic()
+    with pytest.raises(RunError, match=r"node 0's heartbeat .* stopped"):  # ... then dies
+        follower.run()
+    assert time.monotonic() - started < 10
+    silent = multinode.Follower(built, _no_engine)  # node 0 never started at all
+    (built.output_dir / multinode.HEARTBEAT).unlink()
+    silent.POLL_S, silent.first_beat_s = 0.05, 0.5
+    with pytest.raises(RunError, match="gave no sign of life"):
+        silent.run()
+
+
+def test_a_beating_node0_keeps_its_followers_waiting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(multinode, "BEAT_EVERY_S", 0.1)
+    built = _smoke_plan(tmp_path, monkeypatch, 1)
+    built.output_dir.mkdir(parents=True)
+    follower = multinode.Follower(built, _no_engine)
+    follower.POLL_S, follower.dead_after_s, follower.timeout_s = 0.05, 1.0, 3.0
+    with multinode.Heartbeat(built.output_dir), pytest.raises(RunError, match="did not start or finish"):
+        follower.run()  # alive the whole time: the follower waits out its own timeout, not the dead-leader check
