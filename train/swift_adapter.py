@@ -19,6 +19,7 @@ import importlib
 import importlib.metadata
 import importlib.util
 import json
+import logging
 import re
 import sys
 from collections.abc import Mapping, Sequence
@@ -28,7 +29,10 @@ from typing import TYPE_CHECKING, Any
 
 from spinegpt.files import write_json_atomic
 from spinegpt.paths import cache_root
+from spinegpt.train import weights
 from spinegpt.train.topology import Launch
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from spinegpt.train.curriculum import Curriculum, Stage
@@ -333,11 +337,39 @@ def checkpoints(output_dir: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def checkpoint_problem(checkpoint: Path) -> str | None:
+    """Why a checkpoint cannot be trained on from, or None when it is complete. A kill or a full disk mid-save
+    leaves a trainer state that is empty or cut off, weights shorter than their header says, or DeepSpeed states
+    without their ``latest`` tag; the trainer writes its state last, but a full disk can cut any file short."""
+    try:
+        state = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        return f"trainer_state.json unreadable ({type(exc).__name__})"
+    if not isinstance(state, dict) or not isinstance(state.get("global_step"), int):
+        return "trainer_state.json holds no global_step"
+    if not list(checkpoint.glob("*.safetensors")):
+        return "no weights (*.safetensors)"
+    if problems := weights.shard_problems(checkpoint, adapters=True):
+        return problems[0]
+    states = [p for p in checkpoint.glob("global_step*") if p.is_dir()]
+    if states:
+        latest = checkpoint / "latest"
+        tag = latest.read_text().strip() if latest.is_file() else ""
+        if not tag or not (checkpoint / tag).is_dir():
+            return "its DeepSpeed states have no valid 'latest' tag (a save cut off)"
+        empty = [f.name for f in (checkpoint / tag).iterdir() if f.is_file() and f.stat().st_size == 0]
+        if empty:
+            return f"empty DeepSpeed state file(s) {empty[:3]}"
+    return None
+
+
 def resumable_checkpoint(output_dir: Path) -> Path | None:
-    """The newest checkpoint whose trainer state was fully written (a kill mid-save leaves one without)."""
+    """The newest complete checkpoint; newer ones a kill or a full disk left incomplete are skipped, saying why."""
     for checkpoint in reversed(checkpoints(output_dir)):
-        if (checkpoint / "trainer_state.json").is_file():
+        problem = checkpoint_problem(checkpoint)
+        if problem is None:
             return checkpoint
+        logger.warning(f"skipping {checkpoint.name}: {problem}; an older checkpoint is taken if there is one")
     return None
 
 

@@ -26,11 +26,12 @@ def safetensors_files(folder: Path) -> list[Path]:
     return [f for f in files if not f.name.startswith("adapter_")]
 
 
-def shard_problems(folder: Path) -> list[str]:
+def shard_problems(folder: Path, adapters: bool = False) -> list[str]:
     """Why each safetensors shard of ``folder`` is unreadable (a truncated copy, a cut-off save), from its header
-    and its size alone: the header must parse and the file must hold every byte the header promises."""
+    and its size alone: the header must parse and the file must hold every byte the header promises. ``adapters``:
+    LoRA adapter files too."""
     problems = []
-    for file in safetensors_files(folder):
+    for file in sorted(folder.glob("*.safetensors")) if adapters else safetensors_files(folder):
         size = file.stat().st_size
         try:
             with file.open("rb") as handle:
