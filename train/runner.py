@@ -3,6 +3,7 @@ stage its evaluation. Node 0 leads; on several torchrun nodes the others follow 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import platform
@@ -22,7 +23,7 @@ from spinegpt.train.hooks.tracking import TrackingHook
 from spinegpt.train.manifest import Attempt, RunManifest, StageRecord, now
 from spinegpt.train.multinode import Follower
 from spinegpt.train.plan import Plan, StagePlan
-from spinegpt.train.stage import Engine, StageResult, StageRun, is_done
+from spinegpt.train.stage import DONE, Engine, StageResult, StageRun, is_done
 
 logger = logging.getLogger(__name__)
 
@@ -148,11 +149,25 @@ class Runner:
                 f"{self.plan.output_dir} already holds a run ({manifest.FILE}); pass --resume to continue it, "
                 "or choose another --output-dir"
             )
+        done = [s for s in self.plan.stages if is_done(s.dir)]
+        if not exists and done and not self.resume:
+            raise RunError(
+                f"{self.plan.output_dir} holds done stages ({', '.join(s.stage.name for s in done)}) but no "
+                f"{manifest.FILE} (deleted?): pass --resume to go on with them (each is checked against what it was "
+                "trained with), or choose another --output-dir"
+            )
         if not exists:
-            self.data = self._fresh_manifest()
+            self.data = self._adopted(done)
         else:
-            self.data = RunManifest.read(self.manifest_path)
-            self._check_resumable(self.data)
+            try:
+                self.data = RunManifest.read(self.manifest_path)
+            except manifest.ManifestError as exc:
+                aside = self.manifest_path.with_name(f"{manifest.FILE}.unreadable-{int(time.time())}")
+                self.manifest_path.rename(aside)
+                logger.warning(f"{exc}; kept as {aside.name}, the run goes on from its stages' own records")
+                self.data = self._adopted(done)
+            else:
+                self._check_resumable(self.data)
         self.data.status = "running"
         self.data.attempts = [
             *self.data.attempts,
@@ -160,6 +175,25 @@ class Runner:
         ]
         self._save()
         self.hooks.run_started(self.data)
+
+    def _adopted(self, done: list[StagePlan]) -> RunManifest:
+        """A fresh manifest that takes over the stages found done (their DONE.json) when the manifest itself is
+        lost: only a stage trained with what the curriculum now asks (DONE.json records its config hash)."""
+        data = self._fresh_manifest()
+        for stage in done:
+            record = data.stages[stage.index]
+            try:
+                found = json.loads((stage.dir / DONE).read_text())
+            except (OSError, ValueError):
+                found = {}
+            if found.get("config_sha256") != record.config_sha256:
+                raise RunError(
+                    f"cannot resume: stage {stage.stage.name!r} is done, but not with the settings the curriculum now "
+                    f"gives it (or its {DONE} does not say which): start a new run (another --output-dir)"
+                )
+            record.set(**{k: v for k, v in found.items() if k in StageRecord.model_fields}, status="done")
+            logger.info(f"{stage.label} done (found its {DONE} with the same settings)")
+        return data
 
     def _check_resumable(self, data: RunManifest) -> None:
         """A resumed run must be the same run: same stages, and no started stage reconfigured."""

@@ -240,6 +240,7 @@ class StageRun:
                 "global_step",
                 "final_loss",
                 "ended_at",
+                "config_sha256",  # what it was trained with: a run whose manifest is lost is checked against it
             },
         )
         write_json_atomic(stage.dir / DONE, done)

@@ -18,6 +18,7 @@ from spinegpt.data_mixes.rows import DataError
 from spinegpt.files import FolderLock
 from spinegpt.train import curriculum, manifest, plan, runner, topology
 from spinegpt.train.errors import RunError
+from spinegpt.train.stage import DONE
 
 from ..conftest import SMOKE, run_spinegpt
 
@@ -221,3 +222,30 @@ def test_a_base_model_with_its_own_code_is_refused(tmp_path: Path, tiny_model: P
     result = run_spinegpt("run", str(SMOKE), f"model={model}", "--output-dir", str(tmp_path / "run"), check=False)
     assert result.returncode == 1 and "declares custom model code (auto_map" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "run" / "stages" / "01-foundation" / "engine").exists()
+
+
+def test_a_lost_or_cut_manifest_is_not_taken_for_a_fresh_run(tmp_path: Path, tiny_model: Path) -> None:
+    """Before: with run_manifest.json deleted, a run with other settings skipped every done stage ("already done")
+    and recorded the new settings beside the old weights; report / export / --resume gave pydantic tracebacks."""
+    built = _built(tmp_path)
+    first = built.stages[0]
+    first.dir.mkdir(parents=True)
+    (first.dir / "final").symlink_to(tiny_model)
+    record = runner.stage_record(built, first)
+    (first.dir / DONE).write_text(json.dumps({"name": "foundation", "config_sha256": record.config_sha256}))
+    with pytest.raises(RunError, match=r"holds done stages \(foundation\) but no run_manifest.json"):
+        runner.Runner(_built(tmp_path, "seed=7"), engine=_failing_engine).run()
+    with pytest.raises(RunError, match="stage 'foundation' is done, but not with the settings"):
+        runner.Runner(_built(tmp_path, "seed=7"), resume=True, engine=_failing_engine).run()
+    # With the same settings, --resume takes the done stage over and goes on with the next one.
+    with pytest.raises(RunError, match=r"\[2/3 specialise\] engine exited with code 1"):
+        runner.Runner(_built(tmp_path), resume=True, engine=_failing_engine).run()
+    data = json.loads((tmp_path / "run" / manifest.FILE).read_text())
+    assert [s["status"] for s in data["stages"]][:2] == ["done", "failed"]
+    (tmp_path / "run" / manifest.FILE).write_text('{"format": 1, "name": "sm')  # cut short by a full disk
+    report = run_spinegpt("report", str(tmp_path / "run"), check=False)
+    assert report.returncode == 1 and "not a readable run manifest" in report.stderr
+    assert "Traceback" not in report.stderr
+    with pytest.raises(RunError, match=r"\[2/3 specialise\] engine exited"):  # --resume sets it aside, goes on
+        runner.Runner(_built(tmp_path), resume=True, engine=_failing_engine).run()
+    assert list((tmp_path / "run").glob(f"{manifest.FILE}.unreadable-*"))
