@@ -220,8 +220,11 @@ def extractor_prompt_sha256() -> str:
     return _sha256("\n".join((extractor.SYSTEM_PROMPT, single, multi)))
 
 
-def answers_source_sha256() -> str:
-    return _sha256(inspect.getsource(answers))
+def answers_source_sha256() -> str | None:
+    try:
+        return _sha256(inspect.getsource(answers))
+    except OSError:  # installed without sources (a zipped package): the version alone identifies the rules
+        return None
 
 
 def package_versions() -> dict[str, str | None]:

@@ -255,9 +255,12 @@ def chart(rows: Sequence[dict[str, Any]], compare_paper: bool, path: Path, title
     figures = [row_figures(r) for r in rows]
     for key in ("text", "image", "avg"):
         values = [f[key] if f[key] is not None else 0.0 for f in figures]
-        # Error bars: the distance from the figure to each bound of its 95 % interval (none where there is none).
+        # Error bars: the distance from the figure to each bound of its 95 % interval (none where there is none),
+        # clipped at 0: a bound recorded with six decimals may lie a hair past its figure (a degenerate interval).
         errors: list[tuple[float, float]] = [
-            (v - f[f"{key}_ci"][0], f[f"{key}_ci"][1] - v) if f[f"{key}_ci"] and f[key] is not None else (math.nan,) * 2
+            (max(0.0, v - f[f"{key}_ci"][0]), max(0.0, f[f"{key}_ci"][1] - v))
+            if f[f"{key}_ci"] and f[key] is not None
+            else (math.nan, math.nan)
             for v, f in zip(values, figures, strict=True)
         ]
         series.append((key, values, errors))

@@ -214,8 +214,9 @@ def plot_eval(rows: list[EvalRow], path: Path) -> bool:
         heights = [values[m][0] if m in values else 0.0 for m in metrics]
         # Error bars reach the bounds of each figure's 95 % interval (none where it has none).
         bounds = [values[m][1] if m in values else None for m in metrics]
-        below = [h - b[0] if b else math.nan for h, b in zip(heights, bounds, strict=True)]
-        above = [b[1] - h if b else math.nan for h, b in zip(heights, bounds, strict=True)]
+        # Clipped at 0: a bound recorded with six decimals may lie a hair past its figure (a degenerate interval).
+        below = [max(0.0, h - b[0]) if b else math.nan for h, b in zip(heights, bounds, strict=True)]
+        above = [max(0.0, b[1] - h) if b else math.nan for h, b in zip(heights, bounds, strict=True)]
         ax.bar(xs, heights, width=width, label=name, yerr=[below, above], capsize=2, error_kw={"elinewidth": 0.8})
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(metrics))])
     ax.set_xticklabels(metrics, rotation=30, ha="right", fontsize=8)

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from spinegpt.eval_hooks import evaluator
-from spinegpt.eval_hooks.config import EvalJob
+from spinegpt.eval_hooks import evaluator, scorecard
+from spinegpt.eval_hooks.config import BenchmarkConfig, EvalJob
 from spinegpt.train import (
     ablation_table,
     baseline,
@@ -29,7 +29,7 @@ from spinegpt.train.hooks.evaluation import EvaluationHook
 from spinegpt.train.hooks.manifest import ManifestHook
 from spinegpt.train.manifest import BaselineRecord, EvalRecord, RunManifest, StageRecord
 
-from ..bench_fixtures import STAND_IN, evaluate_mcq, scripted, write_mcq_bench
+from ..bench_fixtures import STAND_IN, evaluate_mcq, scripted, write_mcq_bench, write_spinebench
 from ..conftest import CURRICULA
 
 N = 40
@@ -98,6 +98,28 @@ def test_the_run_report_sets_every_stage_against_the_previous_one_and_the_base_m
         in (text)
     )
     assert (tmp_path / "run" / "report" / "eval.png").is_file()
+
+
+def test_error_bars_of_degenerate_intervals(tmp_path: Path) -> None:
+    """Every text item right and every image item wrong: the average's bootstrap interval is the single value 4/7,
+    recorded with six decimals just below the figure; the plots draw it as a bar without error, not an error."""
+    path = write_spinebench(tmp_path / "sb")
+    bench = BenchmarkConfig(name="sb", kind="spinebench", path=str(path), mcq_only=True)
+    answers = {"most often": "B", "Cobb": "B", "cauda": "A", "red flags": "Answer: A, B", "highlighted": "A"}
+    summary = evaluator.evaluate("m", [bench], tmp_path / "eval", scripted(answers), engine=STAND_IN)
+    metric = _statistics(summary)["mcq_average"]
+    assert metric.interval.high < metric.estimate == pytest.approx(400 / 7)  # a hair below, from the rounding
+    assert report.plot_eval([report.EvalRow("one", tmp_path / "eval", summary["benchmarks"])], tmp_path / "e.png")
+    row = {"name": "r", "splits": [], "scores": summary["benchmarks"]["sb"]["scores"]}
+    row["statistics"] = summary["benchmarks"]["sb"]["statistics"]
+    ablation_table.chart([row], False, tmp_path / "t.png", "t")
+    assert (tmp_path / "t.png").stat().st_size > 0
+
+
+def _statistics(summary: dict[str, Any]) -> dict[str, Any]:
+    found = scorecard.read(summary["benchmarks"]["sb"]["statistics"])
+    assert found is not None
+    return {m.key: m for m in found.metrics}
 
 
 def test_a_report_of_results_without_statistics_still_renders(tmp_path: Path) -> None:
