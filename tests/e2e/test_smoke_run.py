@@ -191,7 +191,11 @@ def test_eval_after_each_stage_through_the_real_engine(tmp_path: Path) -> None:
     assert summary["spinebench"]["unparsed"] == scores["text"]["unparsed"] + scores["image"]["unparsed"]
     mm25 = summary["spinebench_mm25"]["scores"]
     assert mm25["diagnosis"]["n"] == 2 and mm25["localisation"]["n"] == 2
-    assert server.calls  # the judge was really asked
+    judgments = [r["judgment"] for r in records if r["task"] == "report"]
+    assert all(j["scores"] for j in judgments)
+    # The judge was really asked, or asked before about these very outputs (a warm $SPINEGPT_CACHE, as `make test`
+    # keeps in the clone, holds its verdicts).
+    assert server.calls or all(j["cached"] for j in judgments)
     assert first["eval"]["benchmarks"]["spinebench"]["scores"] == scores  # the manifest carries the scores
     assert (eval_dir / "spinebench.md").is_file() and (eval_dir / "spinebench_mm25.md").is_file()
 
