@@ -23,6 +23,10 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
+RULES_VERSION = 1
+"""Recorded in every result's protocol (``answers.rules_version``). Bump it with any change that can read an answer
+differently: results read by other rules are then refused side by side until re-scored (``spinegpt eval --rescore``)."""
+
 _THINK = re.compile(r"<think>.*?</think>", re.S | re.I)
 _ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.S | re.I)
 _BOXED = re.compile(r"\\boxed\s*\{((?:[^{}]|\{[^{}]*\})*)\}")

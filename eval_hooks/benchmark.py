@@ -1,9 +1,16 @@
 """What a benchmark is to the evaluator, and the reading helpers the shipped benchmarks share.
 
 A benchmark is one module implementing :class:`Benchmark` (read its file into :class:`Item` s, score the answered
-items, write its markdown rows and its model-card metrics) and one line in ``registry.py``. The shipped ones:
-``spinebench.py`` (SpineMed format) and ``spinebench_mm25.py`` (the MM'25 SpineBench). Every reading problem is a
-:class:`BenchmarkError` naming file and line (or item index).
+items, write its markdown rows and its model-card metrics, and give its scores back as per-item values) and one line
+in ``registry.py``. The shipped ones: ``spinebench.py`` (SpineMed format) and ``spinebench_mm25.py`` (the MM'25
+SpineBench). Every reading problem is a :class:`BenchmarkError` naming file and line (or item index).
+
+Intervals, breakdowns and paired comparisons are the same for every benchmark (``scorecard.py``, ``compare.py``,
+the methods in ``stats.py``); what a benchmark contributes is :meth:`Benchmark.item_scores`: its scores as
+:class:`Part` s (per-item values in percent, by item id), the :class:`Metric` s built from them (each an item-weighted
+mean of one or more parts, so a resample keeps every part's size) and the :class:`Grouping` s its items carry. It
+reads the answered records only (never the benchmark file), so a result file can be compared or re-scored anywhere.
+A multiple-choice-only benchmark needs two lines (:func:`mcq_part` per task, one :class:`Metric` each).
 """
 
 from __future__ import annotations
@@ -170,19 +177,33 @@ def answer_letters(value: Any, options: dict[str, str], where: str) -> list[str]
     return sorted(set(letters))
 
 
+PROMPT_TEMPLATE: dict[str, str] = {
+    "mcq": "{images}{question}{options}\n\n{instruction}",
+    "options": "\n\n{lines}",
+    "option_line": "{letter}. {text}",
+    "single": "Select the single best option. End with 'Answer:' followed by its letter.",
+    "multi": "Select every correct option. End with 'Answer:' followed by the letters, separated by commas.",
+    "report": "{images}{question}",
+    "image": "<image>",
+}
+"""How :func:`prompt_for` builds the user turn: ``{images}`` is one image tag per image, ``{options}`` is empty when
+the question lists its options itself. Recorded (text and hash) in every result's protocol: another wording is
+another evaluation."""
+
+
 def prompt_for(item: Item) -> str:
     """The user turn the model sees: one <image> tag per image, the question, the options, the answer format."""
-    tags = "<image>" * len(item.images)
+    t = PROMPT_TEMPLATE
+    tags = t["image"] * len(item.images)
     if item.task == "report":
-        return tags + item.question.strip()
+        return t["report"].format(images=tags, question=item.question.strip())
     body = item.question.strip()
+    options = ""
     if not all(re.search(rf"^\s*\(?{k}[\.\):：]", body, re.M) for k in item.options):
-        body += "\n\n" + "\n".join(f"{k}. {v}" for k, v in item.options.items())
-    if item.multi:
-        instruction = "Select every correct option. End with 'Answer:' followed by the letters, separated by commas."
-    else:
-        instruction = "Select the single best option. End with 'Answer:' followed by its letter."
-    return f"{tags}{body}\n\n{instruction}"
+        lines = "\n".join(t["option_line"].format(letter=k, text=v) for k, v in item.options.items())
+        options = t["options"].format(lines=lines)
+    instruction = t["multi"] if item.multi else t["single"]
+    return t["mcq"].format(images=tags, question=body, options=options, instruction=instruction)
 
 
 def questions(path: Path) -> list[str]:
@@ -200,8 +221,106 @@ def questions(path: Path) -> list[str]:
 
 
 Record = dict[str, Any]
-"""One answered item as written to ``<benchmark>.json``: id, task, prompt, images, output, and for a multiple-choice
-item its options, gold answer, parsed answer and correctness (a judged report adds its judgment)."""
+"""One answered item as written to ``<benchmark>.json``: id, task, question, prompt, images, output (and the item's
+``meta``, ``multi``, ``reference`` where it has them: with these a result re-scores without its benchmark file), and
+for a multiple-choice item its options, gold answer, parsed answer, the path that decided it and its correctness (a
+judged report adds its judgment and ``report_score``)."""
+
+
+@dataclass(frozen=True)
+class Part:
+    """One part of a benchmark's score as per-item values: what intervals and paired comparisons resample.
+
+    A part's score is the mean of its values; a resample draws its items from this part only, so a composite keeps
+    the part sizes (and so the weights) the benchmark has."""
+
+    name: str
+    ids: tuple[str, ...]
+    """Item ids, aligned with ``values``: a paired comparison matches two evaluations' items by these."""
+    values: tuple[float, ...]
+    """Per item, in percent (0-100): 0 or 100 for a right/wrong item, a report's own score, 100 x a precision."""
+    binary: bool
+    """Every value is 0 or 100: the part's accuracy gets a Wilson interval, and comparisons McNemar's test."""
+
+    def __post_init__(self) -> None:
+        if len(self.ids) != len(self.values):
+            raise ValueError(f"part {self.name!r}: {len(self.ids)} ids for {len(self.values)} values")
+        if len(set(self.ids)) != len(self.ids):
+            raise ValueError(f"part {self.name!r}: item ids repeat")
+        if self.binary and any(v not in (0.0, 100.0) for v in self.values):
+            raise ValueError(f"part {self.name!r} is binary but holds values other than 0 and 100")
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A reported figure as an item-weighted mean of parts: one part (an accuracy), or several (an average, an
+    overall). Its interval is Wilson's for one binary part, else a percentile bootstrap within parts."""
+
+    key: str
+    """Stable name in result files and comparisons (``text``, ``mcq_average``, ``localisation_recall``)."""
+    label: str
+    """How reports show it: the same label as the benchmark's :meth:`Benchmark.headline` figure."""
+    parts: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Grouping:
+    """A breakdown of right/wrong items by a label they carry (subspecialty, source, language, task, disease)."""
+
+    name: str
+    parts: tuple[str, ...]
+    """The binary parts whose items are grouped."""
+    labels: dict[str, str | None]
+    """Item id -> its group (None or empty: unknown) for the items of those parts; an id not here is unknown."""
+
+
+@dataclass(frozen=True)
+class ItemScores:
+    """What :meth:`Benchmark.item_scores` returns: parts, the metrics built from them, and the groupings."""
+
+    parts: tuple[Part, ...]
+    metrics: tuple[Metric, ...]
+    groupings: tuple[Grouping, ...] = ()
+
+    def part(self, name: str) -> Part:
+        for part in self.parts:
+            if part.name == name:
+                return part
+        raise KeyError(name)
+
+    def __post_init__(self) -> None:
+        empty = [p.name for p in self.parts if not p.ids]
+        if empty:
+            raise ValueError(f"parts without items: {empty} (leave a part out when it has no items)")
+        names = {p.name for p in self.parts}
+        for metric in self.metrics:
+            missing = [p for p in metric.parts if p not in names]
+            if missing or not metric.parts:
+                raise ValueError(f"metric {metric.key!r} needs parts {list(metric.parts)}; missing {missing}")
+
+
+def mcq_part(name: str, records: Sequence[Record]) -> Part:
+    """A binary part from answered multiple-choice records (their ``correct``; an unparsed answer is wrong)."""
+    return Part(name, tuple(r["id"] for r in records), tuple(100.0 if r.get("correct") else 0.0 for r in records), True)
+
+
+def meta_labels(records: Sequence[Record], key: str) -> dict[str, str | None]:
+    """Item id -> the item's ``meta[key]`` as text (None where absent)."""
+    labels: dict[str, str | None] = {}
+    for record in records:
+        value = (record.get("meta") or {}).get(key)
+        labels[record["id"]] = None if value is None or value == "" else str(value)
+    return labels
+
+
+def meta_groupings(records: Sequence[Record], keys: Sequence[str], parts: Sequence[str]) -> tuple[Grouping, ...]:
+    """A grouping per ``meta`` key that at least one of ``records`` carries (the items of ``parts``)."""
+    out = []
+    for key in keys:
+        labels = meta_labels(records, key)
+        if any(label is not None for label in labels.values()):
+            out.append(Grouping(key, tuple(parts), labels))
+    return tuple(out)
 
 
 class Grader(Protocol):
@@ -239,6 +358,12 @@ class Benchmark(Protocol):
 
     def model_index(self, dataset: dict[str, str], scores: dict[str, Any]) -> list[dict[str, Any]]:
         """Results in the hub's model-index form (``task``, ``dataset``, ``metrics``), for the model card."""
+        ...
+
+    def item_scores(self, records: list[Record]) -> ItemScores:
+        """The scores as per-item values (``records`` as scored, reports with their ``report_score``): each
+        :class:`Metric`'s estimate must equal the figure :meth:`score` reports (the tests check it). Where the items
+        carry labels, their :class:`Grouping` s. Only parts with items are returned."""
         ...
 
 

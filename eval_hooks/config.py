@@ -109,6 +109,18 @@ class ExtractorConfig(_Strict):
     """First retry delay; doubles each retry, with jitter."""
 
 
+class StatisticsConfig(_Strict):
+    """How intervals and breakdowns are computed (``eval_hooks/stats.py``); recorded in every result's protocol."""
+
+    resamples: int = Field(default=2000, ge=2000)
+    """Bootstrap resamples for composite scores and paired differences (at least 2,000: the 2.5 % tails of fewer
+    rest on a handful of draws)."""
+    seed: int = Field(default=0, ge=0)
+    """Seed of the bootstrap's generator: the same seed gives the same intervals."""
+    min_group_n: int = Field(default=10, ge=1)
+    """Breakdown groups (subspecialty, source, ...) with fewer items are pooled into one ``other`` group."""
+
+
 class EvalConfig(_Strict):
     """Benchmarks run on a model: a stage's final weights after the stage is done, or any model folder."""
 
@@ -123,6 +135,13 @@ class EvalConfig(_Strict):
     extractor: ExtractorConfig | None = None
     """Off by default. Set (``extractor: {}`` uses the judge's server and model) to have a model read the
     multiple-choice answers the rules could not; every item records whether a rule, the model or nothing decided."""
+    statistics: StatisticsConfig = Field(default_factory=StatisticsConfig)
+    """Bootstrap resamples and seed, and the smallest breakdown group shown on its own."""
+    baseline: bool = False
+    """Also evaluate the curriculum's starting model once, before stage 1: the run's row 0, against which every
+    stage's change is reported. Cached under ``$SPINEGPT_CACHE/baselines`` by model (its weights' hash, or its hub
+    revision) and evaluation settings, so a resumed run, another run or a sweep row of the same model reuses it.
+    A curriculum-level setting (a stage's own ``eval`` may not set it)."""
 
     @model_validator(mode="after")
     def _unique_names(self) -> EvalConfig:
@@ -135,22 +154,27 @@ class EvalConfig(_Strict):
 
     def extractor_server(self) -> tuple[Server, int] | None:
         """The extractor's server (unset fields from the judge's) and its concurrency; None when it is off."""
-        x, judge = self.extractor, self.judge
-        if x is None:
-            return None
-        server = Server(
-            base_url=x.base_url or (judge.base_url if judge else ""),
-            model=x.model or (judge.model if judge else ""),
-            api_key_env=x.api_key_env
-            or (judge.api_key_env if judge else JudgeConfig.model_fields["api_key_env"].default),
-            timeout_s=x.timeout_s,
-            max_attempts=x.max_attempts,
-            backoff_s=x.backoff_s,
-        )
-        return server, x.concurrency
+        return extractor_server(self.extractor, self.judge)
 
     def resolved(self, root: Path) -> EvalConfig:
         return self.model_copy(update={"benchmarks": [b.resolved(root) for b in self.benchmarks]})
+
+
+def extractor_server(x: ExtractorConfig | None, judge: JudgeConfig | None) -> tuple[Server, int] | None:
+    """The extractor's server (unset fields from the judge's) and its concurrency; None when it is off."""
+    if x is None:
+        return None
+    if not (x.base_url or judge) or not (x.model or judge):
+        raise ValueError("extractor: give base_url and model, or configure a judge whose server it can use")
+    server = Server(
+        base_url=x.base_url or (judge.base_url if judge else ""),
+        model=x.model or (judge.model if judge else ""),
+        api_key_env=x.api_key_env or (judge.api_key_env if judge else JudgeConfig.model_fields["api_key_env"].default),
+        timeout_s=x.timeout_s,
+        max_attempts=x.max_attempts,
+        backoff_s=x.backoff_s,
+    )
+    return server, x.concurrency
 
 
 class ModelLoading(_Strict):

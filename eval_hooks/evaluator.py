@@ -1,8 +1,12 @@
 """Evaluate one model on the configured benchmarks and write the results where a stage's outputs live.
 
 For each benchmark: ``<out>/<name>.json`` (every item: prompt, images, model output, parsed answer, gold answer,
-correctness or judgment, and the scores) and ``<out>/<name>.md`` (a summary a person reads). ``<out>/summary.json``
-collects the scores of all benchmarks and is written last: its presence means the evaluation finished.
+correctness or judgment; the scores, their intervals and breakdowns (``statistics``), and the ``protocol`` that
+made them) and ``<out>/<name>.md`` (a summary a person reads). ``<out>/summary.json`` collects the scores of all
+benchmarks and is written last: its presence means the evaluation finished.
+
+Generating and scoring are separate steps (:func:`score_records`), so ``rescore.py`` can score recorded outputs again
+without a model.
 """
 
 from __future__ import annotations
@@ -11,16 +15,17 @@ import functools
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from spinegpt.errors import UserError
-from spinegpt.eval_hooks import registry
+from spinegpt.eval_hooks import protocol, registry, scorecard
 from spinegpt.eval_hooks.answers import parse_choices
-from spinegpt.eval_hooks.benchmark import Item, Record, prompt_for
-from spinegpt.eval_hooks.config import BenchmarkConfig, JudgeConfig
+from spinegpt.eval_hooks.benchmark import Benchmark, Grader, Item, Record, prompt_for
+from spinegpt.eval_hooks.config import BenchmarkConfig, JudgeConfig, StatisticsConfig
 from spinegpt.eval_hooks.extractor import Extractor, Request
 from spinegpt.eval_hooks.judge import Judge
-from spinegpt.eval_hooks.llm_client import Server
+from spinegpt.eval_hooks.llm_client import Outcome, Server
+from spinegpt.eval_hooks.protocol import EvalProtocol, GenerationSpec
 from spinegpt.files import write_json_atomic
 from spinegpt.paths import cache_root
 from spinegpt.progress import Progress
@@ -53,7 +58,13 @@ def _generate(label: str, generate: Generator, items: list[Item], max_new_tokens
     return texts
 
 
-def _read_answers(records: list[Record], items: list[Item], extractor: Extractor | None) -> dict[str, int]:
+class AnswerReader(Protocol):
+    """What answer reading asks of the LLM extractor (``extractor.Extractor``, or recorded readings on a re-score)."""
+
+    def extract_many(self, requests: Sequence[Request]) -> list[Outcome[list[str]]]: ...
+
+
+def _read_answers(records: list[Record], items: list[Item], extractor: AnswerReader | None) -> dict[str, int]:
     """Each multiple-choice record's letters and the path that decided them: ``rule`` (answers.py), ``llm`` (the
     extractor, for what the rules left) or ``unparsed``. Returns the count per path."""
     mcq = [(i, r) for i, r in zip(items, records, strict=True) if i.is_mcq]
@@ -81,6 +92,26 @@ def _read_answers(records: list[Record], items: list[Item], extractor: Extractor
     return counts
 
 
+def record_for(item: Item, output: str) -> Record:
+    """An answered item as generated: what re-scoring needs besides the output (question, options come with the
+    answer reading, ``multi``, the report's reference, the item's labels)."""
+    record: Record = {
+        "id": item.id,
+        "task": item.task,
+        "question": item.question,
+        "prompt": prompt_for(item),
+        "images": item.images,
+        "output": output,
+    }
+    if item.is_mcq:
+        record["multi"] = item.multi
+    if item.reference is not None:
+        record["reference"] = item.reference
+    if item.meta:
+        record["meta"] = item.meta
+    return record
+
+
 def run_benchmark(
     bench: BenchmarkConfig,
     generate: Generator,
@@ -88,9 +119,14 @@ def run_benchmark(
     write: Callable[[dict[str, Any]], None],
     extractor: Extractor | None = None,
     chunk: int = 32,
+    *,
+    model: str = "",
+    engine: GenerationSpec | None = None,
+    statistics: StatisticsConfig | None = None,
 ) -> dict[str, Any]:
     """Generate, read the answers, score; ``write`` gets the result once before judging (the multiple-choice
-    scores survive a judge that never answers) and once complete."""
+    scores survive a judge that never answers) and once complete. ``engine``: the generation settings the protocol
+    records (None: not recorded, e.g. a stand-in generator)."""
     kind = registry.get(bench.kind)
     path = Path(bench.path)
     items = kind.read(path, Path(bench.image_root) if bench.image_root else None)
@@ -105,33 +141,56 @@ def run_benchmark(
             tokens = bench.report_max_new_tokens if is_report else bench.max_new_tokens
             label = f"{bench.label} {'reports' if is_report else 'multiple choice'}"
             outputs.update(zip((i.id for i in group), _generate(label, generate, group, tokens, chunk), strict=True))
-    records: list[Record] = [
-        {
-            "id": i.id,
-            "task": i.task,
-            "prompt": prompt_for(i),
-            "images": i.images,
-            "output": outputs[i.id],
-            **({"meta": i.meta} if i.meta else {}),
-        }
-        for i in items
-    ]
+    records = [record_for(i, outputs[i.id]) for i in items]
+    settings = statistics or StatisticsConfig()
+    made = protocol.build(
+        bench,
+        items,
+        engine=engine,
+        judge=judge.config if judge is not None else None,
+        extractor_model=extractor.server.model if extractor is not None else None,
+        statistics=settings,
+    )
+    head = {"benchmark": bench.label, "kind": bench.kind, "path": str(path), "model": model}
+    return score_records(kind, head, items, records, made, settings, write, judge=judge, extractor=extractor)
+
+
+def score_records(
+    kind: Benchmark,
+    head: dict[str, Any],
+    items: list[Item],
+    records: list[Record],
+    made: EvalProtocol,
+    settings: StatisticsConfig,
+    write: Callable[[dict[str, Any]], None],
+    *,
+    judge: Grader | None,
+    extractor: AnswerReader | None,
+) -> dict[str, Any]:
+    """Read the answers, score, compute intervals and breakdowns; ``head``: the result's identifying fields."""
     answers = _read_answers(records, items, extractor)
     result = {
-        "benchmark": bench.label,
-        "kind": bench.kind,
-        "path": str(path),
+        **head,
         "items": len(items),
         "unparsed": answers["unparsed"],
         "answers": answers,
         "scores": kind.score(items, records, None),
+        "statistics": None,
+        "protocol": made.model_dump(mode="json"),
+        "protocol_sha256": made.sha256,
         "records": records,
     }
+    result["statistics"] = _statistics(kind, records, settings)
     if judge is not None and any(i.task == "report" for i in items):
         write({**result, "status": "judging"})
         result["scores"] = kind.score(items, records, judge)
+        result["statistics"] = _statistics(kind, records, settings)
     write(result)
     return result
+
+
+def _statistics(kind: Benchmark, records: list[Record], settings: StatisticsConfig) -> dict[str, Any]:
+    return scorecard.compute(kind.item_scores(records), settings).model_dump(mode="json")
 
 
 def answers_line(answers: dict[str, int]) -> str:
@@ -157,7 +216,47 @@ def markdown(result: dict[str, Any], model: str) -> str:
         "",
         *registry.get(result["kind"]).markdown(result["scores"]),
     ]
+    if (stats := scorecard.read(result.get("statistics"))) is not None:
+        lines += ["", *scorecard.markdown(stats)]
+    if (made := protocol.read(result.get("protocol"))) is not None:
+        lines += ["", *protocol_markdown(made)]
     return "\n".join(lines) + "\n"
+
+
+def protocol_markdown(made: EvalProtocol) -> list[str]:
+    """What decided the numbers, in a few lines."""
+    b, g, a, j = made.benchmark, made.generation, made.answers, made.judge
+    lines = [
+        "### Protocol",
+        "",
+        f"protocol `{made.sha256[:12]}` (sha256 of the locked settings; `spinegpt compare` refuses results whose "
+        "protocols differ)  ",
+        f"benchmark: {b.kind}, file sha256 `{b.sha256[:12]}`, {b.items} items"
+        + (f" (first {b.limit})" if b.limit else "")
+        + (" (multiple choice only)" if b.mcq_only else "")
+        + f"; prompt template `{made.prompt.template_sha256[:12]}`, prompts `{made.prompt.prompts_sha256[:12]}`  ",
+    ]
+    if g is None:
+        lines.append("generation: not recorded (re-scored from a result written before protocols)  ")
+    else:
+        budgets = ", ".join(f"{k} {v}" for k, v in g.max_new_tokens.items())
+        pixels = f"max_pixels {g.max_pixels or 'default'}, min_pixels {g.min_pixels or 'default'}"
+        lines.append(
+            f"generation: {g.engine} {g.backend}, {g.model_type} / {g.template}, {g.torch_dtype}, {g.attn_impl}, "
+            f"{g.decoding} (temperature {g.temperature:g}, seed {g.seed}), max new tokens {budgets}, {pixels}, "
+            f"batch {g.batch_size}  "
+        )
+    extractor = f"LLM extractor {a.extractor.model} v{a.extractor.version}" if a.extractor else "no LLM extractor"
+    lines.append(f"answers: rules v{a.rules_version}, {extractor}  ")
+    if j is not None:
+        lines.append(
+            f"judge: {j.model} (temperature {j.temperature:g}), rubric v{j.rubric_version} `{j.rubric_sha256[:12]}`  "
+        )
+    s = made.statistics
+    lines.append(
+        f"statistics: v{s.stats_version}, {s.resamples} resamples, seed {s.seed}, groups under {s.min_group_n} pooled"
+    )
+    return lines
 
 
 def evaluate(
@@ -168,8 +267,12 @@ def evaluate(
     judge_config: JudgeConfig | None = None,
     judge_cache: Path | None = None,
     extractor_server: tuple[Server, int] | None = None,
+    *,
+    engine: GenerationSpec | None = None,
+    statistics: StatisticsConfig | None = None,
 ) -> dict[str, Any]:
-    """Run every benchmark on ``model``; write per-benchmark JSON + markdown, then ``summary.json`` last."""
+    """Run every benchmark on ``model``; write per-benchmark JSON + markdown, then ``summary.json`` last.
+    ``engine``: the generation settings recorded in each result's protocol."""
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / SUMMARY).unlink(missing_ok=True)
     judge = Judge(judge_config, cache_path=judge_cache) if judge_config else None
@@ -186,20 +289,35 @@ def evaluate(
                 judge,
                 functools.partial(_write_result, out_dir / f"{bench.label}.json"),
                 extractor=extractor,
+                model=model,
+                engine=engine,
+                statistics=statistics,
             )
             (out_dir / f"{bench.label}.md").write_text(markdown(result, model))
-            summary["benchmarks"][bench.label] = {
-                "kind": bench.kind,
-                "items": result["items"],
-                "unparsed": result["unparsed"],
-                "answers": result["answers"],
-                "scores": result["scores"],
-            }
+            summary["benchmarks"][bench.label] = summary_entry(result)
     finally:
         if judge is not None:
             judge.close()
         if extractor is not None:
             extractor.close()
+    return finish(summary, out_dir)
+
+
+def summary_entry(result: dict[str, Any]) -> dict[str, Any]:
+    """One benchmark in ``summary.json`` (and so in the run manifest)."""
+    return {
+        "kind": result["kind"],
+        "items": result["items"],
+        "unparsed": result["unparsed"],
+        "answers": result["answers"],
+        "scores": result["scores"],
+        "statistics": result.get("statistics"),
+        "protocol_sha256": result.get("protocol_sha256"),
+    }
+
+
+def finish(summary: dict[str, Any], out_dir: Path) -> dict[str, Any]:
+    """Write ``summary.json``; an evaluation none of whose reports could be judged then fails."""
     write_json_atomic(out_dir / SUMMARY, summary)
     unjudged = [
         name for name, b in summary["benchmarks"].items() if (b["scores"].get("report") or {}).get("judged") == 0

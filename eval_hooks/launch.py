@@ -17,7 +17,7 @@ from spinegpt.eval_hooks.evaluator import SUMMARY
 
 CONFIG = "config.json"
 
-__all__ = ["CONFIG", "SUMMARY", "EvalFailed", "command", "run"]
+__all__ = ["CONFIG", "SUMMARY", "EvalFailed", "command", "read_summary", "run"]
 
 
 class EvalFailed(UserError, RuntimeError):
@@ -52,8 +52,12 @@ def run(
     job.write(out_dir / CONFIG)
     (out_dir / SUMMARY).unlink(missing_ok=True)
     code = engine(command(model, out_dir, python), env, log)
-    summary_path = out_dir / SUMMARY
-    if code != 0 or not summary_path.is_file():
+    if code != 0 or not (out_dir / SUMMARY).is_file():
         raise EvalFailed(f"evaluation of {model} exited with code {code}; log: {log}")
-    summary: dict[str, Any] = json.loads(summary_path.read_text())
+    return read_summary(out_dir)
+
+
+def read_summary(out_dir: Path) -> dict[str, Any]:
+    """The ``summary.json`` of a finished evaluation folder."""
+    summary: dict[str, Any] = json.loads((out_dir / SUMMARY).read_text())
     return summary

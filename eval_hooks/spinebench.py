@@ -26,11 +26,26 @@ from pathlib import Path
 from typing import Any
 
 from spinegpt.eval_hooks import benchmark
-from spinegpt.eval_hooks.benchmark import BenchmarkError, Grader, Item, Record, fmt, metric, result
+from spinegpt.eval_hooks.benchmark import (
+    BenchmarkError,
+    Grader,
+    Item,
+    ItemScores,
+    Metric,
+    Part,
+    Record,
+    fmt,
+    mcq_part,
+    meta_groupings,
+    metric,
+    result,
+)
 from spinegpt.eval_hooks.rubric import DIMENSIONS, SECTIONS
 
 PART_NAMES = ("text", "image", "report")
 PART_LABELS = {"text": "text MCQ", "image": "image MCQ", "report": "judged report (no judge, or no report item)"}
+GROUPS = ("subspecialty", "source", "language")
+"""Item labels the breakdowns group multiple-choice accuracy by (the paper's Tables 10 and 11)."""
 
 
 @dataclass(frozen=True)
@@ -235,6 +250,35 @@ class SpineBench:
         if isinstance((scores.get("report") or {}).get("score"), int | float):
             out[f"report{partial}"] = scores["report"]["score"]
         return out
+
+    def item_scores(self, records: list[Record]) -> ItemScores:
+        """Text and image MCQ as right/wrong items, reports as each judged report's own score (20 x the mean of its
+        section means: their mean is the paper's report score); the MCQ average and the overall as item-weighted
+        means of those parts, exactly as :meth:`score` weighs them."""
+        text = [r for r in records if r["task"] == "text_mcq"]
+        image = [r for r in records if r["task"] == "image_mcq"]
+        reports = [r for r in records if r["task"] == "report"]
+        judged = [r for r in reports if isinstance(r.get("report_score"), int | float)]
+        failed = any((r.get("judgment") or {}).get("scores", 0) is None for r in reports)
+        partial = " (partial)" if judged and failed else ""
+        parts: list[Part] = []
+        metrics: list[Metric] = []
+        if text:
+            parts.append(mcq_part("text", text))
+            metrics.append(Metric("text", "text MCQ %", ("text",)))
+        if image:
+            parts.append(mcq_part("image", image))
+            metrics.append(Metric("image", "image MCQ %", ("image",)))
+        if text and image:
+            metrics.append(Metric("mcq_average", "MCQ avg %", ("text", "image")))
+        if judged:
+            values = tuple(float(r["report_score"]) for r in judged)
+            parts.append(Part("report", tuple(r["id"] for r in judged), values, binary=False))
+            metrics.append(Metric("report", f"report{partial}", ("report",)))
+            if text and image:
+                metrics.append(Metric("overall", f"overall{partial}", ("text", "image", "report")))
+        mcq_parts = tuple(p.name for p in parts if p.binary)
+        return ItemScores(tuple(parts), tuple(metrics), meta_groupings([*text, *image], GROUPS, mcq_parts))
 
     def model_index(self, dataset: dict[str, str], scores: dict[str, Any]) -> list[dict[str, Any]]:
         mcq = [

@@ -16,9 +16,24 @@ from pathlib import Path
 from typing import Any
 
 from spinegpt.eval_hooks import benchmark
-from spinegpt.eval_hooks.benchmark import BenchmarkError, Grader, Item, Record, fmt, metric, result
+from spinegpt.eval_hooks.benchmark import (
+    BenchmarkError,
+    Grader,
+    Grouping,
+    Item,
+    ItemScores,
+    Metric,
+    Part,
+    Record,
+    fmt,
+    metric,
+    result,
+)
 
 TASKS = {"spine_disease_classification": "diagnosis", "spine_lesion_localization": "localisation"}
+LABELS = ("disease", "level")
+"""Item fields kept as labels for the breakdowns where a file has them; without them the disease is the correct
+option of a diagnosis item and the level the correct options of a localisation item."""
 
 
 def diagnosis_accuracy(predictions: Sequence[set[str]], references: Sequence[set[str]]) -> float:
@@ -42,6 +57,26 @@ def localisation_scores(predictions: list[set[str]], references: list[set[str]])
     precision = sum(len(p & g) / len(p) if p else 0.0 for p, g in zip(predictions, references, strict=True)) / n
     recall = sum(len(p & g) / len(g) for p, g in zip(predictions, references, strict=True)) / n
     return {"accuracy": accuracy, "precision": precision, "recall": recall}
+
+
+def _diagnosed(record: Record) -> bool:
+    """As :func:`diagnosis_accuracy` counts it: exactly the one correct option."""
+    parsed, gold = set(record["parsed"]), set(record["answer"])
+    return parsed == gold and len(parsed) == 1
+
+
+def _part(name: str, records: list[Record], values: list[float], binary: bool) -> Part:
+    return Part(name, tuple(r["id"] for r in records), tuple(values), binary)
+
+
+def _label(record: Record, key: str) -> str | None:
+    """The item's own label, else the text of its correct option(s) (the disease; the levels, joined)."""
+    given = (record.get("meta") or {}).get(key)
+    if given:
+        return str(given)
+    options = record.get("options") or {}
+    texts = [str(options.get(letter, letter)) for letter in record.get("answer") or []]
+    return " + ".join(texts) or None
 
 
 def _same_length(predictions: Sequence[set[str]], references: Sequence[set[str]]) -> None:
@@ -73,7 +108,10 @@ class SpineBenchMM25:
                 raise BenchmarkError(f"{where}: a diagnosis item has exactly one correct option, got {answer}")
             images = benchmark.images(record.get("image", record.get("images")), root, where)
             item_id = str(record.get("id", f"{task}-{index:05d}"))
-            items.append(Item(item_id, task, question, images, options, answer, multi=task == "localisation"))
+            meta = {k: str(record[k]) for k in LABELS if record.get(k) not in (None, "")}
+            items.append(
+                Item(item_id, task, question, images, options, answer, multi=task == "localisation", meta=meta)
+            )
         if not items:
             raise BenchmarkError(f"{path}: no items")
         return items
@@ -104,14 +142,14 @@ class SpineBenchMM25:
         return scores
 
     def markdown(self, scores: dict[str, Any]) -> list[str]:
-        lines = ["| task | n | accuracy | precision | recall |", "|---|---|---|---|---|"]
+        lines = ["| task | n | accuracy (%) | precision (%) | recall (%) |", "|---|---|---|---|---|"]
         if "diagnosis" in scores:
-            lines.append(f"| diagnosis | {scores['diagnosis']['n']} | {fmt(scores['diagnosis']['accuracy'])} | | |")
+            s = scores["diagnosis"]
+            lines.append(f"| diagnosis | {s['n']} | {fmt(100 * s['accuracy'])} | | |")
         if "localisation" in scores:
             s = scores["localisation"]
-            lines.append(
-                f"| localisation | {s['n']} | {fmt(s['accuracy'])} | {fmt(s['precision'])} | {fmt(s['recall'])} |"
-            )
+            figures = " | ".join(fmt(100 * s[k]) for k in ("accuracy", "precision", "recall"))
+            lines.append(f"| localisation | {s['n']} | {figures} |")
         return lines
 
     def headline(self, scores: dict[str, Any]) -> dict[str, float]:
@@ -122,6 +160,36 @@ class SpineBenchMM25:
             if name in scores.get("localisation", {}):
                 out[f"localisation {name} %"] = 100 * scores["localisation"][name]
         return out
+
+    def item_scores(self, records: list[Record]) -> ItemScores:
+        """Diagnosis and localisation exact match as right/wrong items; localisation precision and recall as each
+        item's own fraction (x 100); breakdowns by task, disease (diagnosis items) and level (localisation items)."""
+        diagnosis = [r for r in records if r["task"] == "diagnosis"]
+        localisation = [r for r in records if r["task"] == "localisation"]
+        parts: list[Part] = []
+        metrics: list[Metric] = []
+        if diagnosis:
+            right = [_diagnosed(r) for r in diagnosis]
+            parts.append(_part("diagnosis", diagnosis, [100.0 * ok for ok in right], binary=True))
+            metrics.append(Metric("diagnosis", "diagnosis %", ("diagnosis",)))
+        if localisation:
+            pairs = [(set(r["parsed"]), set(r["answer"])) for r in localisation]
+            per_item = {
+                "accuracy": [100.0 * (p == g) for p, g in pairs],
+                "precision": [100.0 * len(p & g) / len(p) if p else 0.0 for p, g in pairs],
+                "recall": [100.0 * len(p & g) / len(g) for p, g in pairs],
+            }
+            for name, values in per_item.items():
+                parts.append(_part(f"localisation_{name}", localisation, values, binary=name == "accuracy"))
+                metrics.append(Metric(f"localisation_{name}", f"localisation {name} %", (f"localisation_{name}",)))
+        binary = tuple(p.name for p in parts if p.binary)
+        groupings = [Grouping("task", binary, {r["id"]: r["task"] for r in [*diagnosis, *localisation]})]
+        if diagnosis:
+            groupings.append(Grouping("disease", ("diagnosis",), {r["id"]: _label(r, "disease") for r in diagnosis}))
+        if localisation:
+            labels = {r["id"]: _label(r, "level") for r in localisation}
+            groupings.append(Grouping("level", ("localisation_accuracy",), labels))
+        return ItemScores(tuple(parts), tuple(metrics), tuple(groupings))
 
     def model_index(self, dataset: dict[str, str], scores: dict[str, Any]) -> list[dict[str, Any]]:
         metrics = [

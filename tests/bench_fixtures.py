@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+from spinegpt.eval_hooks.evaluator import Generator
+from spinegpt.eval_hooks.protocol import GenerationSpec
 from spinegpt.offline import smoke_images as smoke_data
 
 LEVEL_OPTIONS = {"A": "L1", "B": "L2", "C": "L3", "D": "L4", "E": "L5"}
@@ -168,3 +172,60 @@ def write_mm25_parquet(folder: Path) -> Path:
     path = folder / "test-00000-of-00001.parquet"
     pq.write_table(pa.Table.from_pylist(rows), path)
     return path
+
+
+# -- result files with known outcomes (no model: a scripted stand-in answers) ----------------------------------------
+
+STAND_IN = GenerationSpec(
+    engine="scripted stand-in",
+    backend="none",
+    model_type="qwen2_5_vl",
+    template="qwen2_5_vl",
+    torch_dtype="float32",
+    attn_impl="sdpa",
+    batch_size=8,
+)
+"""The generation settings a result made by :func:`scripted` records."""
+
+
+def scripted(answers: dict[str, str]) -> Generator:
+    """A stand-in for the model: answers by a keyword of the prompt ("I do not know." without one)."""
+
+    def generate(requests: Sequence[tuple[str, Sequence[str]]], max_new_tokens: int) -> list[str]:
+        return [next((a for key, a in answers.items() if key in prompt), "I do not know.") for prompt, _ in requests]
+
+    return generate
+
+
+def write_mcq_bench(folder: Path, n: int, groups: dict[str, int] | None = None) -> Path:
+    """``n`` text MCQs ("Question <i>?", options A/B, answer A); ``groups``: subspecialty -> how many items carry it
+    (in order; the rest carry none)."""
+    labels = [name for name, count in (groups or {}).items() for _ in range(count)]
+    rows = []
+    for i in range(n):
+        row: dict[str, object] = {
+            "id": f"q{i:03d}",
+            "type": "mcq",
+            "question": f"Question {i}?",
+            "options": {"A": "right", "B": "wrong"},
+            "answer": "A",
+        }
+        if i < len(labels):
+            row["subspecialty"] = labels[i]
+        rows.append(row)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "mcq.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def evaluate_mcq(bench: Path, out: Path, right: set[int], n: int, model: str = "m", **config: Any) -> Path:
+    """Evaluate ``bench`` (from :func:`write_mcq_bench`) with a stand-in that answers exactly the items ``right``
+    correctly; returns the result file."""
+    from spinegpt.eval_hooks import evaluator
+    from spinegpt.eval_hooks.config import BenchmarkConfig
+
+    answers = {f"Question {i}?": "Answer: A" if i in right else "Answer: B" for i in range(n)}
+    config = {"name": "mcq", "kind": "spinebench", "path": str(bench), **config}
+    evaluator.evaluate(model, [BenchmarkConfig(**config)], out, scripted(answers), engine=STAND_IN)
+    return out / "mcq.json"

@@ -1,5 +1,5 @@
-"""The training verbs of ``spinegpt``: validate, plan, preflight, run, sweep, eval, export, report, tiny-model, and
-``data audit`` (a data verb that reads a curriculum).
+"""The training verbs of ``spinegpt``: validate, plan, preflight, run, sweep, eval, compare, export, report,
+tiny-model, and ``data audit`` (a data verb that reads a curriculum).
 
 Each verb is a small parser function and a handler; ``spinegpt.cli`` only dispatches. Handlers print what the
 command *outputs* (a plan, JSON, a table, a path) to stdout; everything said along the way is logged (stderr).
@@ -23,13 +23,35 @@ from pydantic import ValidationError
 from spinegpt.config_io import validation_issues
 from spinegpt.data_mixes import audit as data_audit
 from spinegpt.data_mixes.stage_data import resolve_data_root
-from spinegpt.eval_hooks import evaluator, registry
-from spinegpt.eval_hooks.config import BenchmarkConfig, EvalConfig, EvalJob, JudgeConfig, ModelLoading
+from spinegpt.errors import UsageError
+from spinegpt.eval_hooks import compare, evaluator, registry, rescore
+from spinegpt.eval_hooks.config import (
+    BenchmarkConfig,
+    EvalConfig,
+    EvalJob,
+    ExtractorConfig,
+    JudgeConfig,
+    ModelLoading,
+    extractor_server,
+)
 from spinegpt.offline import tiny_model
-from spinegpt.train import export, memory, multinode, plan, preflight, report, runner, sweep, swift_adapter, topology
+from spinegpt.train import (
+    export,
+    manifest,
+    memory,
+    multinode,
+    plan,
+    preflight,
+    report,
+    runner,
+    sweep,
+    swift_adapter,
+    topology,
+)
 from spinegpt.train.audit import audit_curriculum
 from spinegpt.train.errors import RunError
 from spinegpt.train.hooks.leader import LeaderHook
+from spinegpt.train.manifest import RunManifest
 
 logger = logging.getLogger(__name__)
 SMOKE_BENCHMARK = "builtin:smoke"
@@ -39,7 +61,7 @@ Subparsers = argparse._SubParsersAction
 def register(sub: Subparsers) -> None:
     for add in (_validate_parser, _plan_parser, _preflight_parser, _run_parser, _sweep_parser, _eval_parser):
         add(sub)
-    for add in (_export_parser, _report_parser, _tiny_model_parser):
+    for add in (_compare_parser, _export_parser, _report_parser, _tiny_model_parser):
         add(sub)
 
 
@@ -290,8 +312,18 @@ def _sweep(args: argparse.Namespace) -> int:
 
 def _eval_parser(sub: Subparsers) -> None:
     # Evaluation flags default to None: the settings' own defaults (eval_hooks/config.py) apply unless given.
-    ev = sub.add_parser("eval", help="evaluate a model folder on a benchmark (SpineBench, MM'25 SpineBench)")
-    ev.add_argument("model", help="model folder or hub id")
+    ev = sub.add_parser(
+        "eval",
+        help="evaluate a model folder on a benchmark (SpineBench, MM'25 SpineBench), or re-score a result (--rescore)",
+    )
+    ev.add_argument("model", nargs="?", help="model folder or hub id (not with --rescore)")
+    ev.add_argument(
+        "--rescore",
+        type=Path,
+        metavar="RESULT.json",
+        help="score a result's recorded outputs again (today's answer rules; judge given here for reports not "
+        "judged yet) into --output-dir, without a model; the original is never touched",
+    )
     ev.add_argument("--config", type=Path, help="resolved eval settings (JSON), as written by `spinegpt run`")
     ev.add_argument("--benchmark", choices=registry.kinds(), help="benchmark kind")
     ev.add_argument(
@@ -325,8 +357,7 @@ def _eval_parser(sub: Subparsers) -> None:
         "--output",
         dest="output",
         type=Path,
-        default=Path("eval"),
-        help="results folder (default ./eval)",
+        help="results folder (default ./eval; required with --rescore)",
     )
     ev.set_defaults(handler=_eval)
 
@@ -349,8 +380,6 @@ def _eval_job_unchecked(args: argparse.Namespace) -> EvalJob:
         return EvalJob.read(args.config)
     if not args.benchmark or not args.data:
         raise RunError("give --config, or --benchmark and --data")
-    if bool(args.judge_url) != bool(args.judge_model):
-        raise RunError("--judge-url and --judge-model go together")
     import torch
 
     data = args.data.resolve()
@@ -367,21 +396,7 @@ def _eval_job_unchecked(args: argparse.Namespace) -> EvalJob:
             report_max_new_tokens=args.report_max_new_tokens,
         )
     )
-    judge = None
-    if args.judge_url:
-        judge = JudgeConfig.model_validate(
-            _given(
-                base_url=args.judge_url,
-                model=args.judge_model,
-                api_key_env=args.judge_key_env,
-                timeout_s=args.judge_timeout,
-                max_attempts=args.judge_attempts,
-                concurrency=args.judge_concurrency,
-            )
-        )
-    extractor = None
-    if args.extractor or args.extractor_url or args.extractor_model:
-        extractor = _given(base_url=args.extractor_url, model=args.extractor_model, api_key_env=args.extractor_key_env)
+    judge, extractor = _judge_args(args), _extractor_args(args)
     config = EvalConfig.model_validate(
         _given(benchmarks=[bench], judge=judge, backend=args.backend, batch_size=args.batch_size, extractor=extractor)
     )
@@ -391,7 +406,69 @@ def _eval_job_unchecked(args: argparse.Namespace) -> EvalJob:
     )
 
 
+def _judge_args(args: argparse.Namespace) -> JudgeConfig | None:
+    if bool(args.judge_url) != bool(args.judge_model):
+        raise RunError("--judge-url and --judge-model go together")
+    if not args.judge_url:
+        return None
+    return JudgeConfig.model_validate(
+        _given(
+            base_url=args.judge_url,
+            model=args.judge_model,
+            api_key_env=args.judge_key_env,
+            timeout_s=args.judge_timeout,
+            max_attempts=args.judge_attempts,
+            concurrency=args.judge_concurrency,
+        )
+    )
+
+
+def _extractor_args(args: argparse.Namespace) -> ExtractorConfig | None:
+    if not (args.extractor or args.extractor_url or args.extractor_model):
+        return None
+    return ExtractorConfig.model_validate(
+        _given(base_url=args.extractor_url, model=args.extractor_model, api_key_env=args.extractor_key_env)
+    )
+
+
+def _rescore(args: argparse.Namespace) -> int:
+    generation_flags = {
+        "MODEL": args.model,
+        "--config": args.config,
+        "--benchmark": args.benchmark,
+        "--data": args.data,
+        "--limit": args.limit,
+        "--max-new-tokens": args.max_new_tokens,
+        "--report-max-new-tokens": args.report_max_new_tokens,
+        "--backend": args.backend,
+        "--batch-size": args.batch_size,
+        "--torch-dtype": args.torch_dtype,
+    }
+    given = [flag for flag, value in generation_flags.items() if value is not None]
+    if given:
+        raise UsageError(f"--rescore generates nothing: {', '.join(given)} do(es) not apply")
+    if args.output is None:
+        raise UsageError("--rescore needs --output-dir: the re-scored result goes to a folder of its own")
+    try:
+        judge = _judge_args(args)
+        server = extractor_server(_extractor_args(args), judge)
+    except ValidationError as exc:
+        issues = validation_issues(exc, lambda loc: (None, None))
+        raise RunError("invalid re-scoring settings:\n" + "\n".join(f"  - {i}" for i in issues)) from None
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    summary = rescore.rescore(args.rescore, args.output, judge, evaluator.judge_cache_path(), server)
+    for name in summary["benchmarks"]:
+        print((args.output / f"{name}.md").read_text())
+    return 0
+
+
 def _eval(args: argparse.Namespace) -> int:
+    if args.rescore is not None:
+        return _rescore(args)
+    if not args.model:
+        raise UsageError("give the model to evaluate (or --rescore RESULT.json to score recorded outputs again)")
+    args.output = args.output or Path("eval")
     job = _eval_job(args)
     loading = job.loading
     generate = swift_adapter.Generator(
@@ -411,9 +488,46 @@ def _eval(args: argparse.Namespace) -> int:
         job.eval.judge,
         evaluator.judge_cache_path(),
         extractor_server=job.eval.extractor_server(),
+        engine=generate.settings(),
+        statistics=job.eval.statistics,
     )
     for name in summary["benchmarks"]:
         print((args.output / f"{name}.md").read_text())
+    return 0
+
+
+# -- compare ------------------------------------------------------------------------------------------------------
+
+
+def _compare_parser(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "compare",
+        help="B against A on the same benchmark: each metric's difference with its paired bootstrap interval, and "
+        "McNemar's exact test for multiple choice",
+    )
+    where = "a result file (<benchmark>.json), an evaluation folder, a stage folder or a run folder (its last stage)"
+    p.add_argument("a", type=Path, help=f"A: {where}")
+    p.add_argument("b", type=Path, help="B: the same kinds of path")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=_compare)
+
+
+def evaluation_target(path: Path) -> Path:
+    """A result file or evaluation folder as it is; a stage folder's ``eval/``; a run folder's last evaluated stage."""
+    if path.is_dir() and (path / manifest.FILE).is_file():
+        run = RunManifest.read(path / manifest.FILE)
+        done = [s.eval.dir for s in run.stages if s.eval is not None and s.eval.status == "done"]
+        if not done:
+            raise RunError(f"{path}: no stage of this run has a finished evaluation")
+        return Path(done[-1])
+    if path.is_dir() and not (path / evaluator.SUMMARY).is_file() and (path / "eval").is_dir():
+        return path / "eval"
+    return path
+
+
+def _compare(args: argparse.Namespace) -> int:
+    comparisons = compare.compare_paths(evaluation_target(args.a), evaluation_target(args.b))
+    print(json.dumps([c.to_json() for c in comparisons], indent=2) if args.json else compare.render(comparisons))
     return 0
 
 

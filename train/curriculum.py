@@ -193,6 +193,13 @@ class Stage(_Strict):
         check: EngineArgsCheck | None = (info.context or {}).get("check_engine_args")
         return check(value, STAGE_KEYS) if check is not None else value
 
+    @field_validator("eval")
+    @classmethod
+    def _no_stage_baseline(cls, value: EvalConfig | Literal[False] | None) -> EvalConfig | Literal[False] | None:
+        if isinstance(value, EvalConfig) and value.baseline:
+            raise ValueError("baseline evaluates the starting model once per run: set it in the curriculum's eval")
+        return value
+
     @model_validator(mode="after")
     def _cross_checks(self) -> Stage:
         if (self.packing or self.padding_free) and self.attn_impl not in (None, "flash_attn", "auto"):

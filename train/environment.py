@@ -31,6 +31,9 @@ FORWARDED_PREFIXES = (
 )
 """What DeepSpeed's pdsh runner would not pass on to remote ranks by itself."""
 DEEPSPEED_ENV = ".deepspeed_env"
+PIXEL_ENV = ("MAX_PIXELS", "MIN_PIXELS")
+"""The image size limits the engine reads from the environment: other values are other visual tokens, so another
+training (a resume must keep them) and another evaluation (a cached one must have had them)."""
 
 
 def configured(curriculum: Curriculum) -> dict[str, str]:

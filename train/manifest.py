@@ -115,6 +115,16 @@ class EvalRecord(_Record):
     error: str | None = None
 
 
+class BaselineRecord(EvalRecord):
+    """The curriculum's starting model evaluated before stage 1 (``eval.baseline``): the run's row 0."""
+
+    model: str
+    cache_key: str | None = None
+    """Its key under ``$SPINEGPT_CACHE/baselines`` (None: the model could not be identified, so it is not cached)."""
+    cached: bool = False
+    """Reused from the cache rather than evaluated by this run."""
+
+
 class StageRecord(_Record):
     """One stage of a run: its configuration, what it started from, and what it produced."""
 
@@ -183,6 +193,8 @@ class RunManifest(_Record):
     """``partial``: stopped by ``--until``."""
     attempts: list[Attempt] = []
     stages: list[StageRecord] = []
+    baseline: BaselineRecord | None = None
+    """The base model's evaluation, where ``eval.baseline`` asks for it."""
     updated_at: str | None = None
 
     @classmethod

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 import yaml
 
-from spinegpt.eval_hooks import registry
+from spinegpt.eval_hooks import registry, scorecard
 from spinegpt.train.manifest import RunManifest, StageRecord
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -58,6 +58,31 @@ def model_index(name: str, stage: StageRecord | None) -> list[dict[str, Any]]:
         kind = bench.get("kind", bench_name)
         results += registry.get(kind).model_index({"name": bench_name, "type": kind}, bench.get("scores", {}))
     return [{"name": name, "results": results}] if results else []
+
+
+def intervals(stage: StageRecord | None) -> list[str]:
+    """Each benchmark's figures with their 95 % intervals and n, and the protocol they were made under."""
+    benches = (stage.eval.benchmarks if stage and stage.eval else None) or {}
+    lines = []
+    settings: set[str] = set()
+    for bench_name, bench in benches.items():
+        found = scorecard.read(bench.get("statistics"))
+        if found is None:
+            continue
+        settings.add(f"{found.methods.get('resamples')} resamples, seed {found.methods.get('seed')}")
+        figures = "; ".join(f"{m.label} {m.text()} (n {m.n})" for m in found.metrics)
+        protocol = (
+            f" Evaluation protocol `{str(bench['protocol_sha256'])[:12]}`." if bench.get("protocol_sha256") else ""
+        )
+        lines.append(f"- {bench_name}, with 95 % confidence intervals: {figures}.{protocol}")
+    if lines:
+        lines += [
+            "",
+            "Intervals: Wilson for single accuracies, a percentile bootstrap over items resampled within each part "
+            f"({'; '.join(sorted(settings))}) for averages and composite scores. Differences of a few points on a few "
+            "hundred items are often within them.",
+        ]
+    return lines
 
 
 def _lineage_table(stages: list[StageRecord]) -> str:
@@ -135,6 +160,7 @@ def render(src: Source, *, name: str, license: str = "other", datasets: Sequence
         for result in index[0]["results"]:
             metrics = ", ".join(f"{m['name']}: {m['value']}" for m in result["metrics"])
             lines.append(f"- {result['dataset']['name']} — {result['task']['name']}: {metrics}")
+        lines += intervals(exported)
     else:
         lines.append("No SpineBench evaluation was recorded for this stage (see `eval:` in the curriculum).")
     lines += [

@@ -23,6 +23,8 @@ from spinegpt.train.curriculum import Curriculum, LoadedCurriculum, Stage
 from spinegpt.train.topology import Launch
 
 STAGES_DIR = "stages"
+BASELINE_DIR = "baseline"
+"""Inside a run folder: the base model's evaluation (``baseline/eval/``) and its log."""
 FINAL = "final"
 """Inside a stage folder: a link to the checkpoint holding the stage's verified final weights."""
 DEEPSPEED = "deepspeed.json"
@@ -123,6 +125,12 @@ class Plan:
     data: CurriculumData
     """The one owner of the stages' data for this command (each mix definition read once)."""
     skipped: list[SkippedStage] = field(default_factory=list)
+    baseline: EvalJob | None = None
+    """The base model's evaluation before stage 1 (``eval.baseline``), with the curriculum's ``eval`` settings."""
+
+    @property
+    def baseline_dir(self) -> Path:
+        return self.output_dir / BASELINE_DIR / "eval"
 
     @property
     def curriculum(self) -> Curriculum:
@@ -159,6 +167,7 @@ class Plan:
             "splits": self.loaded.curriculum.splits,
             "stages": [{**s.to_json(), "global_batch": global_batch(s.stage, self.world_size)} for s in self.stages],
             "skipped": [vars(s) for s in self.skipped],
+            "baseline": [b.label for b in self.baseline.benchmarks] if self.baseline else [],
         }
 
     def render(self) -> str:
@@ -169,6 +178,9 @@ class Plan:
             f"  output dir : {self.output_dir}",
             f"  processes  : {self.launch.nproc_per_node} per node x {self.launch.nnodes} node(s)",
         ]
+        if self.baseline:
+            names = ", ".join(b.label for b in self.baseline.benchmarks)
+            lines.append(f"  baseline   : the base model on {names} before stage 1 (cached), in {self.baseline_dir}")
         for plan in self.stages:
             stage = plan.stage
             steps = f"max_steps {stage.max_steps}" if stage.max_steps else f"{stage.num_train_epochs:g} epoch(s)"
@@ -360,4 +372,15 @@ def build(
             )
         )
         model, starts_from = str(folder / FINAL), f"stage:{stage.name}"
-    return Plan(loaded=loaded, output_dir=output_dir, launch=launch, stages=stages, data=data, skipped=skipped)
+    baseline = None
+    if curriculum.eval is not None and curriculum.eval.baseline:
+        baseline = eval_job(curriculum.eval, curriculum, loaded.base_dir)
+    return Plan(
+        loaded=loaded,
+        output_dir=output_dir,
+        launch=launch,
+        stages=stages,
+        data=data,
+        skipped=skipped,
+        baseline=baseline,
+    )

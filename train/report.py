@@ -3,18 +3,23 @@
 Reads the run manifest, the engine's per-step logs of every stage and the stage evaluations, and writes into
 ``RUN/report/`` (or ``--output``):
 
-* ``report.md``: the run, each stage (start model, data, steps, final loss, wall time, weights), evaluation scores,
-  live progress of a running stage, and a list of what is missing (stages not started, interrupted, unevaluated);
+* ``report.md``: the run, each stage (start model, data, steps, final loss, wall time, weights), evaluation scores
+  with their 95 % intervals (the base model as row 0 where ``eval.baseline`` evaluated it), each stage against the
+  previous one and against the base model (paired differences, McNemar), live progress of a running stage, and a
+  list of what is missing (stages not started, interrupted, unevaluated);
 * ``loss_lr.png``: loss and learning rate of all stages on one step axis, stage boundaries marked;
-* ``eval.png``: evaluation scores per stage (when any stage was evaluated).
+* ``eval.png``: evaluation scores per stage with their intervals as error bars (when any stage was evaluated).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import math
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from spinegpt.eval_hooks import registry
+from spinegpt.eval_hooks import compare, registry, results, scorecard
 from spinegpt.eval_hooks.evaluator import answers_line
 from spinegpt.train import manifest, swift_adapter
 from spinegpt.train.hooks.progress import read_progress
@@ -22,6 +27,7 @@ from spinegpt.train.manifest import RunManifest, StageRecord
 from spinegpt.train.swift_adapter import StepRecord
 
 REPORT_DIR = "report"
+BASE_ROW = "base model"
 
 
 def _steps(stage_dir: Path) -> list[StepRecord]:
@@ -43,13 +49,111 @@ def _fmt_seconds(seconds: float | None) -> str:
     return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
 
 
-def _eval_metrics(stage: StageRecord) -> dict[str, float]:
-    """Flat 'benchmark: metric' -> value of a stage's finished evaluation (each benchmark's headline figures)."""
-    out: dict[str, float] = {}
-    for bench, result in ((stage.eval.benchmarks if stage.eval else None) or {}).items():
+@dataclass(frozen=True)
+class EvalRow:
+    """One evaluated model of the run: the base model (row 0) or a stage's final weights."""
+
+    name: str
+    dir: Path
+    benchmarks: dict[str, Any]
+    """Its ``summary.json`` entries by benchmark name."""
+
+
+def eval_rows(data: RunManifest) -> list[EvalRow]:
+    rows = []
+    base = data.baseline
+    if base is not None and base.status == "done" and base.benchmarks:
+        rows.append(EvalRow(BASE_ROW, Path(base.dir), base.benchmarks))
+    for stage in data.stages:
+        if stage.eval is not None and stage.eval.benchmarks:
+            rows.append(EvalRow(stage.name, Path(stage.eval.dir), stage.eval.benchmarks))
+    return rows
+
+
+Figure = tuple[float, tuple[float, float] | None]
+"""A headline figure and its 95 % interval (None where its evaluation recorded none)."""
+
+
+def _eval_metrics(benchmarks: dict[str, Any]) -> dict[str, Figure]:
+    """Flat 'benchmark: metric' -> (value, interval) of an evaluation (each benchmark's headline figures)."""
+    out: dict[str, Figure] = {}
+    for bench, result in benchmarks.items():
         headline = registry.get(result["kind"]).headline(result.get("scores", {}))
-        out.update({f"{bench}: {label}": value for label, value in headline.items()})
+        found = scorecard.read(result.get("statistics"))
+        by_label = found.by_label() if found else {}
+        for label, value in headline.items():
+            metric = by_label.get(label)
+            out[f"{bench}: {label}"] = (value, (metric.interval.low, metric.interval.high) if metric else None)
     return out
+
+
+def _figure(figure: Figure | None) -> str:
+    if figure is None:
+        return "-"
+    value, ci = figure
+    return f"{value:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+
+
+def comparison_lines(rows: list[EvalRow]) -> list[str]:
+    """Per benchmark: each stage against the evaluation before it, and against the base model, on the same items."""
+    loaded: dict[Path, results.ResultFile | str] = {}
+
+    def result(row: EvalRow, bench: str) -> results.ResultFile | str:
+        path = row.dir / f"{bench}.json"
+        if path not in loaded:
+            try:
+                loaded[path] = results.load(path)
+            except results.ResultError as exc:
+                loaded[path] = str(exc)
+        return loaded[path]
+
+    lines: list[str] = []
+    benches = list(dict.fromkeys(b for row in rows for b in row.benchmarks))
+    for bench in benches:
+        chain = [row for row in rows if bench in row.benchmarks]
+        pairs = []
+        for i, row in enumerate(chain[1:], 1):
+            pairs.append((chain[i - 1], row))
+            if chain[0].name == BASE_ROW and i > 1:
+                pairs.append((chain[0], row))
+        if not pairs:
+            continue
+        cells: list[tuple[str, str, dict[str, str] | str]] = []
+        labels: dict[str, None] = {}
+        for reference, row in pairs:
+            a, b = result(reference, bench), result(row, bench)
+            if isinstance(a, str) or isinstance(b, str):
+                cells.append((row.name, reference.name, f"no result to compare ({a if isinstance(a, str) else b})"))
+                continue
+            reason = compare.refusal(a, b)
+            if reason is not None:
+                cells.append((row.name, reference.name, f"not comparable: {reason}"))
+                continue
+            comparison = compare.compare(a, b)
+            deltas = {}
+            for m in comparison.metrics:
+                labels.setdefault(m.label)
+                deltas[m.label] = m.delta_text() + (f", p {m.mcnemar.p_value:.3g}" if m.mcnemar else "")
+            cells.append((row.name, reference.name, deltas))
+        columns = list(labels) or ["comparison"]
+        lines += ["", f"#### {bench}", "", "| stage | against | " + " | ".join(columns) + " |"]
+        lines.append("|---|---|" + "---|" * len(columns))
+        for name, against, cell in cells:
+            if isinstance(cell, str):
+                lines.append(f"| {name} | {against} | {cell} |" + " |" * max(0, len(columns) - 1))
+            else:
+                lines.append(f"| {name} | {against} | " + " | ".join(cell.get(c, "-") for c in columns) + " |")
+    if lines:
+        lines = [
+            "",
+            "### Changes (stage minus the evaluation it is set against)",
+            "",
+            "Differences in points with their 95 % paired bootstrap interval on the items both evaluated; p: McNemar's "
+            "exact test (multiple choice). An interval that contains 0 is a change this benchmark cannot tell from "
+            "noise. Evaluations made under different protocols are not compared (the differing setting is named).",
+            *lines,
+        ]
+    return lines
 
 
 def plot_loss_lr(stages: list[StageRecord], steps: list[list[StepRecord]], path: Path) -> bool:
@@ -94,13 +198,13 @@ def plot_loss_lr(stages: list[StageRecord], steps: list[list[StepRecord]], path:
     return True
 
 
-def plot_eval(stages: list[StageRecord], path: Path) -> bool:
+def plot_eval(rows: list[EvalRow], path: Path) -> bool:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    per_stage = [(s.name, _eval_metrics(s)) for s in stages]
+    per_stage = [(row.name, _eval_metrics(row.benchmarks)) for row in rows]
     per_stage = [(name, m) for name, m in per_stage if m]
     if not per_stage:
         return False
@@ -109,7 +213,13 @@ def plot_eval(stages: list[StageRecord], path: Path) -> bool:
     width = 0.8 / len(per_stage)
     for i, (name, values) in enumerate(per_stage):
         xs = [j + i * width for j in range(len(metrics))]
-        ax.bar(xs, [values.get(m, 0.0) for m in metrics], width=width, label=name)
+        heights = [values[m][0] if m in values else 0.0 for m in metrics]
+        # Error bars reach the bounds of each figure's 95 % interval (none where it has none).
+        bounds = [values[m][1] if m in values else None for m in metrics]
+        # Clipped at 0: a bound recorded with six decimals may lie a hair past its figure (a degenerate interval).
+        below = [max(0.0, h - b[0]) if b else math.nan for h, b in zip(heights, bounds, strict=True)]
+        above = [max(0.0, b[1] - h) if b else math.nan for h, b in zip(heights, bounds, strict=True)]
+        ax.bar(xs, heights, width=width, label=name, yerr=[below, above], capsize=2, error_kw={"elinewidth": 0.8})
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(metrics))])
     ax.set_xticklabels(metrics, rotation=30, ha="right", fontsize=8)
     ax.set_ylabel("score")
@@ -133,7 +243,8 @@ def write_report(run_dir: Path, out_dir: Path | None = None) -> Path:
     steps = [_steps(Path(s.dir)) for s in stages]
     progress = read_progress(run_dir)
     has_loss_plot = plot_loss_lr(stages, steps, out_dir / "loss_lr.png")
-    has_eval_plot = plot_eval(stages, out_dir / "eval.png")
+    evaluated = eval_rows(data)
+    has_eval_plot = plot_eval(evaluated, out_dir / "eval.png")
 
     attempt = data.attempts[-1] if data.attempts else None
     git = (attempt.git if attempt else None) or {}
@@ -194,19 +305,33 @@ def write_report(run_dir: Path, out_dir: Path | None = None) -> Path:
         elif evaluation and evaluation.status == "running":
             missing.append(f"the evaluation of stage {stage.name!r} did not finish")
 
-    evaluated = [(s.name, _eval_metrics(s)) for s in stages]
-    evaluated = [(n, m) for n, m in evaluated if m]
-    if evaluated:
-        metrics = sorted({k for _, m in evaluated for k in m})
-        lines += ["", "## Evaluation", "", "| stage | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
-        for name, values in evaluated:
-            cells = [f"{values[m]:.2f}" if m in values else "-" for m in metrics]
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if data.baseline is not None and data.baseline.status == "failed":
+        missing.append(f"the base model's evaluation failed: {data.baseline.error}")
+    elif data.baseline is not None and data.baseline.status == "running":
+        missing.append("the base model's evaluation did not finish")
+    figures = [(row.name, _eval_metrics(row.benchmarks)) for row in evaluated]
+    figures = [(n, m) for n, m in figures if m]
+    if figures:
+        metrics = sorted({k for _, m in figures for k in m})
+        lines += [
+            "",
+            "## Evaluation",
+            "",
+            "Figures with their 95 % intervals in brackets"
+            + (" (row 0: the base model, before any stage)" if evaluated[0].name == BASE_ROW else "")
+            + ".",
+            "",
+            "| stage | " + " | ".join(metrics) + " |",
+            "|---|" + "---|" * len(metrics),
+        ]
+        for name, values in figures:
+            lines.append(f"| {name} | " + " | ".join(_figure(values.get(m)) for m in metrics) + " |")
         lines.append("")
-        for stage in stages:
-            for bench, result in ((stage.eval.benchmarks if stage.eval else None) or {}).items():
+        for row in evaluated:
+            for bench, result in row.benchmarks.items():
                 if result.get("answers"):
-                    lines.append(f"- {stage.name}, {bench}: {answers_line(result['answers'])}")
+                    lines.append(f"- {row.name}, {bench}: {answers_line(result['answers'])}")
+        lines += comparison_lines(evaluated)
     if progress and data.status == "running":
         remaining = progress.get("remaining_s")
         lines += [

@@ -13,6 +13,7 @@ from typing import Any
 from spinegpt import proc
 from spinegpt.files import FolderBusy, FolderLock
 from spinegpt.train import manifest, swift_adapter
+from spinegpt.train.environment import PIXEL_ENV
 from spinegpt.train.errors import RunError
 from spinegpt.train.hooks import Hooks, StageHooks
 from spinegpt.train.hooks.evaluation import EvaluationHook
@@ -32,7 +33,6 @@ __all__ = ["RunError", "Runner", "StageResult"]
 
 # Curriculum keys that decide a stage's trained weights besides the stage's own block (the data is compared by hash).
 WEIGHTS_KEYS = ("model", "model_type", "template", "seed", "torch_dtype", "attn_impl")
-PIXEL_ENV = ("MAX_PIXELS", "MIN_PIXELS")
 
 
 def weights_config(plan: Plan, stage: StagePlan) -> dict[str, Any]:

@@ -39,7 +39,7 @@ from spinegpt.errors import UserError
 from spinegpt.eval_hooks import launch as eval_launch
 from spinegpt.eval_hooks.config import BenchmarkConfig, EvalConfig
 from spinegpt.files import stable_hash, write_json_atomic
-from spinegpt.train import ablation_table, curriculum, environment, manifest, plan, runner
+from spinegpt.train import ablation_table, baseline, curriculum, environment, manifest, plan, runner
 from spinegpt.train.errors import RunError
 from spinegpt.train.topology import Launch
 
@@ -251,7 +251,12 @@ def finished(sweep: LoadedSweep, row: Row) -> dict[str, Any] | None:
 
 
 def rebuild_table(sweep: LoadedSweep, compare_paper: bool) -> list[Path]:
-    rows = [data for row in sweep.rows if (data := finished(sweep, row)) is not None]
+    rows = []
+    for row in sweep.rows:
+        if (data := finished(sweep, row)) is not None:
+            # Rows written before result files were named in row.json: their evaluation folder holds the file.
+            data.setdefault("result_file", str(row.eval_dir / f"{sweep.spec.benchmark.label}.json"))
+            rows.append(data)
     if not rows:
         return []
     return ablation_table.write(rows, sweep.output_dir, sweep.spec.table, compare_paper, sweep.spec.title)
@@ -277,7 +282,7 @@ def run_row(sweep: LoadedSweep, row: Row, launch: Launch) -> dict[str, Any] | No
         model = str(model_ref.materialise(row.loaded.curriculum.model))
     if not launch.leads:
         return None
-    scores = evaluate(sweep, row, model)
+    entry = evaluate(sweep, row, model, base=not built.stages)
     data = {
         "name": row.name,
         "number": row.number,
@@ -288,27 +293,36 @@ def run_row(sweep: LoadedSweep, row: Row, launch: Launch) -> dict[str, Any] | No
         "skipped_stages": [vars(s) for s in built.skipped],
         "model": model,
         "benchmark": sweep.spec.benchmark.label,
-        "scores": scores,
+        "scores": entry["scores"],
+        "statistics": entry.get("statistics"),
+        "protocol_sha256": entry.get("protocol_sha256"),
+        "result_file": str(row.eval_dir / f"{sweep.spec.benchmark.label}.json"),
         "finished_at": manifest.now(),
     }
     write_json_atomic(row.dir / ROW_FILE, data)
     return data
 
 
-def evaluate(sweep: LoadedSweep, row: Row, model: str) -> dict[str, Any]:
-    """``spinegpt eval`` on ``model`` in its own process (the same launch the runner uses after a stage)."""
+def evaluate(sweep: LoadedSweep, row: Row, model: str, base: bool = False) -> dict[str, Any]:
+    """``spinegpt eval`` on ``model`` in its own process (the same launch the runner uses after a stage); the
+    row's summary entry (scores, statistics, protocol hash). ``base``: the row trains nothing, so its model is the
+    curriculum's starting model, whose evaluation is shared through the baseline cache (``baseline.py``)."""
     cur = row.loaded.curriculum
     bench = sweep.benchmark(row)
     config = EvalConfig(benchmarks=[bench], backend=sweep.spec.backend, batch_size=sweep.spec.batch_size)
+    job = plan.eval_job(config, cur, Path("/"))
     env = environment.process_env(cur)  # the hub and offline switches every process of the row's run got
     try:
-        summary = eval_launch.run(model, plan.eval_job(config, cur, Path("/")), row.eval_dir, env, row.dir / "eval.log")
+        if base:
+            summary = baseline.evaluate(cur, job, row.eval_dir, row.dir / "eval.log").summary
+        else:
+            summary = eval_launch.run(model, job, row.eval_dir, env, row.dir / "eval.log")
     except eval_launch.EvalFailed as exc:
         raise RunError(str(exc)) from None
-    scores: dict[str, Any] = summary["benchmarks"][bench.label]["scores"]
-    if "text" not in scores and "image" not in scores:
+    entry: dict[str, Any] = summary["benchmarks"][bench.label]
+    if "text" not in entry["scores"] and "image" not in entry["scores"]:
         raise RunError(f"{bench.path}: no multiple-choice items were scored; Table 7 needs text or image MCQs")
-    return scores
+    return entry
 
 
 def run_local(sweep: LoadedSweep, rows: list[Row], launch: Launch, compare_paper: bool) -> list[str]:

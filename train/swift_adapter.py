@@ -20,6 +20,7 @@ import importlib.metadata
 import importlib.util
 import json
 import logging
+import os
 import re
 import sys
 from collections.abc import Mapping, Sequence
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from spinegpt.eval_hooks.protocol import GenerationSpec
 from spinegpt.files import write_json_atomic
 from spinegpt.paths import cache_root
 from spinegpt.train import weights
@@ -484,12 +486,26 @@ def losses(steps: Sequence[StepRecord]) -> list[tuple[int, float]]:
     return [(s.step, s.loss) for s in steps]
 
 
+def inference_backend(backend: str) -> str:
+    """``auto`` resolved: vLLM where it is installed and a GPU is there, else transformers."""
+    if backend != "auto":
+        return backend
+    import importlib.util
+
+    import torch
+
+    return "vllm" if importlib.util.find_spec("vllm") is not None and torch.cuda.is_available() else "transformers"
+
+
 class Generator:
     """Greedy completions through the engine's inference API, the model loaded once on first use: its vLLM engine
     when asked for (or, with ``auto``, when vLLM and a GPU are there), else its transformers engine.
 
     Called with (user prompt with <image> tags, image paths) pairs and a token budget; returns the texts in order.
     """
+
+    SEED = 0
+    """Passed with every request; greedy decoding does not draw, but a sampling engine would draw the same."""
 
     def __init__(
         self,
@@ -507,16 +523,30 @@ class Generator:
         self.torch_dtype, self.attn_impl, self.batch_size, self.backend = torch_dtype, attn_impl, batch_size, backend
         self._engine: Any = None
 
-    def _load(self) -> Any:
-        import importlib.util
+    def settings(self, env: Mapping[str, str] | None = None) -> GenerationSpec:
+        """What this generator decides about the outputs, for the evaluation protocol; the pixel limits are the ones
+        the engine reads from the environment (``env``, default this process's)."""
+        env = os.environ if env is None else env
+        return GenerationSpec(
+            engine="ms-swift",
+            backend=inference_backend(self.backend),
+            model_type=self.options["model_type"],
+            template=self.options["template_type"],
+            torch_dtype=self.torch_dtype,
+            attn_impl=self.attn_impl,
+            decoding="greedy",
+            temperature=0.0,
+            seed=self.SEED,
+            max_pixels=env.get("MAX_PIXELS"),
+            min_pixels=env.get("MIN_PIXELS"),
+            batch_size=self.batch_size,
+        )
 
+    def _load(self) -> Any:
         import torch
 
         dtype = getattr(torch, self.torch_dtype)
-        use_vllm = self.backend == "vllm" or (
-            self.backend == "auto" and importlib.util.find_spec("vllm") is not None and torch.cuda.is_available()
-        )
-        if use_vllm:
+        if inference_backend(self.backend) == "vllm":
             from swift.infer_engine import VllmEngine
 
             return VllmEngine(self.model, torch_dtype=dtype, **self.options)
@@ -532,7 +562,8 @@ class Generator:
         if self._engine is None:
             self._engine = self._load()
         batch = [InferRequest(messages=[{"role": "user", "content": p}], images=list(i)) for p, i in requests]
-        responses = self._engine.infer(batch, RequestConfig(max_tokens=max_new_tokens, temperature=0.0))
+        config = RequestConfig(max_tokens=max_new_tokens, temperature=0.0, seed=self.SEED)
+        responses = self._engine.infer(batch, config)
         texts = []
         for response in responses:
             if isinstance(response, BaseException):

@@ -6,6 +6,8 @@ this module only builds the parser and dispatches.
     spinegpt run      CURRICULUM.yaml [key=value ...] [--nproc N] [--output-dir DIR] [--resume] [--until STAGE]
     spinegpt eval     MODEL --benchmark KIND --data FILE [--judge-url URL --judge-model M] [--output-dir DIR]
     spinegpt eval     MODEL --config EVAL.json [--output-dir DIR]   (what `spinegpt run` calls after each stage)
+    spinegpt eval     --rescore RESULT.json --output-dir DIR   score recorded outputs again, without a model
+    spinegpt compare  A B [--json]                          B against A on the same items: paired intervals, McNemar
     spinegpt export   RUN|STAGE|CHECKPOINT --output-dir DIR [--push-to-hub REPO_ID] [--private] [--dry-run]
     spinegpt report   RUN_DIR [--output-dir DIR]             markdown + plots of a run, finished or not
     spinegpt sweep    SWEEP.yaml|DIR [key=value ...] [--only ROWS] [--launcher local|slurm] [--dry-run]

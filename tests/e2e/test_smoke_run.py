@@ -9,7 +9,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from spinegpt.train import manifest, weights
+from spinegpt.train import manifest, report, weights
 
 from ..bench_fixtures import write_mm25, write_mm25_parquet, write_spinebench
 from ..conftest import run_spinegpt, run_until_then_kill
@@ -143,8 +143,9 @@ def test_lora_stage_is_merged_before_the_next_stage(lora_run: Path, tiny_model: 
 
 
 def test_eval_after_each_stage_through_the_real_engine(tmp_path: Path) -> None:
-    """Both benchmark kinds after stage 1, judged by a chat-completions server on loopback; stage 2's evaluation
-    is broken on purpose and must be recorded as failed without touching the trained stage."""
+    """Both benchmark kinds on the base model (row 0) and after stage 1, judged by a chat-completions server on
+    loopback; stage 2's evaluation is broken on purpose and must be recorded as failed without touching the trained
+    stage. The results carry their intervals and protocol; the report sets stage 1 against the base model."""
     bench = tmp_path / "bench"
     sb, mm = write_spinebench(bench), write_mm25(bench)
     broken = bench / "broken.jsonl"
@@ -154,7 +155,7 @@ def test_eval_after_each_stage_through_the_real_engine(tmp_path: Path) -> None:
         evaluation = (
             f"eval={{benchmarks: [{{kind: spinebench, path: '{sb}', max_new_tokens: 12, report_max_new_tokens: 16}},"
             f" {{kind: spinebench_mm25, path: '{mm}', max_new_tokens: 12}}],"
-            f" judge: {{base_url: '{server.url}', model: fake-judge}}, batch_size: 4}}"
+            f" judge: {{base_url: '{server.url}', model: fake-judge}}, batch_size: 4, baseline: true}}"
         )
         stage2 = f"stages.specialise.eval={{benchmarks: [{{kind: spinebench, path: '{broken}'}}]}}"
         result = run_spinegpt(
@@ -190,9 +191,27 @@ def test_eval_after_each_stage_through_the_real_engine(tmp_path: Path) -> None:
     assert summary["spinebench"]["unparsed"] == scores["text"]["unparsed"] + scores["image"]["unparsed"]
     mm25 = summary["spinebench_mm25"]["scores"]
     assert mm25["diagnosis"]["n"] == 2 and mm25["localisation"]["n"] == 2
-    assert server.calls  # the judge was really asked
+    judgments = [r["judgment"] for r in records if r["task"] == "report"]
+    assert all(j["scores"] for j in judgments)
+    # The judge was really asked, or asked before about these very outputs (a warm $SPINEGPT_CACHE, as `make test`
+    # keeps in the clone, holds its verdicts).
+    assert server.calls or all(j["cached"] for j in judgments)
     assert first["eval"]["benchmarks"]["spinebench"]["scores"] == scores  # the manifest carries the scores
     assert (eval_dir / "spinebench.md").is_file() and (eval_dir / "spinebench_mm25.md").is_file()
+
+    # Row 0: the base model, evaluated before stage 1 under the same protocol as stage 1's evaluation.
+    base = data["baseline"]
+    assert base["status"] == "done" and base["benchmarks"]["spinebench"]["scores"]["text"]["n"] == 4
+    result = json.loads((out / "baseline" / "eval" / "spinebench.json").read_text())
+    made = result["protocol"]
+    assert made["generation"]["backend"] == "transformers" and made["generation"]["max_pixels"] == "50176"
+    assert made["generation"]["max_new_tokens"] == {"mcq": 12, "report": 16} and made["judge"]["model"] == "fake-judge"
+    assert result["protocol_sha256"] == json.loads((eval_dir / "spinebench.json").read_text())["protocol_sha256"]
+    assert {m["key"] for m in summary["spinebench"]["statistics"]["metrics"]} >= {"text", "image", "overall"}
+    compared = json.loads(run_spinegpt("compare", str(out / "baseline" / "eval"), str(out), "--json").stdout)
+    assert [c["benchmark"] for c in compared] == ["spinebench", "spinebench_mm25"]
+    text = report.write_report(out).read_text()
+    assert "| base model |" in text and "| foundation | base model |" in text
 
 
 def test_standalone_eval_command(tmp_path: Path, tiny_model: Path) -> None:

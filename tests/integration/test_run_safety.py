@@ -90,9 +90,10 @@ def test_another_process_count_resumes_unless_a_stage_holds_partitioned_checkpoi
     with pytest.raises(RunError, match="engine exited with code 1"):
         runner.Runner(two, resume=True, engine=_failing_engine).run()
     assert json.loads((tmp_path / "run" / manifest.FILE).read_text())["world_size"] == 2
-    checkpoint = two.stages[0].engine_dir / "checkpoint-2"
+    checkpoint = two.stages[0].engine_dir / "checkpoint-2"  # a complete one: state and weights
     checkpoint.mkdir(parents=True)
     (checkpoint / "trainer_state.json").write_text('{"global_step": 2, "max_steps": 3}')
+    shutil.copy(next(tiny_model.glob("*.safetensors")), checkpoint / "model.safetensors")
     with pytest.raises(RunError, match=r"stage\(s\) \['foundation'\] hold ZeRO checkpoints.*--nproc 2"):
         runner.Runner(_built(tmp_path), resume=True, engine=_failing_engine).run()
 

@@ -73,7 +73,8 @@ def test_sigterm_during_an_after_stage_evaluation_stops_the_run(tmp_path: Path, 
     built = plan.build(plan.load('{SMOKE}', [evaluation]), Path('{tmp_path / "run"}'), topology.Launch())
     first = built.stages[0].dir
     first.mkdir(parents=True)
-    (first / "DONE.json").write_text("{{}}")
+    done = {{"config_sha256": runner.stage_record(built, built.stages[0]).config_sha256}}
+    (first / "DONE.json").write_text(json.dumps(done))
     (first / "final").symlink_to('{tiny_model}')  # the first stage is done; its evaluation is not
 
     def engine(command, env, log, on_line=proc.echo_own_progress, cwd=None, stop=None):
@@ -82,7 +83,7 @@ def test_sigterm_during_an_after_stage_evaluation_stops_the_run(tmp_path: Path, 
         return proc.run([sys.executable, "-c", "import time; time.sleep(300)  # {marker}"], env, log, on_line, cwd)
 
     try:
-        runner.Runner(built, engine=engine).run()
+        runner.Runner(built, engine=engine, resume=True).run()
     except Terminated:
         sys.exit(143)
     """

@@ -19,5 +19,9 @@ class ManifestHook(StageHooks):
         self.run = run
 
     def record_changed(self, stage: StagePlan, record: StageRecord) -> None:
-        assert self.run is not None, "record_changed before run_started"
+        self.save()
+
+    def save(self) -> None:
+        """Write the manifest now (a run-level record changed: the base model's evaluation)."""
+        assert self.run is not None, "the manifest is written after run_started"
         self.run.write(self.path)
