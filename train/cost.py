@@ -1,4 +1,4 @@
-"""What a stage will cost before it starts: training FLOPs term by term, packed sequences, optimizer steps, GPU-hours.
+"""What a stage will cost before it starts: training FLOPs term by term, packed sequences, optimizer steps, time.
 
 Pure arithmetic on the data audit's exact per-row token counts and the model's shape (``ModelShape``); no torch, no
 transformers. Every term below is a separate function so that a test can check it by hand.
@@ -50,9 +50,22 @@ Terms
   windowed block, ``W = 64`` patches (``window_size`` 112 px = 8x8 patches). The windowed figure is an upper bound:
   exact when the image's sides are multiples of 112 px, partial windows at the edges cost less. When the rows do
   not say how their visual tokens split into images (``StageTokens.images``), each row's tokens are taken as one
-  image: an upper bound for the full-attention blocks.
+  image: an upper bound for the full-attention blocks. A trained tower (``freeze_vit: false``, :class:`Trains`)
+  costs its backward too (x3) and, checkpointed, its forward again (``recompute``); a trained aligner its weight
+  gradients (the merger x2, x3 with the tower trained below it).
 
-Padding is not counted: ``lengths`` are real tokens (the curriculum runs one row per micro-batch, so there is none).
+``lengths`` are real tokens: padding (a micro-batch of several rows without padding-free) is added by the time
+model where it happens (:func:`micro_batches`), never by :func:`flops`.
+
+Time
+----
+FLOPs alone cannot tell a packed run from an unpacked one: packing changes no FLOP. What it changes is the number of
+micro-batches, and each costs time that does not shrink with its tokens. So a stage's wall time is, per micro-step,
+the compute of the slowest data-parallel rank at ``MFU x peak`` (every micro-step ends in a collective, so the
+others wait for it: :func:`micro_batches` deals the samples as ms-swift's sampler does), plus the communication the
+compute does not hide, a fixed launch time, and per optimizer step the optimizer and ZeRO-1/2's parameter gather
+(:func:`step_costs`: bytes over the card's bandwidths, :class:`Gpu`; the assumptions in :class:`Overheads`). The
+MFU is the compute's own (what long rows reach, where the fixed costs vanish): what ``bench/gpu_check.py`` measures.
 """
 
 from __future__ import annotations
@@ -60,8 +73,10 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
+import random
+import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Literal
 
 from spinegpt.train.memory import ModelShape
@@ -74,17 +89,79 @@ WINDOW_PIXELS = 112
 # ms-swift's PackingDataset packs this many rows at a time (swift/dataset/packing.py:90).
 SWIFT_PACKING_BATCH = 1000
 
-# Dense (no structured sparsity) bf16 tensor-core peak, FLOP/s per GPU, from NVIDIA's datasheets, which quote the
-# sparse figure: dense is half of it.
-PEAK_BF16_DENSE: dict[str, float] = {
-    "A100": 312e12,  # A100 datasheet: BF16 Tensor Core 312 TFLOPS (624 with sparsity); SXM and PCIe, 40 and 80 GB
-    "A800": 312e12,  # export variant of the A100: same SMs and clocks, only NVLink cut to 400 GB/s
-    "H100-SXM": 989e12,  # H100 datasheet: BF16 Tensor Core 1,979 TFLOPS with sparsity (SXM5)
-    "H100-PCIe": 756e12,  # H100 datasheet: 1,513 TFLOPS with sparsity (PCIe)
-    "H800": 989e12,  # export variant of the H100 SXM: same tensor cores, NVLink reduced to 400 GB/s
-    "H200": 989e12,  # H200 datasheet: BF16 Tensor Core 1,979 TFLOPS with sparsity (SXM; same GH100 compute)
-    "L40S": 362e12,  # L40S datasheet: BF16 Tensor Core 362.05 TFLOPS (733 with sparsity)
+
+@dataclass(frozen=True)
+class Gpu:
+    """One kind of card, as far as a stage's time depends on it."""
+
+    name: str
+    peak_bf16: float
+    """Dense (no structured sparsity) bf16 tensor-core peak, FLOP/s. NVIDIA's datasheets quote the sparse figure
+    first: dense is half of it."""
+    memory_bytes_per_s: float
+    """HBM bandwidth (the datasheet's): what a GPU-side optimizer step is bound by."""
+    link_bytes_per_s: float
+    """NCCL bus bandwidth among the 8 GPUs of one node (what nccl-tests reports as busbw for large reduce-scatter
+    and all-gather messages; roughly 75 % of the one-direction NVLink bandwidth, PCIe's where there is no NVLink)."""
+    host_bytes_per_s: float
+    """Host <-> device copies (PCIe 4.0 / 5.0 x16, practical): what parameter and optimizer offload move."""
+    default_mfu: float = 0.35
+    """The MFU assumed when none is given or measured (see :data:`ASSUMED_MFU_WHY`)."""
+
+
+GPUS: dict[str, Gpu] = {
+    # A100 datasheet: BF16 tensor 312 TFLOPS (624 sparse), 2,039 GB/s (80GB SXM), NVLink 600 GB/s both ways.
+    "A100-80GB": Gpu("A100-80GB", 312e12, 2.039e12, 230e9, 25e9),
+    "A100-40GB": Gpu("A100-40GB", 312e12, 1.555e12, 230e9, 25e9),
+    # The export variant of the A100: same SMs and clocks, NVLink cut to 400 GB/s.
+    "A800-80GB": Gpu("A800-80GB", 312e12, 2.039e12, 155e9, 25e9),
+    # H100 datasheet: BF16 tensor 1,979 TFLOPS sparse (SXM5), 3.35 TB/s, NVLink 900 GB/s; PCIe 1,513, 2.0 TB/s.
+    "H100-SXM": Gpu("H100-SXM", 989e12, 3.35e12, 360e9, 50e9),
+    "H100-PCIe": Gpu("H100-PCIe", 756e12, 2.0e12, 40e9, 50e9),
+    # The export variant of the H100 SXM: same tensor cores, NVLink 400 GB/s.
+    "H800": Gpu("H800", 989e12, 3.35e12, 155e9, 50e9),
+    # H200 datasheet: the H100's GH100 compute (1,979 TFLOPS sparse) with 4.8 TB/s HBM3e.
+    "H200": Gpu("H200", 989e12, 4.8e12, 360e9, 50e9),
+    # L40S datasheet: BF16 tensor 362.05 TFLOPS (733 sparse), 864 GB/s, PCIe only.
+    "L40S": Gpu("L40S", 362e12, 0.864e12, 20e9, 25e9),
 }
+DEFAULT_GPU = "A100-80GB"
+"""The paper's card (8 x A100 80 GB)."""
+PEAK_BF16_DENSE: dict[str, float] = {name: gpu.peak_bf16 for name, gpu in GPUS.items()}
+ASSUMED_MFU_WHY = (
+    "0.35: LMMs-Engine reports 30-40 % MFU for Qwen2.5-VL-7B image training on A800s with packing, "
+    "padding removal and Liger (lmms-engine docs, 'MFU Reference'); ms-swift with DeepSpeed is not a faster stack"
+)
+
+
+def gpu_named(name: str) -> Gpu:
+    """A card of :data:`GPUS` by name, case and punctuation aside (``a100`` is the 80 GB A100)."""
+    wanted = re.sub(r"[^a-z0-9]", "", name.lower())
+    aliases = {"a100": "A100-80GB", "a800": "A800-80GB", "h100": "H100-SXM"}
+    for key in GPUS:
+        if re.sub(r"[^a-z0-9]", "", key.lower()) == wanted:
+            return GPUS[key]
+    if wanted in aliases:
+        return GPUS[aliases[wanted]]
+    raise ValueError(f"unknown GPU {name!r}; known: {', '.join(GPUS)}")
+
+
+def gpu_of_device(device_name: str) -> Gpu | None:
+    """The card behind a CUDA device name (``NVIDIA A100-SXM4-80GB``, ``NVIDIA H200``), if known."""
+    name = device_name.upper()
+    if "H200" in name:
+        return GPUS["H200"]
+    if "H800" in name:
+        return GPUS["H800"]
+    if "H100" in name:
+        return GPUS["H100-PCIe" if "PCIE" in name else "H100-SXM"]
+    if "A800" in name:
+        return GPUS["A800-80GB"]
+    if "A100" in name:
+        return GPUS["A100-40GB" if "40G" in name else "A100-80GB"]
+    if "L40S" in name:
+        return GPUS["L40S"]
+    return None
 
 
 @dataclass(frozen=True)
@@ -237,34 +314,56 @@ def default_full_attention_blocks(shape: ModelShape) -> int:
     return sum(1 for i in FULL_ATTENTION_BLOCK_INDEXES if i < shape.vision_depth)
 
 
+@dataclass(frozen=True)
+class Trains:
+    """Which parts of the model a stage trains (ms-swift's ``freeze_llm`` / ``freeze_vit`` / ``freeze_aligner``;
+    LoRA leaves the language model's own weights frozen)."""
+
+    llm: bool = True
+    vision: bool = False
+    aligner: bool = False
+
+
+def _vision_attention(shape: ModelShape, n: int, window_patches: int, full_blocks: int) -> int:
+    """The tower's attention forward on one image of ``n`` patches."""
+    per_block = full_blocks * n + (shape.vision_depth - full_blocks) * min(window_patches, n)
+    return 4 * shape.vision_hidden * n * per_block
+
+
+def _vision_settings(shape: ModelShape, window_patches: int | None, full_blocks: int | None) -> tuple[int, int]:
+    window = (WINDOW_PIXELS // shape.patch) ** 2 if window_patches is None else window_patches
+    full = default_full_attention_blocks(shape) if full_blocks is None else full_blocks
+    if not 0 <= full <= shape.vision_depth:
+        raise ValueError(f"{full} full-attention blocks in a {shape.vision_depth}-block tower")
+    return window, full
+
+
 def vision_flops(
     shape: ModelShape,
     tokens: StageTokens,
     *,
+    trains: Trains = Trains(),
     window_patches: int | None = None,
     full_attention_blocks: int | None = None,
 ) -> int:
-    """The frozen vision tower's forward: its matmuls per patch and per merged token, and its attention per image
-    (see the module docstring). ``window_patches`` defaults to (112 px / patch)^2 = 64, ``full_attention_blocks``
-    to the indexes 7, 15, 23, 31 that lie within the tower's depth."""
-    if window_patches is None:
-        window_patches = (WINDOW_PIXELS // shape.patch) ** 2
-    if full_attention_blocks is None:
-        full_attention_blocks = default_full_attention_blocks(shape)
-    if not 0 <= full_attention_blocks <= shape.vision_depth:
-        raise ValueError(f"{full_attention_blocks} full-attention blocks in a {shape.vision_depth}-block tower")
+    """The vision tower's matmuls per patch and per merged token, and its attention per image (see the module
+    docstring): forward only when it is frozen (ms-swift's default), x3 for a trained tower (its backward), the
+    aligner's x(1 + 1 if it trains + 1 if the tower below it does). ``window_patches`` defaults to
+    (112 px / patch)^2 = 64, ``full_attention_blocks`` to the indexes 7, 15, 23, 31 within the tower's depth."""
+    blocks, merger = _vision_forward(shape, tokens, window_patches, full_attention_blocks)
+    return blocks * (1 + 2 * trains.vision) + merger * (1 + trains.vision + trains.aligner)
+
+
+def _vision_forward(
+    shape: ModelShape, tokens: StageTokens, window_patches: int | None, full_attention_blocks: int | None
+) -> tuple[int, int]:
+    """(tower blocks with the patch embedding, aligner): the forward FLOPs of each."""
+    window, full = _vision_settings(shape, window_patches, full_attention_blocks)
     unit = shape.merge**2
     visual = sum(tokens.image_tokens)
-    patches = unit * visual
     per_patch = shape.vision_depth * vision_block_params(shape) + patch_embed_params(shape)
-    linear = 2 * per_patch * patches + 2 * merger_matmul_params(shape) * visual
-    windowed_blocks = shape.vision_depth - full_attention_blocks
-    attention = 0
-    for image in tokens.image_sizes():
-        n = unit * image
-        per_block = full_attention_blocks * n + windowed_blocks * min(window_patches, n)
-        attention += 4 * shape.vision_hidden * n * per_block
-    return linear + attention
+    attention = sum(_vision_attention(shape, unit * image, window, full) for image in tokens.image_sizes())
+    return 2 * per_patch * unit * visual + attention, 2 * merger_matmul_params(shape) * visual
 
 
 def flops(
@@ -273,17 +372,55 @@ def flops(
     *,
     gradient_checkpointing: bool,
     trains_llm: bool = True,
+    trains: Trains | None = None,
     logits_to_keep: bool = True,
     window_patches: int | None = None,
     full_attention_blocks: int | None = None,
 ) -> Flops:
-    """A stage's training FLOPs, term by term, for one pass over ``tokens`` (multiply by the epochs)."""
+    """A stage's training FLOPs, term by term, for one pass over ``tokens`` (multiply by the epochs). ``trains``
+    (default: the language model alone, ``trains_llm`` saying whether its weights train)."""
+    trains = trains or Trains(llm=trains_llm)
+    recompute = recompute_flops(shape, tokens) if gradient_checkpointing else 0
+    if gradient_checkpointing and trains.vision:  # a trained tower is checkpointed block by block too
+        recompute += _vision_forward(shape, tokens, window_patches, full_attention_blocks)[0]
     return Flops(
-        llm_params=llm_param_flops(shape, tokens, trains_llm=trains_llm, logits_to_keep=logits_to_keep),
+        llm_params=llm_param_flops(shape, tokens, trains_llm=trains.llm, logits_to_keep=logits_to_keep),
         attention=attention_flops(shape, tokens),
-        recompute=recompute_flops(shape, tokens) if gradient_checkpointing else 0,
-        vision=vision_flops(shape, tokens, window_patches=window_patches, full_attention_blocks=full_attention_blocks),
+        recompute=recompute,
+        vision=vision_flops(
+            shape, tokens, trains=trains, window_patches=window_patches, full_attention_blocks=full_attention_blocks
+        ),
     )
+
+
+def row_model_flops(
+    shape: ModelShape,
+    tokens: StageTokens,
+    *,
+    trains: Trains = Trains(),
+    logits_to_keep: bool = True,
+    window_patches: int | None = None,
+    full_attention_blocks: int | None = None,
+) -> list[float]:
+    """Model FLOPs (:attr:`Flops.model`) of each row on its own: what the time of a micro-batch is made of. Their
+    sum is :func:`flops`'s ``model`` for the same rows."""
+    c = 6 if trains.llm else 4
+    layer, head = shape.layers * layer_matmul_params(shape), lm_head_params(shape)
+    attention = 12 * shape.layers * shape.hidden
+    window, full = _vision_settings(shape, window_patches, full_attention_blocks)
+    unit = shape.merge**2
+    per_patch = 2 * unit * (shape.vision_depth * vision_block_params(shape) + patch_embed_params(shape))
+    merger = 2 * merger_matmul_params(shape)
+    block_factor, merger_factor = 1 + 2 * trains.vision, 1 + trains.vision + trains.aligner
+    trained = tokens.trained_tokens if logits_to_keep and tokens.trained_tokens is not None else None
+    sizes = tokens.images or [[v] if v else [] for v in tokens.image_tokens]
+    out: list[float] = []
+    for k, (s, v) in enumerate(zip(tokens.lengths, tokens.image_tokens, strict=True)):
+        kept = s if trained is None else min(trained[k] + 1, s)
+        vision_attention = sum(_vision_attention(shape, unit * image, window, full) for image in sizes[k])
+        vision = (per_patch * v + vision_attention) * block_factor + merger * v * merger_factor
+        out.append(float(c * (layer * s + head * kept) + attention * s * s + vision))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -518,3 +655,191 @@ def gpu_hours(total_flops: float, *, mfu: float, peak_flops: float, gpus: int) -
         raise ValueError(f"peak_flops {peak_flops}, gpus {gpus}, total_flops {total_flops}")
     wall_hours = total_flops / (mfu * peak_flops * gpus) / 3600
     return wall_hours * gpus, wall_hours
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Time: compute at an MFU, plus what does not scale with tokens
+
+
+@dataclass(frozen=True)
+class Parallelism:
+    """How a stage spreads over its GPUs, as far as its time depends on it."""
+
+    world: int
+    """GPUs (processes) in all."""
+    nodes: int = 1
+    zero_stage: int = 2
+    """DeepSpeed ZeRO stage; 0 = plain data parallelism (DDP)."""
+    offload_optimizer: bool = False
+    offload_params: bool = False
+    overlap_comm: bool = False
+    """DeepSpeed's ``overlap_comm``: gradient reduction (and ZeRO-3's gathers) run beside the compute."""
+    sequence_parallel: int = 1
+
+    @property
+    def data_parallel(self) -> int:
+        return max(1, self.world // self.sequence_parallel)
+
+
+@dataclass(frozen=True)
+class Overheads:
+    """What a stage costs besides its FLOPs, where no GPU figure decides it (assumptions, stated)."""
+
+    micro_batch_s: float = 0.03
+    """Per micro-batch and GPU: launching the ~4,000 kernels of a forward, recompute and backward of 28 decoder
+    layers and the 32-block vision tower (~5 us each when the GPU outruns the CPU), the collator and the Trainer's
+    Python; nothing of it shrinks with fewer tokens."""
+    cpu_adam_params_per_s: float = 3e9
+    """DeepSpeed's CPU Adam with optimizer offload, parameters updated per second per node: memory-bound at ~100
+    GB/s of a 2-socket server's bandwidth over ~32 bytes per parameter (fp32 weight, gradient, two moments)."""
+    inter_node_bytes_per_s: float = 25e9
+    """Per GPU between nodes: one 200 Gb/s InfiniBand port per GPU (a DGX A100's 8 x HDR)."""
+
+
+@dataclass(frozen=True)
+class StepCosts:
+    """The token-independent parts of a stage's time, per micro-batch and per optimizer step."""
+
+    micro_batch_comm_s: float
+    """Collectives of one micro-batch: ZeRO-2's gradient reduce-scatter, ZeRO-3's parameter gathers as well."""
+    overlapped: bool
+    """Whether that communication runs beside the compute (then only what the compute cannot hide costs time)."""
+    micro_batch_fixed_s: float
+    step_s: float
+    """Per optimizer step: the optimizer itself (on the GPU, or CPU Adam with offload) and the parameter
+    all-gather that follows it under ZeRO-1/2."""
+
+
+def step_costs(
+    par: Parallelism,
+    gpu: Gpu,
+    *,
+    trainable_params: float,
+    params: float,
+    backward_params: float,
+    gradient_checkpointing: bool,
+    overheads: Overheads = Overheads(),
+) -> StepCosts:
+    """Communication and optimizer time from bytes over bandwidths (bf16 gradients and parameters, 2 bytes each;
+    ring collectives move ``(n-1)/n`` of the data through each GPU's link).
+
+    ``params``: every parameter (ZeRO-3 gathers all of them for the forward); ``backward_params``: those the
+    backward passes through (the language model; gathered again for the backward, and for the recompute)."""
+    n = par.world
+    link = gpu.link_bytes_per_s if par.nodes <= 1 else min(gpu.link_bytes_per_s, overheads.inter_node_bytes_per_s)
+    ring = (n - 1) / n / link if n > 1 else 0.0
+    grads = 2 * trainable_params
+    adam_on_gpu = 32 * trainable_params / n / gpu.memory_bytes_per_s  # fp32 weight, gradient, moments: read+write
+    cpu_adam = trainable_params / par.nodes / overheads.cpu_adam_params_per_s
+    host = 2 / gpu.host_bytes_per_s  # seconds per parameter copied between host and device, bf16
+    if par.zero_stage >= 3:
+        gathers = params + backward_params * (2 if gradient_checkpointing else 1)
+        comm = 2 * gathers * ring + grads * ring
+        if par.offload_params:
+            comm += gathers / n * host  # each GPU first copies its shard up from the host, for every gather
+        if par.offload_optimizer:
+            comm += trainable_params / n * host  # its gradient shard down to the optimizer
+        step = cpu_adam if par.offload_optimizer else adam_on_gpu
+        if par.offload_optimizer and not par.offload_params:
+            step += trainable_params / n * host  # the updated shard back up
+        return StepCosts(comm, par.overlap_comm, overheads.micro_batch_s, step)
+    if par.zero_stage in (1, 2):
+        # ZeRO-2 keeps only its shard of the gradients, so it reduce-scatters after every micro-batch; ZeRO-1
+        # accumulates whole gradients and reduces once a step.
+        per_micro = grads * ring if par.zero_stage == 2 else 0.0
+        step = (grads * ring if par.zero_stage == 1 else 0.0) + 2 * trainable_params * ring  # + the params' gather
+        if par.offload_optimizer:
+            step += cpu_adam + 2 * trainable_params / n * host
+        else:
+            step += adam_on_gpu
+        return StepCosts(per_micro, par.overlap_comm, overheads.micro_batch_s, step)
+    # DDP: one all-reduce of the gradients a step (reduce-scatter + all-gather), the optimizer on every GPU.
+    return StepCosts(
+        0.0, False, overheads.micro_batch_s, 2 * grads * ring + 32 * trainable_params / gpu.memory_bytes_per_s
+    )
+
+
+def dealt(samples: int, ranks: int, seed: int) -> list[int]:
+    """The samples an epoch trains on, in the order ms-swift's ``BatchSamplerShard`` deals them: a seeded
+    permutation (Python's, not torch's: the same spread, not the same order) cut to ``samples // ranks`` per rank;
+    the last ``samples % ranks`` are never seen."""
+    order = list(range(samples))
+    random.Random(seed).shuffle(order)
+    return order[: samples // ranks * ranks]
+
+
+def micro_batches(
+    sample_flops: Sequence[float],
+    *,
+    ranks: int,
+    micro_batch: int,
+    seed: int,
+    lengths: Sequence[int] | None = None,
+    padding_flops_per_token: float = 0.0,
+) -> list[list[float]]:
+    """Each micro-step's FLOPs on each data-parallel rank: the samples :func:`dealt`, rank ``r`` taking every
+    ``ranks``-th from ``r`` (as ``BatchSamplerShard`` does), ``micro_batch`` at a time.
+
+    ``lengths`` with ``padding_flops_per_token``: a micro-batch of several rows padded to its longest (no
+    padding-free): the padding tokens run through the linear layers too."""
+    per_rank = len(sample_flops) // ranks
+    order = dealt(len(sample_flops), ranks, seed)
+    out: list[list[float]] = []
+    for start in range(0, per_rank, micro_batch):
+        step: list[float] = []
+        for r in range(ranks):
+            picked = order[r + start * ranks : r + min(start + micro_batch, per_rank) * ranks : ranks]
+            total = sum(sample_flops[i] for i in picked)
+            if lengths is not None and padding_flops_per_token and len(picked) > 1:
+                longest = max(lengths[i] for i in picked)
+                total += padding_flops_per_token * sum(longest - lengths[i] for i in picked)
+            step.append(total)
+        out.append(step)
+    return out
+
+
+@dataclass(frozen=True)
+class Timing:
+    """One pass over a stage's data (an epoch), in seconds of wall time."""
+
+    compute_s: float
+    """The slowest rank's compute at each micro-step, summed: every micro-step ends in a collective, so the
+    others wait for it."""
+    balanced_s: float
+    """The same FLOPs spread evenly over the ranks: ``compute_s - balanced_s`` is the waiting for stragglers."""
+    communication_s: float
+    """Collectives the compute does not hide."""
+    fixed_s: float
+    """Per micro-batch launch and framework time."""
+    optimizer_s: float
+
+    @property
+    def wall_s(self) -> float:
+        return self.compute_s + self.communication_s + self.fixed_s + self.optimizer_s
+
+    def scaled(self, factor: float) -> Timing:
+        return Timing(*(factor * getattr(self, f.name) for f in fields(self)))
+
+
+def epoch_time(
+    steps: Sequence[Sequence[float]], *, flops_per_s: float, costs: StepCosts, optimizer_steps: int
+) -> Timing:
+    """Wall time of micro-steps (:func:`micro_batches`) at ``flops_per_s`` per GPU, with ``optimizer_steps`` steps."""
+    compute = communication = balanced = 0.0
+    ranks = 1
+    for step in steps:
+        ranks = max(ranks, len(step))
+        slowest = max(step) / flops_per_s
+        balanced += sum(step) / len(step) / flops_per_s
+        compute += slowest
+        if costs.overlapped:
+            communication += max(0.0, costs.micro_batch_comm_s - slowest)
+        else:
+            communication += costs.micro_batch_comm_s
+    return Timing(
+        compute_s=compute,
+        balanced_s=balanced,
+        communication_s=communication,
+        fixed_s=costs.micro_batch_fixed_s * len(steps),
+        optimizer_s=costs.step_s * optimizer_steps,
+    )

@@ -224,7 +224,129 @@ def test_gpu_hours() -> None:
     gpu_h, wall_h = cost.gpu_hours(peak * 0.5 * 8 * 3600, mfu=0.5, peak_flops=peak, gpus=8)
     assert gpu_h == pytest.approx(8.0)
     assert wall_h == pytest.approx(1.0)
-    assert cost.PEAK_BF16_DENSE["A100"] == 312e12
+    assert cost.PEAK_BF16_DENSE["A100-80GB"] == cost.PEAK_BF16_DENSE["A800-80GB"] == 312e12
     assert cost.PEAK_BF16_DENSE["L40S"] == 362e12
     with pytest.raises(ValueError):
         cost.gpu_hours(1e18, mfu=0.0, peak_flops=peak, gpus=8)
+
+
+def test_gpus_by_name_and_by_device() -> None:
+    assert cost.gpu_named("a100") is cost.GPUS["A100-80GB"] is cost.gpu_named("A100_80gb")
+    assert cost.gpu_named("h200").peak_bf16 == 989e12
+    with pytest.raises(ValueError, match="unknown GPU 'V100'; known: A100-80GB"):
+        cost.gpu_named("V100")
+    assert cost.gpu_of_device("NVIDIA A100-SXM4-40GB") is cost.GPUS["A100-40GB"]
+    assert cost.gpu_of_device("NVIDIA H100 PCIe") is cost.GPUS["H100-PCIe"]
+    assert cost.gpu_of_device("NVIDIA H200") is cost.GPUS["H200"]
+    assert cost.gpu_of_device("Tesla T4") is None
+
+
+def test_a_trained_vision_tower_costs_its_backward_and_recompute() -> None:
+    one_image = StageTokens(lengths=[100], image_tokens=[64])
+    blocks = 2 * 58_112 * 256 + (8_388_608 + 2_097_152)  # the tower's forward (1 full + 1 windowed block)
+    merger = 2 * 24_576 * 64
+    frozen = cost.vision_flops(SMALL, one_image, full_attention_blocks=1)
+    assert frozen == blocks + merger
+    # aligner trains: its weight gradients (x2); tower trains too: the tower's backward (x3) and the aligner's
+    # activation gradients (x3)
+    assert cost.vision_flops(SMALL, one_image, trains=cost.Trains(aligner=True), full_attention_blocks=1) == (
+        blocks + 2 * merger
+    )
+    both = cost.Trains(vision=True, aligner=True)
+    assert cost.vision_flops(SMALL, one_image, trains=both, full_attention_blocks=1) == 3 * blocks + 3 * merger
+    checkpointed = cost.flops(SMALL, one_image, gradient_checkpointing=True, trains=both, full_attention_blocks=1)
+    plain = cost.flops(SMALL, one_image, gradient_checkpointing=True, full_attention_blocks=1)
+    assert checkpointed.recompute - plain.recompute == blocks  # the tower's forward again
+
+
+def test_per_row_flops_add_up_to_the_stage_total() -> None:
+    rows = StageTokens(
+        lengths=[10, 20, 300], image_tokens=[0, 4, 64], trained_tokens=[3, 5, 0], images=[[], [4], [16, 48]]
+    )
+    for trains in (cost.Trains(), cost.Trains(llm=False, aligner=True), cost.Trains(vision=True)):
+        per_row = cost.row_model_flops(SMALL, rows, trains=trains)
+        total = cost.flops(SMALL, rows, gradient_checkpointing=True, trains=trains).model
+        assert sum(per_row) == pytest.approx(total, rel=1e-12)
+        # a row's own share: row 1 alone
+        alone = StageTokens([20], [4], [5], [[4]])
+        assert per_row[1] == pytest.approx(cost.flops(SMALL, alone, gradient_checkpointing=False, trains=trains).model)
+
+
+def test_communication_and_optimizer_time_by_hand() -> None:
+    a100 = cost.GPUS["A100-80GB"]
+    p = 7e9  # trainable parameters
+    zero2 = cost.step_costs(
+        cost.Parallelism(world=8, zero_stage=2),
+        a100,
+        trainable_params=p,
+        params=8e9,
+        backward_params=7.5e9,
+        gradient_checkpointing=True,
+    )
+    ring = 7 / 8 / 230e9  # seconds per byte through each GPU's link, 8 GPUs in a ring
+    # ZeRO-2: the bf16 gradients reduce-scattered after every micro-batch, not overlapped (the shipped config)
+    assert zero2.micro_batch_comm_s == pytest.approx(2 * p * ring) and not zero2.overlapped
+    # a step: the parameters' all-gather, and Adam on this GPU's eighth (32 bytes a parameter through HBM)
+    assert zero2.step_s == pytest.approx(2 * p * ring + 32 * p / 8 / 2.039e12)
+    assert zero2.micro_batch_fixed_s == cost.Overheads().micro_batch_s
+    offload = cost.step_costs(
+        cost.Parallelism(world=8, zero_stage=3, offload_optimizer=True, offload_params=True, overlap_comm=True),
+        a100,
+        trainable_params=p,
+        params=8e9,
+        backward_params=7.5e9,
+        gradient_checkpointing=True,
+    )
+    gathered = 8e9 + 2 * 7.5e9  # forward, recompute, backward
+    host = 2 / 25e9
+    expected = 2 * gathered * ring + 2 * p * ring + gathered / 8 * host + p / 8 * host
+    assert offload.micro_batch_comm_s == pytest.approx(expected) and offload.overlapped
+    assert offload.step_s == pytest.approx(p / 3e9)  # CPU Adam, one node
+    alone = cost.step_costs(
+        cost.Parallelism(world=1, zero_stage=2),
+        a100,
+        trainable_params=p,
+        params=8e9,
+        backward_params=7.5e9,
+        gradient_checkpointing=True,
+    )
+    assert alone.micro_batch_comm_s == 0 and alone.step_s == pytest.approx(32 * p / 2.039e12)
+    two_nodes = cost.step_costs(
+        cost.Parallelism(world=16, nodes=2, zero_stage=2),
+        a100,
+        trainable_params=p,
+        params=8e9,
+        backward_params=7.5e9,
+        gradient_checkpointing=True,
+    )
+    assert two_nodes.micro_batch_comm_s == pytest.approx(2 * p * 15 / 16 / 25e9)  # the slower link sets the pace
+
+
+def test_samples_are_dealt_as_the_sampler_deals_them() -> None:
+    order = cost.dealt(7, 2, seed=3)
+    assert len(order) == 6 and len(set(order)) == 6  # 7 // 2 per rank: one sample is never seen
+    flops = [1.0, 10.0, 100.0, 1000.0, 1e4, 1e5, 1e6]
+    steps = cost.micro_batches(flops, ranks=2, micro_batch=2, seed=3)
+    # rank r takes order[r], order[r + 2], order[r + 4]; two at a time: steps of (2, 1) samples per rank
+    assert steps == [
+        [flops[order[0]] + flops[order[2]], flops[order[1]] + flops[order[3]]],
+        [flops[order[4]], flops[order[5]]],
+    ]
+    # padded to the longest of the micro-batch: (longest - own) padding tokens each
+    lengths = [5, 1, 2, 3, 4, 6, 7]
+    padded = cost.micro_batches([0.0] * 7, ranks=2, micro_batch=2, seed=3, lengths=lengths, padding_flops_per_token=1)
+    first = [order[0], order[2]]
+    assert padded[0][0] == 2 * max(lengths[i] for i in first) - sum(lengths[i] for i in first)
+    assert padded[1] == [0.0, 0.0]  # one row alone: nothing to pad
+
+
+def test_epoch_time_by_hand() -> None:
+    steps = [[2.0, 1.0], [1.0, 1.0]]
+    apart = cost.StepCosts(micro_batch_comm_s=0.5, overlapped=False, micro_batch_fixed_s=0.1, step_s=3.0)
+    t = cost.epoch_time(steps, flops_per_s=1.0, costs=apart, optimizer_steps=1)
+    assert (t.compute_s, t.balanced_s, t.communication_s, t.fixed_s, t.optimizer_s) == (3.0, 2.5, 1.0, 0.2, 3.0)
+    assert t.wall_s == pytest.approx(7.2)
+    # overlapped: only what the slowest rank's compute cannot hide (0.5 - 2 < 0; 1.5 - 1 = 0.5)
+    beside = cost.StepCosts(micro_batch_comm_s=1.5, overlapped=True, micro_batch_fixed_s=0.0, step_s=0.0)
+    assert cost.epoch_time(steps, flops_per_s=1.0, costs=beside, optimizer_steps=1).communication_s == 0.5
+    assert t.scaled(2).wall_s == pytest.approx(14.4)
