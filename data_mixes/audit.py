@@ -187,12 +187,13 @@ class RowCounts:
 
     @classmethod
     def from_json(cls, data: Any) -> RowCounts:
-        """Read back from the cache; anything malformed is a ValueError (the entry is then counted again)."""
+        """Read back from the cache; an entry of another shape is a ValueError (it is then counted again). The
+        numbers themselves are not re-checked one by one: the cache writes them whole or not at all."""
         if not isinstance(data, dict):
             raise ValueError("not a row-count entry")
-        lengths = [int(n) for n in data["lengths"]]
-        images = [[int(n) for n in row] for row in data["images"]]
-        trained = None if data["trained"] is None else [int(n) for n in data["trained"]]
+        lengths, images, trained = data["lengths"], data["images"], data["trained"]
+        if not (isinstance(lengths, list) and isinstance(images, list) and isinstance(trained, list | None)):
+            raise ValueError("not a row-count entry")
         if len(images) != len(lengths) or (trained is not None and len(trained) != len(lengths)):
             raise ValueError("row-count lists of different lengths")
         return cls(lengths, images, trained)
@@ -343,8 +344,7 @@ class TokenCounter:
         framing = self.framing
         texts = [framing.render(_converted(r["messages"])) for r in rows]
         text_counts = [len(ids) for ids in self._encode(texts)]
-        trained = [self._answer_tokens(framing, r) for r in rows]
-        return RowCounts(_with_images(text_counts, rows, self.image), images, trained)
+        return RowCounts(_with_images(text_counts, rows, self.image), images, self._answer_tokens(framing, rows))
 
     def _encode(self, texts: list[str]) -> list[list[int]]:
         return list(self.tokenizer(texts, add_special_tokens=False, return_attention_mask=False)["input_ids"])
@@ -353,17 +353,14 @@ class TokenCounter:
         """Tokens of one row that the loss is computed on, as ms-swift's template labels a ChatML row (the
         reference): every answer tokenized on its own followed by the template's end-of-turn suffix, without the
         visual tokens of an image inside an answer. None when the template's framing is unknown."""
-        return None if self.framing is None else self._answer_tokens(self.framing, row)
+        return None if self.framing is None else self._answer_tokens(self.framing, [row])[0]
 
-    def _answer_tokens(self, framing: Framing, row: Mapping[str, Any]) -> int:
-        answers = [m["content"] for m in _converted(row["messages"]) if m["role"] == "assistant"]
-        if not answers:
-            return 0
-        placeholder = len(self._encode([VISION_PLACEHOLDER])[0])
-        counted = self._encode([a + framing.suffix for a in answers])
-        return sum(
-            len(ids) - a.count(VISION_PLACEHOLDER) * placeholder for ids, a in zip(counted, answers, strict=True)
-        )
+    def _answer_tokens(self, framing: Framing, rows: Sequence[Mapping[str, Any]]) -> list[int]:
+        """Trained tokens of each row, all their answers tokenized in one batch."""
+        answers = [[m["content"] for m in _converted(r["messages"]) if m["role"] == "assistant"] for r in rows]
+        counted = iter(self._encode([VISION_PLACEHOLDER, *(a + framing.suffix for row in answers for a in row)]))
+        placeholder = len(next(counted))
+        return [sum(len(next(counted)) - a.count(VISION_PLACEHOLDER) * placeholder for a in row) for row in answers]
 
     def count(self, row: Mapping[str, Any]) -> int:
         """Tokens of one engine row: chat-templated text plus every image's visual tokens (the reference)."""
