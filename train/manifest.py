@@ -19,6 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from spinegpt.files import stable_hash, write_json_atomic
+from spinegpt.train.cost_report import CurriculumCost
 
 FILE = "run_manifest.json"
 RunStatus = Literal["running", "done", "partial", "failed", "interrupted"]
@@ -178,6 +179,9 @@ class RunManifest(_Record):
     """``partial``: stopped by ``--until``."""
     attempts: list[Attempt] = []
     stages: list[StageRecord] = []
+    cost: CurriculumCost | None = None
+    """What the run was predicted to cost when it first started (``spinegpt plan --cost``: FLOPs, steps, packing,
+    GPU-hours per stage), beside what it took (each stage's ``engine_seconds``)."""
     updated_at: str | None = None
 
     @classmethod
