@@ -213,26 +213,94 @@ def stage_measurements(stage_dir: Path) -> dict[str, Any]:
     }
 
 
-def report(plan: dict[str, Any], measured: dict[str, Any], tokens: dict[str, int], device: str, params: float) -> str:
+def report(
+    plan: dict[str, Any],
+    measured: dict[str, Any],
+    tokens: dict[str, int],
+    device: str,
+    params: float,
+    speed: dict[str, Any] | None = None,
+) -> str:
+    """The results table; with ``speed`` (:func:`cost_model_speed` per stage), measured tokens/s beside the cost
+    model's prediction (``spinegpt plan --cost``) and a ``measured:`` line per stage, which ``plan --cost`` reads
+    back as the MFU measured on this GPU."""
     peak = peak_tflops(device)
     lines = [
         f"# python bench/gpu_check.py   ({time.strftime('%Y-%m-%d')}, {device})",
         "",
-        "| stage | tokens | planner GiB | allocated GiB | reserved GiB | planner / reserved | tokens/s | MFU | "
-        "checkpoint GB |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| stage | tokens | planner GiB | allocated GiB | reserved GiB | planner / reserved | tokens/s | "
+        "predicted tokens/s | measured / predicted | MFU | checkpoint GB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    found = []
     for name, predicted in plan.items():
         m = measured[name]
         rate = tokens[name] / m["runtime_s"] if m.get("runtime_s") else float("nan")
         mfu = 6 * params * rate / (peak * 1e12) if peak and rate == rate else float("nan")
         ratio = predicted / m["reserved_gib"] if m["reserved_gib"] else float("nan")
         within = "ok" if abs(ratio - 1) <= 0.15 else "OFF by more than 15%"
+        guess, versus = float("nan"), "n/a"
+        if speed and name in speed and m.get("runtime_s"):
+            s = speed[name]
+            guess = s["tokens_per_s"]
+            versus = f"{rate / guess:.2f} " + ("(ok)" if abs(rate / guess - 1) <= 0.15 else "(OFF by more than 15%)")
+            # The compute's own MFU: the model FLOPs over the time left when the modelled overheads are taken out.
+            compute_s = m["runtime_s"] - s["overhead_s"]
+            mfu = s["flops"] / (compute_s * s["peak_flops"]) if compute_s > 0 else float("nan")
+            if 0 < mfu <= 1:
+                found.append({**{k: s[k] for k in ("gpu", "zero_stage", "offload")}, "stage": name, "mfu": mfu})
+                found[-1].update(tokens_per_s=rate, predicted_tokens_per_s=guess, date=time.strftime("%Y-%m-%d"))
         lines.append(
             f"| {name} | {STAGES[name]:,} | {predicted:.1f} | {m['allocated_gib']:.1f} | {m['reserved_gib']:.1f} "
-            f"| {ratio:.2f} ({within}) | {rate:,.0f} | {mfu:.1%} | {m['checkpoint_gb']:.1f} |"
+            f"| {ratio:.2f} ({within}) | {rate:,.0f} | {guess:,.0f} | {versus} | {mfu:.1%} | {m['checkpoint_gb']:.1f} |"
         )
+    if found:
+        lines += ["", "MFU: model FLOPs (the cost model's) over the run time less its modelled overheads."]
+        lines += [f"measured: {json.dumps(f)}" for f in found]
     return "\n".join(lines) + "\n"
+
+
+def cost_model_speed(
+    stage: Any, curriculum: Any, base_dir: Path, rows: Path, tokenizer: Any, steps: int
+) -> dict[str, Any]:
+    """What ``spinegpt plan --cost`` predicts for one gpu_check stage on this machine's GPU (A100 80 GB where it is
+    none it knows): tokens/s at the assumed MFU, the rows' model FLOPs and the modelled overheads (kernel launches,
+    the optimizer step; one GPU has no collectives) of ``steps`` steps of one row each, the rows taken in turn."""
+    from spinegpt.data_mixes.audit import TokenCounter, row_counts
+    from spinegpt.train import cost, cost_plan, memory
+
+    gpu = cost_plan.local_gpu() or cost.GPUS[cost.DEFAULT_GPU]
+    shape = memory.model_shape(str(curriculum.model))
+    setting = memory.setting_for(stage, curriculum, base_dir)
+    counted = row_counts(rows, TokenCounter(tokenizer, 56 * 56, 28 * 28 * 16384))
+    tokens = cost.StageTokens(counted.lengths, counted.image_tokens, counted.trained, counted.images)
+    per_row = cost.row_model_flops(shape, tokens)
+    costs = cost.step_costs(
+        cost.Parallelism(
+            world=1,
+            zero_stage=setting.zero_stage,
+            offload_optimizer=setting.offload_optimizer,
+            offload_params=setting.offload_params,
+        ),
+        gpu,
+        trainable_params=memory.trainable_params(shape, setting),
+        params=shape.llm_params() + shape.vision_params(),
+        backward_params=shape.llm_params(),
+        gradient_checkpointing=stage.gradient_checkpointing,
+    )
+    taken = [k % len(per_row) for k in range(steps)]
+    flops = sum(per_row[k] for k in taken)
+    overhead = steps * (costs.micro_batch_fixed_s + costs.step_s)
+    compute = flops / (gpu.default_mfu * gpu.peak_bf16)
+    return {
+        "gpu": gpu.name,
+        "zero_stage": setting.zero_stage,
+        "offload": setting.offload_optimizer or setting.offload_params,
+        "tokens_per_s": sum(tokens.lengths[k] for k in taken) / (compute + overhead),
+        "flops": flops,
+        "overhead_s": overhead,
+        "peak_flops": gpu.peak_bf16,
+    }
 
 
 def main() -> int:
@@ -274,6 +342,14 @@ def main() -> int:
         r = memory.stage_report(loaded.curriculum, stage.stage, loaded.base_dir, 1, 1, gpu_gb)
         predicted[stage.stage.name] = r["total_gib"]
         print(f"{stage.stage.name}: planner {r['total_gib']:.1f} GiB ({r['verdict']}); {' '.join(stage.command)}")
+    speed = {}
+    for stage in built.stages:
+        rows_file = rows[STAGES[stage.stage.name]]
+        speed[stage.stage.name] = cost_model_speed(
+            stage.stage, loaded.curriculum, loaded.base_dir, rows_file, tokenizer, args.steps
+        )
+        s = speed[stage.stage.name]
+        print(f"{stage.stage.name}: cost model {s['tokens_per_s']:,.0f} tokens/s on {s['gpu']} at its assumed MFU")
     if args.dry_run:
         return 0
     env.update(
@@ -301,7 +377,7 @@ def main() -> int:
     tokens = {
         name: math.ceil(args.steps * sum(counts[n]) / 3) for name, n in STAGES.items()
     }  # rows cycle: mean x steps
-    text = report(predicted, measured, tokens, device_name(), params)
+    text = report(predicted, measured, tokens, device_name(), params, speed)
     slug = re.sub(r"[^a-z0-9]+", "-", device_name().lower()).strip("-")
     args.results.mkdir(parents=True, exist_ok=True)
     (args.results / f"gpu-{slug}.txt").write_text(text)

@@ -36,3 +36,7 @@ def test_the_dry_run_builds_every_input_and_plans_the_three_stages(tmp_path: Pat
     assert "--use_liger_kernel" not in lines["foundation"] and "--use_liger_kernel true" in lines["specialise"]
     assert "--max_length 49152" in lines["reports"] and "zero3_offload.json" in lines["reports"]
     assert "01-foundation/final" in lines["specialise"]  # the next stage starts from the saved final weights
+    # what `spinegpt plan --cost` predicts for each stage's rows, to be put beside the measured tokens/s
+    predicted = [line for line in result.stdout.splitlines() if " cost model " in line]
+    assert [line.split(":")[0] for line in predicted] == ["foundation", "specialise", "reports"]
+    assert all("tokens/s on A100-80GB at its assumed MFU" in line for line in predicted)
