@@ -3,7 +3,9 @@ comes from, the time model's parts adding up."""
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 from pathlib import Path
 
 import pytest
@@ -11,7 +13,7 @@ import pytest
 from spinegpt.data_mixes.audit import RowCounts, StageAudit
 from spinegpt.train import cost, cost_plan, curriculum, memory, plan, topology
 
-from ..conftest import SMOKE
+from ..conftest import CURRICULA, REPO, SMOKE
 
 A100 = cost.GPUS["A100-80GB"]
 
@@ -178,3 +180,31 @@ def test_what_gpu_check_writes_is_what_plan_cost_reads(tmp_path: Path) -> None:
     found = cost_plan.measurements(tmp_path)
     assert [(m.gpu, m.stage, m.zero_stage, m.offload) for m in found] == [("H200", "foundation", 2, False)]
     assert found[0].mfu == pytest.approx(4e15 / (10.0 * 989e12))
+
+
+def test_the_throughput_variant_trains_what_the_paper_trains_and_states_its_saving(tmp_path: Path) -> None:
+    """Same stages, data, learning rates, lengths and DeepSpeed configs, and the same 16 rows per optimizer step on 8
+    GPUs; only how a step's rows reach the GPUs differs. Its header's figures are the committed bench results'."""
+    launch = topology.Launch(nproc_per_node=8)
+    paper = plan.build(curriculum.load(CURRICULA / "spinegpt.yaml"), tmp_path / "p", launch)
+    variant = plan.build(curriculum.load(CURRICULA / "spinegpt_throughput.yaml"), tmp_path / "v", launch)
+    assert variant.curriculum.attn_impl == "flash_attn"  # padding-free needs it: no silent sdpa
+    for a, b in zip(paper.stages, variant.stages, strict=True):
+        assert plan.global_batch(a.stage, 8) == plan.global_batch(b.stage, 8) == 16
+        assert b.stage.padding_free and (b.stage.per_device_train_batch_size, b.stage.gradient_accumulation_steps) == (
+            2,
+            1,
+        )
+        differ = {"padding_free", "per_device_train_batch_size", "gradient_accumulation_steps"}
+        assert a.stage.model_dump(exclude=differ) == b.stage.model_dump(exclude=differ)
+    results = (REPO / "bench" / "results" / "cost-paper-scale.txt").read_text()
+    totals = {
+        name: sum(s["gpu_hours"] for s in cost["stages"])
+        for name, cost in json.loads(next(line for line in results.splitlines() if line.startswith("{"))).items()
+    }
+    header = (CURRICULA / "spinegpt_throughput.yaml").read_text()
+    found = re.search(r"(\d+) % of the GPU-hours, ([\d.]+) -> ([\d.]+) GPU-h", header)
+    assert found is not None
+    before, after = totals["curricula/spinegpt.yaml"], totals["curricula/spinegpt_throughput.yaml"]
+    assert (float(found[2]), float(found[3])) == (round(before, 1), round(after, 1))
+    assert int(found[1]) == round(100 * (1 - after / before))
