@@ -312,6 +312,20 @@ def engine_rows(inputs: Path, files: dict[str, str] = ENGLISH_FILES) -> dict[str
     return rows
 
 
+def ensure_inputs(workdir: Path, scale: float) -> tuple[Path, dict[str, int]]:
+    """WORKDIR/inputs at this scale: generated once, reused while the generator and the scale stay the same."""
+    inputs = workdir / "inputs"
+    stamp = inputs / ".generated.json"
+    params = {"version": GENERATOR_VERSION, "scale": scale}
+    if not stamp.is_file() or json.loads(stamp.read_text()).get("params") != params:
+        shutil.rmtree(inputs, ignore_errors=True)
+        started = time.perf_counter()
+        counts = generate(inputs, scale)
+        stamp.write_text(json.dumps({"params": params, "counts": counts}))
+        print(f"generated in {time.perf_counter() - started:.0f} s (not part of the target)\n", flush=True)
+    return inputs, json.loads(stamp.read_text())["counts"]
+
+
 def _json(path: Path, items: list[dict[str, Any]]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(items, ensure_ascii=False), encoding="utf-8")
@@ -402,16 +416,7 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the built mixes (the inputs are always kept)")
     args = parser.parse_args()
 
-    inputs = args.workdir / "inputs"
-    stamp = inputs / ".generated.json"
-    params = {"version": GENERATOR_VERSION, "scale": args.scale}
-    if not stamp.is_file() or json.loads(stamp.read_text()).get("params") != params:
-        shutil.rmtree(inputs, ignore_errors=True)
-        started = time.perf_counter()
-        counts = generate(inputs, args.scale)
-        stamp.write_text(json.dumps({"params": params, "counts": counts}))
-        print(f"generated in {time.perf_counter() - started:.0f} s (not part of the target)\n", flush=True)
-    counts = json.loads(stamp.read_text())["counts"]
+    inputs, counts = ensure_inputs(args.workdir, args.scale)
     size = sum(f.stat().st_size for f in inputs.rglob("*.json*"))
     print(
         f"inputs: {counts['spinemed']:,} SpineMed items, {counts['pubmedvision']:,} PubMedVision, "

@@ -45,8 +45,6 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40": 181.0}
-"""Dense bf16 peak of each card, for MFU."""
 DISK_GIB = 64.0
 TIME_BUDGET_S = 480.0
 WHEELS_MIB = 60.0
@@ -338,10 +336,6 @@ def device_name() -> str:
     return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
 
 
-def peak_tflops(name: str) -> float | None:
-    return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
-
-
 def step_seconds(stage_dir: Path) -> float | None:
     """Seconds per optimizer step after the first (its warm-up: allocator, kernels, the first all-gather). ms-swift
     logs ``train_speed(s/it)`` as the mean since the start, so step k ended at k x speed_k."""
@@ -377,25 +371,88 @@ def prune(stage_dir: Path) -> None:
         shutil.rmtree(states)
 
 
+def cost_model_speed(stage: Any, curriculum: Any, base_dir: Path, rows: Path, tokenizer: Any) -> dict[str, Any]:
+    """What ``spinegpt plan --cost`` predicts for one step of this stage on this machine's GPU (A100 80 GB where it
+    knows none): the rows' mean model FLOPs (attention and recompute counted), the modelled overheads of a step
+    (kernel launches, the optimizer step; one GPU has no collectives) and the tokens/s at the assumed MFU."""
+    from spinegpt.data_mixes.audit import TokenCounter, row_counts
+    from spinegpt.train import cost, cost_plan, memory
+
+    gpu = cost_plan.local_gpu() or cost.GPUS[cost.DEFAULT_GPU]
+    shape = memory.model_shape(str(curriculum.model))
+    setting = memory.setting_for(stage, curriculum, base_dir)
+    counted = row_counts(rows, TokenCounter(tokenizer, 56 * 56, 28 * 28 * 16384))
+    tokens = cost.StageTokens(counted.lengths, counted.image_tokens, counted.trained, counted.images)
+    per_row = cost.row_model_flops(shape, tokens)
+    costs = cost.step_costs(
+        cost.Parallelism(
+            world=1,
+            zero_stage=setting.zero_stage,
+            offload_optimizer=setting.offload_optimizer,
+            offload_params=setting.offload_params,
+        ),
+        gpu,
+        trainable_params=memory.trainable_params(shape, setting),
+        params=shape.llm_params() + shape.vision_params(),
+        backward_params=shape.llm_params(),
+        gradient_checkpointing=stage.gradient_checkpointing,
+    )
+    flops = sum(per_row) / len(per_row)  # every step draws one of the rows, all about max_length long
+    overhead = costs.micro_batch_fixed_s + costs.step_s
+    step_s = flops / (gpu.default_mfu * gpu.peak_bf16) + overhead
+    return {
+        "gpu": gpu.name,
+        "zero_stage": setting.zero_stage,
+        "offload": setting.offload_optimizer or setting.offload_params,
+        "tokens_per_s": sum(tokens.lengths) / len(tokens.lengths) / step_s,
+        "flops_per_step": flops,
+        "overhead_s": overhead,
+        "peak_flops": gpu.peak_bf16,
+    }
+
+
+def speed_figures(model: dict[str, Any], step_s: float | None, tokens_per_step: float) -> dict[str, Any]:
+    """A stage's measured speed beside the cost model's (:func:`cost_model_speed`): tokens/s, and the MFU of the
+    compute alone -- the model's FLOPs per step over the step time less the overheads the model puts in it."""
+    seconds = step_s or float("nan")
+    compute_s = seconds - model["overhead_s"]
+    return {
+        **{k: model[k] for k in ("gpu", "zero_stage", "offload")},
+        "tokens_per_s": tokens_per_step / seconds,
+        "predicted_tokens_per_s": model["tokens_per_s"],
+        "mfu": model["flops_per_step"] / (compute_s * model["peak_flops"]) if compute_s > 0 else float("nan"),
+    }
+
+
 def report(rows: list[dict[str, Any]], device: str, budget: list[str]) -> str:
     lines = [
         f"# python bench/gpu_check.py   ({time.strftime('%Y-%m-%d')}, {device})",
         "",
-        "| stage | tokens | planner GiB | allocated GiB | reserved GiB | planner / reserved | tokens/s | MFU | "
-        "checkpoint GB |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| stage | tokens | planner GiB | allocated GiB | reserved GiB | planner / reserved | tokens/s | "
+        "predicted tokens/s | measured / predicted | MFU | checkpoint GB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    measured = []
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['stage']} | {r['tokens']:,} | {r['planner_gib']:.1f} | {r['error']} |||||| ")
+            lines.append(f"| {r['stage']} | {r['tokens']:,} | {r['planner_gib']:.1f} | {r['error']} |||||||| ")
             continue
         ratio = r["planner_gib"] / r["reserved_gib"] if r["reserved_gib"] else float("nan")
         within = "ok" if abs(ratio - 1) <= 0.15 else "OFF by more than 15%"
+        versus = r["tokens_per_s"] / r["predicted_tokens_per_s"]
+        close = "ok" if abs(versus - 1) <= 0.15 else "OFF by more than 15%"
+        if 0 < r["mfu"] <= 1:  # what `spinegpt plan --cost` reads back as the MFU measured on this GPU
+            keys = ("gpu", "zero_stage", "offload", "stage", "mfu", "tokens_per_s", "predicted_tokens_per_s")
+            measured.append({k: r[k] for k in keys} | {"date": time.strftime("%Y-%m-%d")})
         lines.append(
             f"| {r['stage']} | {r['tokens']:,} | {r['planner_gib']:.1f} | {r['allocated_gib']:.1f} | "
-            f"{r['reserved_gib']:.1f} | {ratio:.2f} ({within}) | {r['tokens_per_s']:,.0f} | {r['mfu']:.1%} | "
-            f"{r['checkpoint_gb']:.1f} |"
+            f"{r['reserved_gib']:.1f} | {ratio:.2f} ({within}) | {r['tokens_per_s']:,.0f} | "
+            f"{r['predicted_tokens_per_s']:,.0f} | {versus:.2f} ({close}) | {r['mfu']:.1%} | {r['checkpoint_gb']:.1f} |"
         )
+    if measured:
+        lines += ["", "MFU: the cost model's FLOPs per step (attention and recompute counted) over the step time"]
+        lines += ["less its modelled overheads, steps after the first."]
+        lines += [f"measured: {json.dumps(m)}" for m in measured]
     return "\n".join([*lines, "", *budget]) + "\n"
 
 
@@ -457,6 +514,13 @@ def main() -> int:
         predicted[stage.stage.name] = r["total_gib"]
         checkpoint_gb[stage.stage.name] = r["checkpoint_gb"]
         print(f"{stage.stage.name}: planner {r['total_gib']:.1f} GiB ({r['verdict']}); {' '.join(stage.command)}")
+    speed = {}
+    for stage in built.stages:
+        speed[stage.stage.name] = cost_model_speed(
+            stage.stage, loaded.curriculum, loaded.base_dir, rows[stage.stage.max_length], tokenizer
+        )
+        s = speed[stage.stage.name]
+        print(f"{stage.stage.name}: cost model {s['tokens_per_s']:,.0f} tokens/s on {s['gpu']} at its assumed MFU")
     weights_gb = (shape.llm_params() + shape.vision_params()) * 2 / 1e9
     disk = disk_plan(weights_gb, checkpoint_gb, weights_gb)
     peak_disk = max(gb for _, gb in disk)
@@ -479,7 +543,6 @@ def main() -> int:
         SPINEGPT_MEMORY_PROBE="1", PYTHONPATH=os.pathsep.join([str(HERE / "gpu_probe"), env.get("PYTHONPATH", "")])
     )
     shutil.rmtree(work / "run", ignore_errors=True)
-    peak = peak_tflops(device_name())
     slug = re.sub(r"[^a-z0-9]+", "-", device_name().lower()).strip("-")
     args.results.mkdir(parents=True, exist_ok=True)
     results: list[dict[str, Any]] = []
@@ -497,10 +560,7 @@ def main() -> int:
             row["error"] = f"failed: see {stage.dir / 'engine.log'}"
             break
         row.update(measure(stage.dir))
-        tokens_per_step = sum(counts[length]) / len(counts[length])
-        row["tokens_per_s"] = tokens_per_step / row["step_s"] if row["step_s"] else float("nan")
-        flops = 6 * (shape.llm_params() + shape.vision_params()) * row["tokens_per_s"]
-        row["mfu"] = flops / (peak * 1e12) if peak else float("nan")
+        row.update(speed_figures(speed[name], row["step_s"], sum(counts[length]) / len(counts[length])))
         prune(stage.dir)
         (args.results / f"gpu-{slug}.txt").write_text(report(results, device_name(), budget))
     text = report(results, device_name(), budget)

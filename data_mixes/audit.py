@@ -89,6 +89,23 @@ class Framing:
         head = "" if messages and messages[0]["role"] == "system" else self.default_system
         return head + "".join(self.prefix[m["role"]] + m["content"] + self.suffix for m in messages)
 
+    def pieces(self, messages: list[dict[str, str]]) -> tuple[list[str], list[str]]:
+        """The rendered text cut at every answer: ``(others, answers)`` with ``len(others) == len(answers) + 1``;
+        interleaved (``others[0] + answers[0] + others[1] + ...``) they are :meth:`render`'s text."""
+        others: list[str] = []
+        answers: list[str] = []
+        current = "" if messages and messages[0]["role"] == "system" else self.default_system
+        for m in messages:
+            current += self.prefix[m["role"]]
+            if m["role"] == "assistant":
+                others.append(current)
+                answers.append(m["content"])
+                current = self.suffix
+            else:
+                current += m["content"] + self.suffix
+        others.append(current)
+        return others, answers
+
 
 _PROBE = "\x00{}\x00"
 
@@ -141,6 +158,46 @@ def _with_images(text_counts: list[int], rows: Sequence[Mapping[str, Any]], imag
 
 
 @dataclass
+class RowCounts:
+    """What the audit knows of each row of a file, in file order: what training will cost is computed from these
+    (``spinegpt plan --cost``), the over-length policy from ``lengths``."""
+
+    lengths: list[int] = field(default_factory=list)
+    """Tokens of the row as the engine sees it: chat-templated text plus every image's visual tokens."""
+    images: list[list[int]] = field(default_factory=list)
+    """Visual tokens of each of the row's images (the vision tower's attention grows with each image's square)."""
+    trained: list[int] | None = field(default_factory=list)
+    """Tokens the loss is computed on: each answer and the end-of-turn suffix after it, as ms-swift's template
+    labels them (the answer tokenized on its own, its visual tokens excluded). None when the chat template's
+    per-message framing could not be learnt (then each row is rendered whole and answers are not told apart)."""
+
+    @property
+    def image_tokens(self) -> list[int]:
+        return [sum(row) for row in self.images]
+
+    def extend(self, other: RowCounts) -> None:
+        self.lengths += other.lengths
+        self.images += other.images
+        self.trained = None if self.trained is None or other.trained is None else self.trained + other.trained
+
+    def to_json(self) -> dict[str, Any]:
+        return {"lengths": self.lengths, "images": self.images, "trained": self.trained}
+
+    @classmethod
+    def from_json(cls, data: Any) -> RowCounts:
+        """Read back from the cache; an entry of another shape is a ValueError (it is then counted again). The
+        numbers themselves are not re-checked one by one: the cache writes them whole or not at all."""
+        if not isinstance(data, dict):
+            raise ValueError("not a row-count entry")
+        lengths, images, trained = data["lengths"], data["images"], data["trained"]
+        if not (isinstance(lengths, list) and isinstance(images, list) and isinstance(trained, list | None)):
+            raise ValueError("not a row-count entry")
+        if len(images) != len(lengths) or (trained is not None and len(trained) != len(lengths)):
+            raise ValueError("row-count lists of different lengths")
+        return cls(lengths, images, trained)
+
+
+@dataclass
 class ImageCosts:
     """Each image's tokens beyond its placeholder, from its header, remembered by path."""
 
@@ -165,8 +222,82 @@ class FastRows:
     image: ImageCosts
 
     def count_many(self, rows: Sequence[Mapping[str, Any]]) -> list[int]:
-        texts = [self.framing.render(_converted(r["messages"])) for r in rows]
-        return _with_images(self.bpe.count(texts), rows, self.image)
+        return self.count_rows(rows).lengths
+
+    def count_rows(self, rows: Sequence[Mapping[str, Any]]) -> RowCounts:
+        """Lengths, image tokens and trained tokens of many rows from one encoding of their text: each row is
+        encoded in pieces cut at its answers (the answers' counts are the trained tokens: ms-swift tokenizes each
+        answer on its own), and its length is the pieces' sum wherever :meth:`BpeCounts.joiner` proves the sum
+        equals the whole text's count; elsewhere (rare: an answer opening with a blank line) the whole text is
+        counted too."""
+        framing, bpe = self.framing, self.bpe
+        joins = self._joins
+        texts: list[str] = []
+        starts: list[int] = []
+        answers_of: list[list[str]] = []
+        unclean: list[int] = []
+        for k, row in enumerate(rows):
+            others, answers = framing.pieces(_converted(row["messages"]))
+            starts.append(len(texts))
+            for other, answer in zip(others, answers, strict=False):
+                texts += [other, answer]
+                if not joins.clean(other, answer):
+                    unclean.append(k)
+            texts.append(others[-1])
+            answers_of.append(answers)
+        starts.append(len(texts))
+        found = bpe.count(texts)
+        renders = [framing.render(_converted(rows[k]["messages"])) for k in dict.fromkeys(unclean)]
+        whole = dict(zip(dict.fromkeys(unclean), bpe.count(renders), strict=True))
+        text_counts, trained = [], []
+        for k, answers in enumerate(answers_of):
+            start, stop = starts[k], starts[k + 1]
+            text_counts.append(whole[k] if k in whole else sum(found[start:stop]))
+            placeholders = sum(a.count(VISION_PLACEHOLDER) for a in answers)
+            trained.append(
+                sum(found[start + 1 : stop : 2]) + joins.suffix_tokens * len(answers) - placeholders * joins.placeholder
+            )
+        if not joins.suffix_apart:  # a suffix that does not open with an added token: count answer + suffix
+            trained = [
+                sum(bpe.count([a + framing.suffix for a in answers]))
+                - sum(a.count(VISION_PLACEHOLDER) for a in answers) * joins.placeholder
+                for answers in answers_of
+            ]
+        return RowCounts(
+            _with_images(text_counts, rows, self.image),
+            [[self.image(p) for p in r.get("images") or []] for r in rows],
+            trained,
+        )
+
+    @functools.cached_property
+    def _joins(self) -> _Joins:
+        return _Joins(self.framing, self.bpe)
+
+    def __getstate__(self) -> dict[str, Any]:  # sent to worker processes: the cached helpers are rebuilt there
+        return {"framing": self.framing, "bpe": self.bpe, "image": self.image}
+
+
+class _Joins:
+    """Where a row's pieces meet, decided once per framing: before an answer (the assistant prefix's tail) and
+    after it (the suffix), and the tokens the trained total adds per answer."""
+
+    def __init__(self, framing: Framing, bpe: BpeCounts):
+        self.bpe = bpe
+        prefix = framing.prefix["assistant"]
+        # The prefix's own tail decides the join when the prefix holds an added token; else the text before it does.
+        self.fixed = bpe.joiner(prefix) if any(token in prefix for token in bpe.added) else None
+        self.suffix = framing.suffix
+        # An answer meets the suffix cleanly when the suffix opens with an added token that no other added token
+        # could overlap from the answer's side.
+        overlapping = [t for t in bpe.added for k in range(1, len(t)) if self.suffix.startswith(t[k:])]
+        self.suffix_apart = self.suffix == "" or (self.suffix.startswith(bpe.added) and not overlapping)
+        self.suffix_tokens = bpe.count([self.suffix])[0]
+        self.placeholder = bpe.count([VISION_PLACEHOLDER])[0]
+
+    def clean(self, before: str, answer: str) -> bool:
+        """Both joins of ``answer`` (after ``before``, before the suffix) are certain to split the tokens."""
+        joins_before = self.fixed or self.bpe.joiner(before)
+        return joins_before(answer) and (self.suffix_apart or self.bpe.joins_cleanly(answer, self.suffix))
 
 
 class TokenCounter:
@@ -197,15 +328,37 @@ class TokenCounter:
 
     def count_many(self, rows: Sequence[Mapping[str, Any]]) -> list[int]:
         """Tokens of many engine rows at once, exactly what :meth:`count` gives each."""
+        return self.count_rows(rows).lengths
+
+    def count_rows(self, rows: Sequence[Mapping[str, Any]]) -> RowCounts:
+        """Lengths, per-image visual tokens and trained tokens of many rows (lengths exactly what :meth:`count`
+        gives each, trained tokens what :meth:`trained_tokens` gives each)."""
         if self.fast is not None:
-            return self.fast.count_many(rows)
+            return self.fast.count_rows(rows)
+        images = [[self.image(p) for p in r.get("images") or []] for r in rows]
         if self.framing is None:
             text_counts = [self.text_tokens(r["messages"]) for r in rows]
-        else:
-            texts = [self.framing.render(_converted(r["messages"])) for r in rows]
-            encoded = self.tokenizer(texts, add_special_tokens=False, return_attention_mask=False)["input_ids"]
-            text_counts = [len(ids) for ids in encoded]
-        return _with_images(text_counts, rows, self.image)
+            return RowCounts(_with_images(text_counts, rows, self.image), images, None)
+        framing = self.framing
+        texts = [framing.render(_converted(r["messages"])) for r in rows]
+        text_counts = [len(ids) for ids in self._encode(texts)]
+        return RowCounts(_with_images(text_counts, rows, self.image), images, self._answer_tokens(framing, rows))
+
+    def _encode(self, texts: list[str]) -> list[list[int]]:
+        return list(self.tokenizer(texts, add_special_tokens=False, return_attention_mask=False)["input_ids"])
+
+    def trained_tokens(self, row: Mapping[str, Any]) -> int | None:
+        """Tokens of one row that the loss is computed on, as ms-swift's template labels a ChatML row (the
+        reference): every answer tokenized on its own followed by the template's end-of-turn suffix, without the
+        visual tokens of an image inside an answer. None when the template's framing is unknown."""
+        return None if self.framing is None else self._answer_tokens(self.framing, [row])[0]
+
+    def _answer_tokens(self, framing: Framing, rows: Sequence[Mapping[str, Any]]) -> list[int]:
+        """Trained tokens of each row, all their answers tokenized in one batch."""
+        answers = [[m["content"] for m in _converted(r["messages"]) if m["role"] == "assistant"] for r in rows]
+        counted = iter(self._encode([VISION_PLACEHOLDER, *(a + framing.suffix for row in answers for a in row)]))
+        placeholder = len(next(counted))
+        return [sum(len(next(counted)) - a.count(VISION_PLACEHOLDER) * placeholder for a in row) for row in answers]
 
     def count(self, row: Mapping[str, Any]) -> int:
         """Tokens of one engine row: chat-templated text plus every image's visual tokens (the reference)."""
@@ -248,9 +401,16 @@ class StageAudit:
     max_pixels: int
     over_length_rows: list[str] = field(default_factory=list)
     """``file:line`` of the first over-length rows."""
+    trained_tokens: int | None = None
+    """Tokens the loss is computed on (answers and their end-of-turn tokens); None when not known."""
+    images: int = 0
+    image_tokens: int = 0
+    """Visual tokens of all images (included in ``total_tokens``)."""
+    rows: RowCounts | None = field(default=None, repr=False, compare=False)
+    """Every row's counts, in file order (what the cost model needs; not part of the JSON)."""
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if k != "rows"}
 
 
 def percentiles(values: list[int]) -> dict[str, int]:
@@ -264,7 +424,8 @@ def percentiles(values: list[int]) -> dict[str, int]:
     return {"p50": at(0.5), "p90": at(0.9), "p99": at(0.99), "max": ordered[-1]}
 
 
-COUNT_VERSION = 1
+COUNT_VERSION = 2
+"""Bumped whenever what is cached changes (2: per-image visual tokens and trained tokens beside the lengths)."""
 BATCH = 2048
 PARALLEL_MIN_BYTES = 32 << 20
 """Prepared files at least this big are counted by several processes (a paper-scale stage 1 is ~1 GB)."""
@@ -302,7 +463,7 @@ def _rows(path: Path, keep: Callable[[int], bool] | None = None) -> Iterator[tup
                 index += 1
 
 
-def _count_rows(path: Path, rows: FastRows | TokenCounter, byte_range: tuple[int, int] | None, label: str) -> list[int]:
+def _count_rows(path: Path, rows: FastRows | TokenCounter, byte_range: tuple[int, int] | None, label: str) -> RowCounts:
     """Counts of every row of ``path`` (or of one part of it), in batches, with progress on big files."""
     start, end = byte_range or (0, path.stat().st_size)
     progress = (
@@ -310,7 +471,8 @@ def _count_rows(path: Path, rows: FastRows | TokenCounter, byte_range: tuple[int
         if end - start >= PROGRESS_MIN_BYTES
         else None
     )
-    found: list[int] = []
+    # Trained tokens are known wherever the template's framing is (always on the fast path).
+    found = RowCounts(trained=None if isinstance(rows, TokenCounter) and rows.framing is None else [])
     batch: list[dict[str, Any]] = []
     shown = start
     with path.open("rb") as handle:
@@ -320,7 +482,7 @@ def _count_rows(path: Path, rows: FastRows | TokenCounter, byte_range: tuple[int
             if line.strip():
                 batch.append(loads(line))
             if len(batch) == BATCH or (batch and handle.tell() >= end):
-                found += rows.count_many(batch)
+                found.extend(rows.count_rows(batch))
                 batch = []
                 if progress is not None and handle.tell() - shown >= 1 << 20:
                     progress.advance((handle.tell() - shown) >> 20)
@@ -331,16 +493,22 @@ def _count_rows(path: Path, rows: FastRows | TokenCounter, byte_range: tuple[int
 
 
 def counts(path: Path, counter: TokenCounter, workers: int | None = None) -> list[int]:
-    """Every row's token count, or read back from the cache: keyed by the file's content and the counter's
-    fingerprint, so a second audit, plan --audit or --resume over the same build takes seconds.
+    """Every row's token count (see :func:`row_counts`)."""
+    return row_counts(path, counter, workers).lengths
+
+
+def row_counts(path: Path, counter: TokenCounter, workers: int | None = None) -> RowCounts:
+    """Every row's tokens, per-image visual tokens and trained tokens, or read back from the cache: keyed by the
+    file's content and the counter's fingerprint, so a second audit, plan --audit, plan --cost or --resume over
+    the same build takes seconds.
 
     A big file is counted in parts by ``workers`` processes (default: ``$SPINEGPT_DATA_WORKERS``, else the CPUs);
     the fast counts are then checked against the tokenizer itself on a spread sample of rows."""
     key = hashlib.sha256(f"{sha256_file(path)}:{counter.fingerprint}".encode()).hexdigest()
     cached = cache_root() / "token-counts" / key[:2] / f"{key}.json"
     try:
-        return [int(n) for n in json.loads(cached.read_text())]
-    except (OSError, ValueError):
+        return RowCounts.from_json(json.loads(cached.read_text()))
+    except (OSError, ValueError, KeyError, TypeError):
         pass  # not cached yet, or an entry cut short: count
     workers = workers or data_workers()
     label = f"counting tokens of {path.name}"
@@ -348,35 +516,42 @@ def counts(path: Path, counter: TokenCounter, workers: int | None = None) -> lis
         ranges = byte_ranges(path, workers)
         with stopping.process_pool(len(ranges)) as pool:
             labels = [f"{label} [part {k + 1}/{len(ranges)}]" for k in range(len(ranges))]
-            parts = pool.map(_count_rows, [path] * len(ranges), [counter.fast] * len(ranges), ranges, labels)
-            found = [n for part in parts for n in part]
+            found = RowCounts()
+            for part in pool.map(_count_rows, [path] * len(ranges), [counter.fast] * len(ranges), ranges, labels):
+                found.extend(part)
     else:
         found = _count_rows(path, counter, None, label)
     if counter.fast is not None and not _agrees_with_tokenizer(path, counter, found):
         counter.fast = None
         found = _count_rows(path, counter, None, label)
     cached.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(cached, found)
+    write_json_atomic(cached, found.to_json())
     return found
 
 
 SPOT_CHECKS = 200
 
 
-def _agrees_with_tokenizer(path: Path, counter: TokenCounter, found: list[int]) -> bool:
+def _agrees_with_tokenizer(path: Path, counter: TokenCounter, found: RowCounts) -> bool:
     """The fast counts of a spread sample of rows against the per-row reference. :mod:`bpe` proves the two
     tokenizations equal except for one thing it cannot prove, the regex engines' reading of the split pattern
-    (tiktoken's and the tokenizer's are different libraries), so a sample is counted both ways; any difference
-    turns the fast path off for the file, which is then counted again by the tokenizer."""
-    step = max(1, len(found) // SPOT_CHECKS)
+    (tiktoken's and the tokenizer's are different libraries), so a sample is counted both ways, its lengths and
+    its trained tokens; any difference turns the fast path off for the file, which is then counted again by the
+    tokenizer."""
+    step = max(1, len(found.lengths) // SPOT_CHECKS)
     for index, (number, row) in enumerate(_rows(path, keep=lambda index: index % step == 0)):
-        expected = counter.count(row) if row is not None else found[index]
-        if expected != found[index]:
-            logger.warning(
-                f"{path}:{number}: tiktoken's count {found[index]} differs from the tokenizer's {expected}; "
-                f"counting {path.name} again with the tokenizer"
-            )
-            return False
+        if row is None:
+            continue
+        for what, expected, got in (
+            ("count", counter.count(row), found.lengths[index]),
+            ("trained tokens", counter.trained_tokens(row), found.trained[index] if found.trained else None),
+        ):
+            if expected != got:
+                logger.warning(
+                    f"{path}:{number}: tiktoken's {what} {got} differs from the tokenizer's {expected}; "
+                    f"counting {path.name} again with the tokenizer"
+                )
+                return False
     return True
 
 
@@ -396,7 +571,8 @@ def audit_rows(
     max_steps: int | None,
     over_length: str = "drop",
 ) -> StageAudit:
-    lengths = counts(path, counter)
+    found = row_counts(path, counter)
+    lengths = found.lengths
     over = []
     if any(n > max_length for n in lengths):  # only then are the rows read again, for their source lines
         sources = origin_lines(origins_of(path))
@@ -418,6 +594,10 @@ def audit_rows(
         min_pixels=counter.min_pixels,
         max_pixels=counter.max_pixels,
         over_length_rows=over[:20],
+        trained_tokens=sum(found.trained) if found.trained is not None else None,
+        images=sum(len(row) for row in found.images),
+        image_tokens=sum(sum(row) for row in found.images),
+        rows=found,
     )
 
 

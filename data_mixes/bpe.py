@@ -24,7 +24,7 @@ import hashlib
 import json
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -39,6 +39,8 @@ def _byte_level_alphabet() -> dict[str, int]:
     return {chr(b): b for b in printable} | {chr(256 + k): b for k, b in enumerate(others)}
 
 
+JOIN_LOOKAHEAD = 8
+"""Characters past a join's leading whitespace that :meth:`BpeCounts.joins_cleanly` reads."""
 # GPT-2's pattern: what a ByteLevel pre-tokenizer with use_regex=True splits by.
 GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 
@@ -142,6 +144,72 @@ class BpeCounts:
                 + sum(len(encoding.encode_ordinary(unicodedata.normalize("NFC", piece))) for piece in pieces)
             )
         return found
+
+    def joins_cleanly(self, left: str, right: str) -> bool:
+        """True when ``count(left + right) == count(left) + count(right)`` is certain: no pre-token (the split
+        pattern's match), no added token and no NFC composition spans the join. False means "not certain"."""
+        return self.joiner(left)(right)
+
+    def joiner(self, left: str) -> Callable[[str], bool]:
+        """:meth:`joins_cleanly` of ``left`` with any text, its work on ``left`` done once: a row can then be counted
+        in pieces (its prompt, each answer) and both its length and its trained tokens come from one encoding.
+
+        Only the end of ``left`` after its last added token matters (tiktoken splits at added tokens first), and of
+        the right side its leading whitespace and the few characters after it (:data:`JOIN_LOOKAHEAD`): the split
+        pattern is applied to the tail and that head, and the join is clean when one of its matches ends exactly
+        there. Patterns without look-behind whose alternatives look at most that far past a join (GPT-2's, Qwen's,
+        Llama 3's: a contraction is 3 characters) decide the join on these characters alone; for any other the
+        audit's spot check against the tokenizer is the guard. Verdicts are remembered per (tail, head): answers
+        open with few distinct heads."""
+        ends = [at + len(token) for token in self.added if (at := left.rfind(token)) >= 0]
+        tail = left[max(ends) :] if ends else left
+        # The rest of every added token that the tail ends with the beginning of: such a token would span the join.
+        rests = tuple(t[k:] for t in self.added for k in range(1, len(t)) if tail.endswith(t[:k]))
+        added, space, verdicts = self.added, self._space, self._joins
+
+        def joins(right: str) -> bool:
+            if not right:
+                return True
+            if rests and right.startswith(rests):
+                return False
+            if not tail or right.startswith(added):
+                return True  # the join is at an added token, where tiktoken splits anyway
+            whitespace = space.match(right)
+            head = right[: (whitespace.end() if whitespace else 0) + JOIN_LOOKAHEAD]
+            known = verdicts.get((tail, head))
+            if known is None:
+                known = self._join_verdict(tail, head)
+                if len(verdicts) < 100_000:
+                    verdicts[(tail, head)] = known
+            return known
+
+        return joins
+
+    def _join_verdict(self, tail: str, head: str) -> bool:
+        if self.nfc:
+            first = head[0]
+            if unicodedata.combining(first) or 0x1100 <= ord(first) <= 0x11FF:
+                return False  # a combining mark or a Hangul jamo may attach to the character before it
+            if unicodedata.normalize("NFC", tail[-1] + first) != tail[-1] + unicodedata.normalize("NFC", first):
+                return False
+            tail, head = unicodedata.normalize("NFC", tail), unicodedata.normalize("NFC", head)
+        return any(match.end() == len(tail) for match in self._split.finditer(tail + head))
+
+    @cached_property
+    def _split(self) -> Any:
+        import regex  # the split pattern uses \p{..} classes, which the standard re lacks
+
+        return regex.compile(self.pattern)
+
+    @cached_property
+    def _space(self) -> Any:
+        import regex
+
+        return regex.compile(r"\s+")  # the split pattern's own reading of whitespace
+
+    @cached_property
+    def _joins(self) -> dict[tuple[str, str], bool]:
+        return {}
 
     def __getstate__(self) -> dict[str, Any]:  # the cached tiktoken encoding is rebuilt in a worker, not pickled
         return {key: getattr(self, key) for key in ("ranks", "pattern", "added", "nfc")}

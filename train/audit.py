@@ -11,7 +11,9 @@ from pathlib import Path
 
 from spinegpt import model_ref
 from spinegpt.data_mixes.audit import StageAudit, TokenCounter, audit_rows, load_tokenizer, pixel_limits
+from spinegpt.train import cost, cost_plan
 from spinegpt.train import plan as planning
+from spinegpt.train.curriculum import Stage
 
 logger = logging.getLogger(__name__)
 
@@ -44,5 +46,35 @@ def audit_curriculum(built: planning.Plan, world_size: int, stages: Sequence[str
                     stage.over_length,
                 )
             )
+            audits[-1].optimizer_steps = _optimizer_steps(audits[-1], stage, world_size, cur.seed)
             logger.info(f"audited {stage.name}: {audits[-1].records:,} records")
     return audits
+
+
+def _optimizer_steps(audit: StageAudit, stage: Stage, world_size: int, seed: int) -> int:
+    """The steps the engine will take over the rows the stage's over-length policy keeps (packed sequences when
+    the stage packs), as ms-swift's sampler and the Trainer count them; 0 when every rank would be left without a
+    sample (the engine would refuse to start)."""
+    rows = audit.records - (audit.over_max_length if stage.over_length != "truncate" else 0)
+    samples = rows
+    if stage.packing and audit.rows is not None:
+        capacity = int(stage.engine_args.get("packing_length") or stage.max_length)
+        kept = [
+            min(n, stage.max_length)
+            for n in audit.rows.lengths
+            if stage.over_length == "truncate" or n <= stage.max_length
+        ]
+        samples = len(cost_plan.pack_rows(kept, capacity, seed, int(stage.engine_args.get("packing_num_proc") or 1))[0])
+    try:
+        return cost.optimizer_steps(
+            samples,
+            world=world_size,
+            micro_batch=stage.per_device_train_batch_size,
+            grad_accum=stage.gradient_accumulation_steps,
+            epochs=stage.num_train_epochs,
+            max_steps=stage.max_steps,
+            sequence_parallel=stage.sequence_parallel_size,
+        )
+    except ValueError as exc:
+        logger.warning(f"stage {stage.name}: {exc}")
+        return 0

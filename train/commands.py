@@ -36,6 +36,8 @@ from spinegpt.eval_hooks.config import (
 )
 from spinegpt.offline import tiny_model
 from spinegpt.train import (
+    cost,
+    cost_plan,
     export,
     manifest,
     memory,
@@ -160,6 +162,23 @@ def _plan_parser(sub: Subparsers) -> None:
         help="build (or reuse) each stage's data and count its tokens exactly: totals, percentiles, "
         "records over max_length, optimizer steps for the stage's global batch",
     )
+    p.add_argument(
+        "--cost",
+        action="store_true",
+        help="predict each stage's training FLOPs, optimizer steps, packed sequences, GPU-hours and wall time from "
+        "the data audit's exact per-row counts (builds and counts the data, as --audit)",
+    )
+    p.add_argument(
+        "--gpu",
+        default=cost.DEFAULT_GPU,
+        help=f"GPU for --cost: {', '.join(cost.GPUS)} (default {cost.DEFAULT_GPU}, the paper's)",
+    )
+    p.add_argument(
+        "--mfu",
+        type=float,
+        help="model FLOPs utilisation for --cost, in (0, 1] (default: measured on that GPU by bench/gpu_check.py "
+        "where bench/results has it, else assumed)",
+    )
     p.add_argument("--gpus", type=int, dest="nproc", help="the same as --nproc: one process per GPU")
     p.add_argument("--gpu-mem-gb", type=float, default=80.0, help="memory per GPU for --memory (default 80)")
     p.add_argument("--nodes", type=int, help="nodes of the run (default: $NNODES or 1)")
@@ -179,14 +198,30 @@ def _plan(args: argparse.Namespace) -> int:
         reports = [memory.stage_report(cur, s.stage, base, gpus, nodes, args.gpu_mem_gb) for s in built.stages]
         as_json["memory"] = reports
         text.append(memory.render(reports, gpus, nodes))
-    if args.audit:
+    if args.audit or args.cost:
+        gpu = _gpu(args) if args.cost else None
         # Libraries loaded on the way (DeepSpeed, through transformers) print to stdout; --json must be JSON alone.
         with contextlib.redirect_stdout(sys.stderr):
             audits = audit_curriculum(built, built.launch.world_size)
-        as_json["audit"] = [a.to_json() for a in audits]
-        text.append(f"Data audit (exact tokens; {built.launch.world_size} rank(s)):\n" + data_audit.render(audits))
+        if args.audit:
+            as_json["audit"] = [a.to_json() for a in audits]
+            text.append(f"Data audit (exact tokens; {built.launch.world_size} rank(s)):\n" + data_audit.render(audits))
+        if gpu is not None:
+            costs = cost_plan.curriculum_cost(built, audits, gpu=gpu, mfu=args.mfu)
+            as_json["cost"] = [s.model_dump(mode="json") for s in costs.stages]
+            as_json["cost_assumptions"] = costs.assumptions.model_dump(mode="json")
+            text.append(cost_plan.render(costs))
     print(json.dumps(as_json, indent=2) if args.json else "\n\n".join(text))
     return 0
+
+
+def _gpu(args: argparse.Namespace) -> cost.Gpu:
+    if args.mfu is not None and not 0 < args.mfu <= 1:
+        raise RunError(f"--mfu {args.mfu}: an MFU is a fraction in (0, 1]")
+    try:
+        return cost.gpu_named(args.gpu)
+    except ValueError as exc:
+        raise RunError(f"--gpu: {exc}") from None
 
 
 def _preflight_parser(sub: Subparsers) -> None:

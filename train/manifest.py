@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict
 
 from spinegpt.errors import UserError
 from spinegpt.files import stable_hash, write_json_atomic
+from spinegpt.train.cost_report import CurriculumCost
 
 FILE = "run_manifest.json"
 RunStatus = Literal["running", "done", "partial", "failed", "interrupted"]
@@ -195,6 +196,9 @@ class RunManifest(_Record):
     stages: list[StageRecord] = []
     baseline: BaselineRecord | None = None
     """The base model's evaluation, where ``eval.baseline`` asks for it."""
+    cost: CurriculumCost | None = None
+    """What the run was predicted to cost when it first started (``spinegpt plan --cost``: FLOPs, steps, packing,
+    GPU-hours per stage), beside what it took (each stage's ``engine_seconds``)."""
     updated_at: str | None = None
 
     @classmethod

@@ -11,8 +11,10 @@ import time
 from typing import Any
 
 from spinegpt import proc
+from spinegpt.errors import UserError
 from spinegpt.files import FolderBusy, FolderLock
-from spinegpt.train import manifest, swift_adapter
+from spinegpt.train import cost, cost_plan, manifest, swift_adapter
+from spinegpt.train.audit import audit_curriculum
 from spinegpt.train.environment import PIXEL_ENV
 from spinegpt.train.errors import RunError
 from spinegpt.train.hooks import Hooks, StageHooks
@@ -252,6 +254,7 @@ class Runner:
         results = []
         try:
             self._build_mixes()
+            self._predict_cost()
             for stage in self.plan.stages:
                 results.append(self._run_stage(stage))
                 if stage.stage.name == self.until:
@@ -277,6 +280,32 @@ class Runner:
         last = names.index(self.until) + 1 if self.until in names else len(names)
         pending = [s for s in self.plan.stages[:last] if not is_done(s.dir)]
         self.plan.data.build([source for s in pending for source in s.stage.data])
+
+    def _predict_cost(self) -> None:
+        """What the run will cost (``spinegpt plan --cost``), into the manifest once, when the run first starts: the
+        prediction stands beside what each stage took. A prediction never stops a run: anything wrong with the
+        data is reported again, and fails its stage, when that stage prepares it."""
+        data = self.run_manifest
+        if data.cost is not None or not self.plan.stages:
+            return
+        found = cost_plan.local_gpu()
+        try:
+            audits = audit_curriculum(self.plan, self.plan.world_size)
+            data.cost = cost_plan.curriculum_cost(
+                self.plan,
+                audits,
+                gpu=found or cost.GPUS[cost.DEFAULT_GPU],
+                gpu_source="detected" if found else "default",
+            )
+        except (UserError, ValueError, OSError) as exc:
+            logger.warning(f"no cost prediction for this run: {exc}")
+            return
+        data.cost.created_at = now()
+        self._save()
+        logger.info(
+            f"predicted cost on {data.cost.assumptions.gpus} x {data.cost.assumptions.gpu}: "
+            f"{data.cost.gpu_hours:,.1f} GPU-hours, {data.cost.wall_hours:,.1f} h wall (run_manifest.json: cost)"
+        )
 
     def _run_stage(self, stage: StagePlan) -> StageResult:
         data = self.run_manifest

@@ -47,3 +47,7 @@ def test_the_dry_run_builds_every_input_and_plans_the_three_stages(tmp_path: Pat
     wheels = next(line for line in result.stdout.splitlines() if line.startswith("wheels the machine lacks"))
     assert "ms-swift==4.6.0" in wheels and "deepspeed==0.19.8" in wheels and "liger-kernel" in wheels
     assert "torchvision==0.26.*" in wheels and "transformers" not in wheels  # matches the machine's torch 2.11
+    # what `spinegpt plan --cost` predicts for each stage's rows, to be put beside the measured tokens/s
+    predicted = [line for line in result.stdout.splitlines() if " cost model " in line]
+    assert [line.split(":")[0] for line in predicted] == ["foundation", "specialise", "reports"]
+    assert all("tokens/s on A100-80GB at its assumed MFU" in line for line in predicted)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 import random
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -68,8 +69,35 @@ def test_batched_counts_equal_the_per_row_reference(counter: audit.TokenCounter,
         )
         for r in rows
     }
+    # Answers whose first characters could join the prompt's last pre-token (blank lines, spaces before a
+    # newline, a combining accent, a contraction): counted whole, not in pieces.
+    for opening in ("\n\n a", "  \nb", "\u0301c", "'re d", "\r\ne", "<|im_end|>f", "", "\t"):
+        rows.append({"messages": [{"role": "user", "content": "q\n"}, {"role": "assistant", "content": opening}]})
     assert len(rows) > 300 and len(shapes) >= 4  # system prompts, images, multi-turn, their mixes
-    assert counter.count_many(rows) == [_reference(counter, r) for r in rows]
+    counted = counter.count_rows(rows)
+    assert counted.lengths == [_reference(counter, r) for r in rows]
+    assert counted.trained == [counter.trained_tokens(r) for r in rows]
+    assert counted.images == [[counter.image(p) for p in r.get("images") or []] for r in rows]
+    assert counter.count_many(rows) == counted.lengths
+
+
+def test_trained_tokens_are_what_the_engine_trains_on(counter: audit.TokenCounter) -> None:
+    """ms-swift's ChatML labels (read in swift/template/base.py): every answer tokenized on its own plus its
+    end-of-turn suffix ``<|im_end|>\n`` (2 tokens; an earlier turn's through ``_add_dynamic_eos``); the visual
+    tokens of an image inside an answer are not labelled. Checked against the engine itself in
+    tests/integration/test_cost_cli.py."""
+    row = {
+        "messages": [
+            {"role": "system", "content": "sys"},
+            {"role": "user", "content": "q1"},
+            {"role": "assistant", "content": "Hello! How are you?"},  # 6 tokens
+            {"role": "user", "content": "q2"},
+            {"role": "assistant", "content": "\n\n a1"},  # '\n\n', ' a', '1'
+        ]
+    }
+    assert counter.trained_tokens(row) == (6 + 2) + (3 + 2)
+    assert counter.count_rows([row]).trained == [13]
+    assert counter.trained_tokens({"messages": [{"role": "user", "content": "q"}]}) == 0
 
 
 def test_counts_are_cached_by_what_decides_them(
@@ -81,9 +109,9 @@ def test_counts_are_cached_by_what_decides_them(
     prepared = prepare_sources([DataSource(smoke="stage2")], tmp_path, tmp_path / "p")
     first = audit.counts(prepared.path, counter)
     calls: list[int] = []
-    original = audit.TokenCounter.count_many
+    original = audit.TokenCounter.count_rows
     monkeypatch.setattr(
-        audit.TokenCounter, "count_many", lambda self, rows: calls.append(len(rows)) or original(self, rows)
+        audit.TokenCounter, "count_rows", lambda self, rows: calls.append(len(rows)) or original(self, rows)
     )
     assert audit.counts(prepared.path, counter) == first and calls == []  # a hit: nothing counted again
     audit.counts(prepared.path, audit.TokenCounter(counter.tokenizer, counter.min_pixels, 12544))  # MAX_PIXELS changed
@@ -116,12 +144,23 @@ def test_a_fast_count_that_disagrees_with_the_tokenizer_is_caught_and_recounted(
     counter = copy.copy(counter)
     assert counter.fast is not None
     wrong = copy.copy(counter.fast)
-    original = wrong.count_many
-    wrong.count_many = lambda batch: [n + 1 for n in original(batch)]  # type: ignore[method-assign]
-    counter.fast = wrong
-    assert audit.counts(prepared.path, counter) == [counter.count(r) for r in rows]
-    assert counter.fast is None  # the tokenizer counted the file again
-    assert f"{prepared.path}:1: tiktoken's count" in caplog.text
+    original = wrong.count_rows
+
+    def off_by_one(batch: list[dict[str, Any]], field: str) -> audit.RowCounts:
+        found = original(batch)
+        setattr(found, field, [n + 1 for n in getattr(found, field)])
+        return found
+
+    for field, message in (("lengths", "tiktoken's count"), ("trained", "tiktoken's trained tokens")):
+        shutil.rmtree(tmp_path / "cache", ignore_errors=True)  # counted afresh each time
+        counter = copy.copy(counter)
+        wrong.count_rows = lambda batch, field=field: off_by_one(batch, field)  # type: ignore[method-assign]
+        counter.fast = wrong
+        found = audit.row_counts(prepared.path, counter)
+        assert found.lengths == [counter.count(r) for r in rows]
+        assert found.trained == [counter.trained_tokens(r) for r in rows]
+        assert counter.fast is None  # the tokenizer counted the file again
+        assert f"{prepared.path}:1: {message}" in caplog.text
 
 
 def test_image_sizes_from_headers_equal_pillows(tmp_path: Path) -> None:
