@@ -49,39 +49,63 @@ class PointerError(ValueError):
 
 
 def resolve_pointer(pointer: dict[str, Any], options: ReadOptions) -> list[str]:
-    """The image file(s) a metadata pointer names in the user's download."""
+    """The image file(s) a metadata pointer names in the user's download.
+
+    Everything a pointer reaches must resolve inside its dataset's folder ``<data_root>/<dataset>``: an annotation
+    file is data, and a ``case`` or ``file`` that is absolute, climbs out with ``..`` or crosses a link leading
+    elsewhere would let it pull any readable image on the machine into training data. The dataset folder itself may
+    be a link (a download kept on another disk is the user's own setup); nothing inside it may lead out."""
     dataset, case = pointer.get("dataset"), pointer.get("case")
     if not isinstance(dataset, str) or not isinstance(case, str):
         raise PointerError(f"a pointer needs 'dataset' and 'case' strings, got {pointer}")
     if options.data_root is None:
         raise PointerError(f"{dataset} case {case}: pointers need a data root (--data-root) holding {dataset}/")
-    case_dir = options.data_root / dataset / case
     where = f"dataset {dataset}, case {case}"
+    top = options.data_root / dataset
+    if Path(dataset).name != dataset or dataset in ("", ".", ".."):
+        raise PointerError(f"{where}: {top} is outside {options.data_root}: 'dataset' names one folder in it")
+    inside = _Confined(top, where)
+    case_dir = inside(top / case)
     if not case_dir.is_dir():
         hint = "" if (options.data_root / dataset).is_dir() else f" (is {dataset} downloaded into {options.data_root}?)"
         raise PointerError(f"{where}: {case_dir} not found{hint}")
     if ("file" in pointer) == ("volume" in pointer):
         raise PointerError(f"{where}: a pointer names exactly one of 'file' or 'volume' (with an optional 'slice')")
     if "file" in pointer:
-        path = case_dir / str(pointer["file"])
+        path = inside(case_dir / str(pointer["file"]))
         if not path.is_file():
             raise PointerError(f"{where}: file {pointer['file']!r} not found under {case_dir}")
-        return [str(path.resolve())]
+        return [str(path)]
     axis = str(pointer.get("axis", "sagittal"))
     if axis not in volumes.AXES:
         raise PointerError(f"{where}: axis {axis!r}; one of {', '.join(volumes.AXES)}")
     modality = pointer.get("modality")
     try:
-        volume = volumes.locate(case_dir, str(pointer["volume"]), where)
+        inside(case_dir / str(pointer["volume"]))  # a name that climbs out is refused before the folder is listed
+        volume = inside(volumes.locate(case_dir, str(pointer["volume"]), where))
         if "slice" in pointer:
-            every = volumes.slices(volume, 1 << 20, where, axis, modality)
+            every = volumes.slices(volume, 1 << 20, where, axis, modality, inside)
             index = pointer["slice"]
             if not isinstance(index, int) or not 0 <= index < len(every):
                 raise PointerError(f"{where}: slice {index!r} out of range (the volume has {len(every)} slices)")
-            return [str(every[index].resolve())]
-        return [str(p.resolve()) for p in volumes.slices(volume, options.volume_slices, where, axis, modality)]
+            return [str(every[index])]
+        return [str(p) for p in volumes.slices(volume, options.volume_slices, where, axis, modality, inside)]
     except volumes.VolumeError as exc:
         raise PointerError(str(exc)) from None
+
+
+class _Confined:
+    """Resolves a path (links and ``..`` included) and refuses it unless it lies inside one folder."""
+
+    def __init__(self, folder: Path, where: str):
+        self.folder, self.where = folder, where
+        self.real = folder.resolve()
+
+    def __call__(self, path: Path) -> Path:
+        real = path.resolve()
+        if not real.is_relative_to(self.real):
+            raise PointerError(f"{self.where}: {path} leads outside {self.folder} (to {real}); refused")
+        return real
 
 
 class _Images:

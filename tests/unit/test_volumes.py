@@ -128,3 +128,96 @@ def test_a_damaged_volume_is_a_bad_item_with_its_line(tmp_path: Path) -> None:
     (bad,) = _read(tmp_path, _item({"dataset": "VerSe", "case": "sub-verse009", "volume": "ct"}))
     assert isinstance(bad, spinemed.Bad) and "train.jsonl:1" in str(bad)
     assert "not a readable NIfTI volume" in str(bad)
+
+
+# -- what a pointer may reach (issue 23): an annotation file is data, not a licence to read the disk ----------------
+
+
+def _png(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("L", (8, 8), 128).save(path)
+    return path
+
+
+def test_pointers_never_leave_their_dataset_folder(tmp_path: Path) -> None:
+    datasets = tmp_path / "open_datasets"
+    _png(datasets / "VerSe" / "sub-verse004" / "ct-sagittal-L3.png")
+    secret = _png(tmp_path / "secret" / "case" / "x.png")
+    _png(tmp_path / "secret" / "case" / "vol" / "001.png")
+    (datasets / "VerSe" / "sub-verse004" / "link.png").symlink_to(secret)  # a link shipped inside a case
+    (datasets / "VerSe" / "sub-evil").symlink_to(secret.parent)  # a case folder that is a link elsewhere
+    slices = datasets / "VerSe" / "sub-verse005" / "ct"
+    _png(slices / "001.png")
+    (slices / "002.png").symlink_to(secret)  # one slice of a folder volume links out
+    escapes = {
+        "case climbs out": {"dataset": "VerSe", "case": "../../secret/case", "file": "x.png"},
+        "absolute case": {"dataset": "VerSe", "case": str(secret.parent), "file": "x.png"},
+        "file climbs out": {"dataset": "VerSe", "case": "sub-verse004", "file": "../../../secret/case/x.png"},
+        "absolute file": {"dataset": "VerSe", "case": "sub-verse004", "file": str(secret)},
+        "dataset climbs out": {"dataset": "../secret", "case": "case", "file": "x.png"},
+        "linked file": {"dataset": "VerSe", "case": "sub-verse004", "file": "link.png"},
+        "linked case": {"dataset": "VerSe", "case": "sub-evil", "file": "x.png"},
+        "volume climbs out": {"dataset": "VerSe", "case": "sub-verse004", "volume": "../../../secret/case/vol"},
+        "linked slice": {"dataset": "VerSe", "case": "sub-verse005", "volume": "ct"},
+    }
+    for what, pointer in escapes.items():
+        (bad,) = _read(tmp_path, _item(pointer))
+        assert isinstance(bad, spinemed.Bad), f"{what}: followed to {bad}"
+        assert "outside" in bad.detail and str(datasets) in bad.detail, f"{what}: {bad.detail}"
+    (good,) = _read(tmp_path, _item({"dataset": "VerSe", "case": "sub-verse004", "file": "ct-sagittal-L3.png"}))
+    assert isinstance(good, spinemed.Record)
+    # A dataset folder that is itself a link is the user's own setup (a download kept on another disk): followed,
+    # and what lies inside it is held to the same rule.
+    elsewhere = tmp_path / "big-disk" / "Spark"
+    _png(elsewhere / "case-1" / "t2.png")
+    (datasets / "Spark").symlink_to(elsewhere)
+    (linked,) = _read(tmp_path, _item({"dataset": "Spark", "case": "case-1", "file": "t2.png"}))
+    assert isinstance(linked, spinemed.Record), linked
+
+
+def test_a_damaged_slice_cache_is_rebuilt_not_trusted(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    write_nifti_ct(tmp_path / "open_datasets" / "VerSe" / "sub-verse004" / "sub-verse004_ct.nii.gz", slices=10)
+    pointer = {"dataset": "VerSe", "case": "sub-verse004", "volume": "ct"}
+    (record,) = _read(tmp_path, _item(pointer))
+    assert isinstance(record, spinemed.Record)
+    folder = Path(record.images[0]).parent
+    secret = _png(tmp_path / "secret.png")
+    (folder / "slices.json").write_text(json.dumps([f"../../../../{secret.relative_to(tmp_path)}"]))
+    (again,) = _read(tmp_path, _item(pointer))
+    assert isinstance(again, spinemed.Record) and again.images == record.images, again
+    assert "rebuilt" in caplog.text
+    Path(record.images[3]).write_bytes(b"")  # a slice cut short on disk
+    (third,) = _read(tmp_path, _item(pointer))
+    assert isinstance(third, spinemed.Record) and Image.open(third.images[3]).size == (48, 64)
+
+
+def _nifti_header_only(path: Path, shape: tuple[int, ...]) -> Path:
+    """A .nii.gz of a few hundred bytes whose header claims ``shape`` (the data is missing)."""
+    import gzip
+
+    import nibabel as nib
+
+    header = nib.Nifti1Header()
+    header.set_data_shape(shape)
+    header.set_data_dtype(np.float32)
+    header["vox_offset"] = 352
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with gzip.open(path, "wb") as out:
+        out.write(header.binaryblock + b"\0" * 4 + b"\0" * 64)
+    return path
+
+
+def test_a_tiny_file_claiming_a_huge_volume_is_refused_before_reading(tmp_path: Path) -> None:
+    _nifti_header_only(tmp_path / "open_datasets" / "VerSe" / "sub-bomb" / "ct.nii.gz", (4096, 4096, 4096))
+    (bad,) = _read(tmp_path, _item({"dataset": "VerSe", "case": "sub-bomb", "volume": "ct"}))
+    assert isinstance(bad, spinemed.Bad) and "4096x4096x4096" in bad.detail and "GiB" in bad.detail, bad
+    write_dicom_series(tmp_path / "open_datasets" / "Spark" / "case-9" / "t2", slices=2)
+    import pydicom
+
+    first = tmp_path / "open_datasets" / "Spark" / "case-9" / "t2" / "IM0000.dcm"
+    ds = pydicom.dcmread(first)
+    ds.Rows = ds.Columns = 65535
+    ds.NumberOfFrames = 65535
+    ds.save_as(first, enforce_file_format=True)
+    (bad,) = _read(tmp_path, _item({"dataset": "Spark", "case": "case-9", "volume": "t2"}))
+    assert isinstance(bad, spinemed.Bad) and "65535x65535" in bad.detail and "GiB" in bad.detail, bad
