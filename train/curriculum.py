@@ -15,10 +15,19 @@ import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from spinegpt.config_io import (
     ConfigError,
@@ -219,6 +228,20 @@ EngineArgsCheck = Callable[[dict[str, Any], frozenset[str]], dict[str, Any]]
 """``(engine_args, STAGE_KEYS) -> engine_args`` as the engine reads them; raises ValueError naming every problem."""
 
 
+def _env_value(value: Any) -> str:
+    # A number or a YAML boolean is what a user means by "1003520" or "false"; a list, a mapping or an empty value
+    # stringified into an environment variable is never what was meant.
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str | int | float):
+        return str(value)
+    shown = "nothing (write '' for an empty value)" if value is None else f"a {type(value).__name__}"
+    raise ValueError(f"must be a string, a number or true/false, not {shown}")
+
+
+EnvValue = Annotated[str, BeforeValidator(_env_value)]
+
+
 class Curriculum(_Strict):
     """A whole curriculum: a base model and the stages trained from it in order."""
 
@@ -255,7 +278,7 @@ class Curriculum(_Strict):
     """Train only on these data splits, in every stage: the Table 7 ablations (``curricula/ablations/``). Each mix
     entry keeps the splits it shares with this list; a stage left without data is skipped, and the next stage
     starts from the last one that ran. ``[]`` trains nothing (the untrained base row). Unset: every split."""
-    env: dict[str, str] = Field(default_factory=dict)
+    env: dict[str, EnvValue] = Field(default_factory=dict)
     """Environment variables set for every engine process (e.g. ``MAX_PIXELS``, NCCL settings)."""
     eval: EvalConfig | None = None
     """Benchmarks run on every stage's final weights (a stage may override or switch off with its own ``eval``)."""
@@ -269,12 +292,6 @@ class Curriculum(_Strict):
             raise ValueError("must name a hub id, a local path or builtin:tiny-qwen2_5_vl")
         return value
 
-    @field_validator("env", mode="before")
-    @classmethod
-    def _env_as_strings(cls, value: Any) -> Any:
-        if isinstance(value, Mapping):
-            return {str(k): str(v) for k, v in value.items()}
-        return value
 
     @model_validator(mode="after")
     def _packing_needs_flash_attention(self) -> Curriculum:

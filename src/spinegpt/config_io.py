@@ -9,7 +9,9 @@ merges and is addressed by that key; other lists are replaced.
 from __future__ import annotations
 
 import copy
+import os
 import re
+import stat
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +24,14 @@ from spinegpt.errors import UserError
 
 Loc = Sequence[str | int]
 Node = yaml.Node | None
+
+MAX_BYTES = 1 << 20
+"""The largest config file read (the paper's curriculum is 4 KiB)."""
+MAX_VALUES = 100_000
+"""The most values a config may hold once its aliases are expanded: a few lines of nested aliases can stand for
+billions of values, which every later step (validation, merging, hashing) would expand."""
+MAX_DEPTH = 64
+"""The deepest nesting of lists and mappings accepted."""
 
 
 @dataclass(frozen=True)
@@ -76,26 +86,76 @@ _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
 
 
 def read_yaml(path: Path, error: Callable[[Path, list[ConfigIssue]], ConfigError]) -> tuple[dict[str, Any], Node]:
-    """A YAML mapping and its node tree (for line numbers); anything else raises ``error(path, issues)``."""
+    """A YAML mapping and its node tree (for line numbers); anything else raises ``error(path, issues)``.
+
+    Bounded in everything a small file could make expensive: only a regular file (a device or FIFO never ends), at
+    most ``MAX_BYTES``, ``MAX_DEPTH`` levels deep and ``MAX_VALUES`` values with aliases expanded."""
+
+    def fail(message: str, line: int | None = None) -> ConfigError:
+        return error(path, [ConfigIssue("", message, path, line)])
+
     try:
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode):
+            raise fail("not a regular file (a folder, device or FIFO): a config is a YAML file")
+        if info.st_size > MAX_BYTES:
+            raise fail(f"{info.st_size / 2**20:.1f} MiB, larger than the {MAX_BYTES >> 20} MiB a config may be")
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise error(path, [ConfigIssue("", f"cannot read: {exc.strerror}", path)]) from None
+        raise fail(f"cannot read: {exc.strerror}") from None
     except UnicodeDecodeError as exc:
-        raise error(path, [ConfigIssue("", f"not UTF-8 text ({exc.reason} at byte {exc.start})", path)]) from None
+        raise fail(f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    loader = _UniqueKeyLoader(text)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        doc = yaml.load(text, Loader=_UniqueKeyLoader)
+        node = loader.get_single_node()
+        if node is not None:
+            _check_size(node, fail)
+        doc = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         problem = getattr(exc, "problem", None) or str(exc)
-        raise error(path, [ConfigIssue("", f"invalid YAML: {problem}", path, line)]) from None
+        raise fail(f"invalid YAML: {problem}", line) from None
+    except RecursionError:
+        raise fail(f"nested too deeply (more than {MAX_DEPTH} levels)") from None
+    finally:
+        loader.dispose()
     if doc is None:
         doc = {}
     if not isinstance(doc, dict):
-        raise error(path, [ConfigIssue("", "must be a mapping of keys", path, 1)])
+        raise fail("must be a mapping of keys", 1)
     return doc, node
+
+
+def _check_size(root: yaml.Node, fail: Callable[[str, int | None], ConfigError]) -> None:
+    """Refuse a node tree deeper than MAX_DEPTH or larger than MAX_VALUES with its aliases expanded. PyYAML shares
+    an aliased node, so counting with a memo per node costs the file's size, not the expansion's."""
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+
+    def size(node: yaml.Node, depth: int) -> int:
+        if depth > MAX_DEPTH:
+            raise fail(f"nested too deeply (more than {MAX_DEPTH} levels)", node.start_mark.line + 1)
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in open_nodes:
+            raise fail("an alias refers to the value that holds it", node.start_mark.line + 1)
+        open_nodes.add(key)
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            children = [part for pair in node.value for part in pair]
+        total = 1 + sum(size(child, depth + 1) for child in children)
+        open_nodes.discard(key)
+        sizes[key] = total
+        return total
+
+    if (total := size(root, 0)) > MAX_VALUES:
+        raise fail(
+            f"its aliases expand to {total:,} values, more than the {MAX_VALUES:,} a config may hold (an alias bomb?)"
+        )
 
 
 # -- locating and wording errors -----------------------------------------------------------------------------------

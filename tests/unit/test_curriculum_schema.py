@@ -288,3 +288,75 @@ def test_an_overridden_value_is_not_blamed_on_a_line_of_the_file(tmp_path: Path)
         plan.load(write(tmp_path, GOOD), ["stages[0].learning_rate=-1"])
     (issue,) = info.value.issues
     assert issue.path == "stages[0].learning_rate" and issue.line is None and issue.file is None
+
+
+# -- small inputs, large costs (issue 23): the loader bounds what it accepts -----------------------------------------
+
+
+_ISSUES = """
+import json, sys
+from pathlib import Path
+from spinegpt.train import plan
+from spinegpt.train.curriculum import CurriculumError
+try:
+    plan.load(Path(sys.argv[1]))
+except CurriculumError as exc:
+    print(json.dumps({issue.path: issue.message for issue in exc.issues}))
+"""
+
+
+def _bounded(path: Path, timeout: float = 30.0) -> dict[str, str]:
+    """``issues(path)`` in a child process given ``timeout`` seconds: a loader that never returns (or eats the
+    machine's memory) fails the test instead of hanging the suite."""
+    import json
+    import subprocess
+    import sys
+
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _ISSUES, str(path)], capture_output=True, text=True, timeout=timeout, check=False
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"loading {path} did not return within {timeout:.0f}s")
+    assert done.returncode == 0 and done.stdout.strip(), done.stderr[-2000:]
+    return dict(json.loads(done.stdout))
+
+
+def test_an_alias_bomb_is_refused_at_once(tmp_path: Path) -> None:
+    layers = ["  A0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    layers += [f"  A{n}: &a{n} [{', '.join([f'*a{n - 1}'] * 10)}]" for n in range(1, 9)]
+    bomb = write(tmp_path, textwrap.dedent(GOOD) + "env:\n" + "\n".join(layers) + "\n")  # 10^9 strings expanded
+    assert bomb.stat().st_size < 1024
+    found = _bounded(bomb)
+    assert "aliases" in found[""] and "expand" in found[""], found
+
+
+def test_deep_nesting_is_a_config_error_not_a_recursion_error(tmp_path: Path) -> None:
+    deep = write(tmp_path, textwrap.dedent(GOOD) + "env: " + "[" * 5000 + "]" * 5000 + "\n")
+    assert "nested" in _bounded(deep)[""]
+
+
+@pytest.mark.parametrize("target", ["/dev/zero", "fifo", "huge"])
+def test_extends_reads_regular_files_of_a_bounded_size(tmp_path: Path, target: str) -> None:
+    import os
+
+    if target == "fifo":
+        os.mkfifo(tmp_path / "fifo")  # opening it for reading would block until a writer came
+        target = str(tmp_path / "fifo")
+    elif target == "huge":
+        (tmp_path / "huge.yaml").write_text("name: t\n# " + "x" * (2 << 20) + "\n")
+        target = str(tmp_path / "huge.yaml")
+    child = write(tmp_path, f"extends: {target}\nname: child\n", "child.yaml")
+    found = _bounded(child)
+    message = " ".join(found.values())
+    assert ("not a regular file" in message) or ("MiB" in message and "larger than" in message), found
+
+
+def test_env_values_are_scalars(tmp_path: Path) -> None:
+    base = textwrap.dedent(GOOD)
+    found = issues(write(tmp_path, base + "env:\n  NCCL_DEBUG: [INFO]\n  MAX_PIXELS: {a: 1}\n  EMPTY:\n"))
+    assert "must be a string, a number or true/false" in found["env.NCCL_DEBUG"], found
+    assert "env.MAX_PIXELS" in found and "env.EMPTY" in found
+    ok = write(tmp_path, base + "env:\n  MAX_PIXELS: 1003520\n  TOKENIZERS_PARALLELISM: false\n", "ok.yaml")
+    fine = plan.load(ok)
+    assert fine.curriculum.env == {"MAX_PIXELS": "1003520", "TOKENIZERS_PARALLELISM": "false"}
