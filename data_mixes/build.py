@@ -36,7 +36,7 @@ from spinegpt.data_mixes.rows import check_row
 from spinegpt.errors import UserError
 from spinegpt.eval_hooks import registry
 from spinegpt.eval_hooks.benchmark import BenchmarkError
-from spinegpt.files import FolderBusy, FolderLock, first_of, sha256_file
+from spinegpt.files import FolderBusy, FolderLock, first_of, folder_problem, sha256_file
 from spinegpt.progress import Progress
 
 logger = logging.getLogger(__name__)
@@ -434,6 +434,9 @@ def build_many(
     builds: list[_MixState] = []
     locks = [OutputLock(job.output.resolve()) for job in jobs] if lock else []
     try:
+        for job in jobs:  # before any lock is taken beside it: a file or a read-only disk is a message
+            if problem := folder_problem(job.output.resolve()):
+                raise BuildError(f"--output-dir {job.output}: {problem}; nothing was written")
         for output_lock in locks:
             output_lock.acquire()
         for job in jobs:
@@ -641,8 +644,8 @@ def check_output(output: Path, data_root: Path, sources: Sequence[Path]) -> None
     inside = [src for src in sources if src.is_relative_to(output)]
     if inside:
         raise BuildError(f"{where}: holds the build's own source {inside[0]}; write builds elsewhere")
-    if output.exists() and not output.is_dir():
-        raise BuildError(f"{where}: is a file, not a folder")
+    if problem := folder_problem(output):
+        raise BuildError(f"{where}: {problem}")
     if not output.is_dir() or not any(output.iterdir()):
         return
     if (output / "run_manifest.json").exists():

@@ -292,7 +292,6 @@ class Curriculum(_Strict):
             raise ValueError("must name a hub id, a local path or builtin:tiny-qwen2_5_vl")
         return value
 
-
     @model_validator(mode="after")
     def _packing_needs_flash_attention(self) -> Curriculum:
         for i, stage in enumerate(self.stages):

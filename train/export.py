@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from spinegpt.errors import UserError
+from spinegpt.files import folder_problem
 from spinegpt.train import manifest, model_card, weights
 from spinegpt.train.manifest import RunManifest
 from spinegpt.train.model_card import Source
@@ -202,6 +203,8 @@ def check_output(output: Path, source: Path, overwrite: bool) -> None:
     for folder in (output, *output.parents):
         if (folder / manifest.FILE).is_file():
             raise ExportError(f"{where}: lies in the run folder {folder}; export elsewhere (nothing was removed)")
+    if problem := folder_problem(output):
+        raise ExportError(f"{where}: {problem}; nothing was written")
     if not output.exists():
         return
     if not overwrite:

@@ -3,16 +3,18 @@ stage its evaluation. Node 0 leads; on several torchrun nodes the others follow 
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import platform
 import time
+from collections.abc import Callable
 from typing import Any
 
 from spinegpt import proc
-from spinegpt.errors import UserError
-from spinegpt.files import FolderBusy, FolderLock
+from spinegpt.errors import UserError, os_error_message
+from spinegpt.files import FolderBusy, FolderLock, folder_problem
 from spinegpt.train import cost, cost_plan, manifest, swift_adapter
 from spinegpt.train.audit import audit_curriculum
 from spinegpt.train.environment import PIXEL_ENV
@@ -143,6 +145,8 @@ class Runner:
             ) from None
 
     def _open(self) -> None:
+        if problem := folder_problem(self.plan.output_dir):
+            raise RunError(f"--output-dir {self.plan.output_dir}: {problem}; nothing was written")
         self.plan.output_dir.mkdir(parents=True, exist_ok=True)
         self._lock()
         exists = self.manifest_path.is_file()
@@ -262,8 +266,15 @@ class Runner:
         except BaseException as exc:
             data.status = "failed" if isinstance(exc, Exception) else "interrupted"
             data.attempts[-1].set(ended_at=now(), status=data.status, error=str(exc))
-            self._save()
-            self.hooks.run_ended(data.status, exc)
+            # Recording the end must not hide why it ended: a full disk that stopped the run may refuse these too.
+            recorded = _anyway(self._save, f"the failure in {self.manifest_path}")
+            _anyway(functools.partial(self.hooks.run_ended, data.status, exc), "the run's end in its trackers")
+            if isinstance(exc, OSError):
+                said = f"{manifest.FILE} says {data.status}" if recorded else f"{manifest.FILE} could not record it"
+                raise RunError(
+                    f"{os_error_message(exc)}. The run's own files could not be written, so it stopped ({said}); "
+                    "fix that, then continue with --resume"
+                ) from exc
             raise
         # "partial": stopped on purpose by --until; --resume continues with the next stage.
         data.status = "done" if len(results) == len(self.plan.stages) else "partial"
@@ -326,3 +337,13 @@ class Runner:
         ).run()
         self.hooks.stage_done(stage, record)
         return StageResult(stage.stage.name, "done", stage.final)
+
+
+def _anyway(action: Callable[[], None], what: str) -> bool:
+    """Run ``action``; an OSError (the disk that failed the run refusing this write too) is logged, not raised."""
+    try:
+        action()
+    except OSError as exc:
+        logger.error(f"could not record {what}: {os_error_message(exc)}")
+        return False
+    return True

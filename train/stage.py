@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from typing import Protocol
 from spinegpt import model_ref, proc
 from spinegpt.data_mixes import audit as data_audit
 from spinegpt.data_mixes.prepare import PreparedData
+from spinegpt.errors import os_error_message
 from spinegpt.files import write_json_atomic
 from spinegpt.log import echo
 from spinegpt.proc import LineHandler, StopCheck
@@ -100,7 +102,10 @@ class StageRun:
         except BaseException as exc:
             if self.record.status == "running":
                 self.record.set(status="failed" if isinstance(exc, Exception) else "interrupted", error=str(exc))
-                self._changed()
+                try:
+                    self._changed()
+                except OSError as again:  # the full disk that stopped the stage: the run's end says so and retries
+                    logger.error(f"{self.stage.label} could not record its failure: {os_error_message(again)}")
             raise
 
     def _run(self) -> Path:
@@ -132,7 +137,7 @@ class StageRun:
         )
         if self.plan.launch.launcher == "deepspeed":
             environment.write_deepspeed_env(stage.dir, curriculum, env)
-        started = time.monotonic()
+        started, started_at = time.monotonic(), time.time()
         # The stage folder is the engine's working directory: every path it gets is absolute, and anything it
         # drops in its working directory (wandb's config-defaults.yaml is read from there) stays with the stage.
         code = self.engine(
@@ -146,10 +151,31 @@ class StageRun:
         record.engine_seconds = round((record.engine_seconds or 0) + time.monotonic() - started, 1)
         if code != 0:
             why = self.hooks.stop_reason(stage) or f"engine exited with code {code}"
+            if full := self._disk_full(started_at):
+                why = f"{why}: {full}"
             record.set(status="failed", error=why)
             self._changed()
             raise StageFailed(f"{label} {why}; full log: {stage.dir / ENGINE_LOG}")
         return self._finish(start_model)
+
+    def _disk_full(self, since: float) -> str | None:
+        """When the engine failed because the disk filled up (its log says so, or almost nothing is left), what
+        happened, the incomplete checkpoints it left removed: they can never be resumed from, and the run needs
+        their space to record the failure."""
+        folder = self.stage.dir
+        usage = shutil.disk_usage(folder)
+        said = _log_says(folder / ENGINE_LOG, ("No space left on device", "Disk quota exceeded"))
+        if not said and usage.free > usage.total // 100:
+            return None
+        removed = swift_adapter.remove_incomplete(self.stage.engine_dir, since)
+        for entry in removed:
+            logger.warning(f"{self.stage.label} removed the incomplete checkpoint {entry}")
+        free = shutil.disk_usage(folder).free
+        cut = f"; incomplete checkpoint(s) removed: {', '.join(r.split(':')[0] for r in removed)}" if removed else ""
+        return (
+            f"the disk holding {folder} is full ({free / 2**30:.1f} GiB free now{cut}); free space (or lower "
+            "save_total_limit), then continue with --resume"
+        )
 
     def _start_model(self) -> str:
         if self.stage.index == 0:
@@ -264,3 +290,14 @@ class StageRun:
                 f"{label} merging the LoRA adapters failed (code {code}); log: {self.stage.dir / ENGINE_LOG}"
             )
         return merged
+
+
+def _log_says(log: Path, phrases: tuple[str, ...], tail: int = 1 << 16) -> bool:
+    """Whether the last ``tail`` bytes of a log mention any of ``phrases``."""
+    try:
+        with log.open("rb") as handle:
+            handle.seek(max(0, log.stat().st_size - tail))
+            text = handle.read().decode("utf-8", "replace")
+    except OSError:
+        return False
+    return any(phrase in text for phrase in phrases)

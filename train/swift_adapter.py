@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -373,6 +374,22 @@ def resumable_checkpoint(output_dir: Path) -> Path | None:
             return checkpoint
         logger.warning(f"skipping {checkpoint.name}: {problem}; an older checkpoint is taken if there is one")
     return None
+
+
+def remove_incomplete(output_dir: Path, since: float) -> list[str]:
+    """Remove the checkpoints newer than the newest complete one that were written since ``since`` (this attempt's
+    engine): what a full disk cut off mid-save. They can never be resumed from (see :func:`resumable_checkpoint`)
+    and hold the space the run needs to record its failure; returns ``name: why`` for each one removed."""
+    removed = []
+    for checkpoint in reversed(checkpoints(output_dir)):
+        problem = checkpoint_problem(checkpoint)
+        if problem is None:
+            break
+        if checkpoint.stat().st_mtime < since:
+            continue
+        shutil.rmtree(checkpoint, ignore_errors=True)
+        removed.append(f"{checkpoint.name}: {problem}")
+    return removed
 
 
 def is_last_step(checkpoint: Path) -> bool:

@@ -25,13 +25,14 @@ this module only builds the parser and dispatches.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Sequence
 
 from spinegpt import log, paths, stopping
 from spinegpt.data_mixes import commands as data_commands
-from spinegpt.errors import Terminated, UserError
+from spinegpt.errors import Terminated, UserError, os_error_message
 from spinegpt.train import commands as train_commands
 
 
@@ -79,6 +80,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # the machine refused a read or write (a full disk, a read-only folder): not a bug
+        logging.getLogger(__name__).debug("the error's traceback (-v shows it)", exc_info=True)
+        print(f"error: {os_error_message(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted; continue with --resume", file=sys.stderr)

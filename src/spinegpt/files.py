@@ -11,10 +11,38 @@ from typing import Any
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON through a temporary sibling and a rename: readers see the old file or the new one, never a part."""
+    """Write JSON through a temporary sibling and a rename: readers see the old file or the new one, never a part.
+    A failed write (a full disk) removes the temporary and names ``path`` in the error."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.filename is None or exc.filename == str(tmp):
+            exc.filename = str(path)  # the file the user knows, not its temporary
+        raise
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def folder_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be (or become) a folder this process writes into, or None: it or a folder above it is a
+    file, or the nearest existing folder is read-only or not writable. Asked before a command starts, so the
+    answer is a message, not an OSError halfway through."""
+    path = path.absolute()
+    if path.exists() and not path.is_dir():
+        return f"{path} is a file, not a folder"
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is a file, not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        read_only = os.statvfs(existing).f_flag & os.ST_RDONLY
+        return f"{existing} is on a read-only file system" if read_only else f"{existing} is not writable by you"
+    return None
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:

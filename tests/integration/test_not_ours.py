@@ -101,3 +101,5 @@ def test_an_export_never_replaces_what_it_did_not_export(tmp_path: Path) -> None
     with pytest.raises(export.ExportError, match="replaces an earlier export only"):
         export.export(stage, mine, overwrite=True)
     assert (mine / "notes.txt").exists()
+    with pytest.raises(export.ExportError, match=r"notes\.txt is a file, not a folder"):
+        export.export(stage, mine / "notes.txt" / "model")
