@@ -184,17 +184,28 @@ class RowCounts:
         return {"lengths": self.lengths, "images": self.images, "trained": self.trained}
 
     @classmethod
-    def from_json(cls, data: Any) -> RowCounts:
-        """Read back from the cache; an entry of another shape is a ValueError (it is then counted again). The
-        numbers themselves are not re-checked one by one: the cache writes them whole or not at all."""
-        if not isinstance(data, dict):
+    def from_json(cls, data: Any, rows: int) -> RowCounts:
+        """Read back from the cache, checked as a fresh count would be: one entry per row of the file, every count a
+        non-negative integer, no row training on more tokens than it has. Anything else is a ValueError naming
+        the fault (the entry is then discarded and the file counted again)."""
+        if not isinstance(data, dict) or not {"lengths", "images", "trained"} <= data.keys():
             raise ValueError("not a row-count entry")
         lengths, images, trained = data["lengths"], data["images"], data["trained"]
         if not (isinstance(lengths, list) and isinstance(images, list) and isinstance(trained, list | None)):
             raise ValueError("not a row-count entry")
-        if len(images) != len(lengths) or (trained is not None and len(trained) != len(lengths)):
-            raise ValueError("row-count lists of different lengths")
+        if len(lengths) != rows or len(images) != rows or (trained is not None and len(trained) != rows):
+            raise ValueError(f"counts for {len(lengths)} rows, the file has {rows}")
+        if not all(_count(n) for n in lengths):
+            raise ValueError("a row length is not a non-negative integer")
+        if not all(isinstance(row, list) and all(_count(n) for n in row) for row in images):
+            raise ValueError("an image's tokens are not a list of non-negative integers")
+        if trained is not None and not all(_count(t) and t <= n for t, n in zip(trained, lengths, strict=True)):
+            raise ValueError("a row's trained tokens are not an integer within its length")
         return cls(lengths, images, trained)
+
+
+def _count(value: Any) -> bool:
+    return type(value) is int and value >= 0  # bool is an int subclass: `True` is no count
 
 
 @dataclass
@@ -506,10 +517,11 @@ def row_counts(path: Path, counter: TokenCounter, workers: int | None = None) ->
     the fast counts are then checked against the tokenizer itself on a spread sample of rows."""
     key = hashlib.sha256(f"{sha256_file(path)}:{counter.fingerprint}".encode()).hexdigest()
     cached = cache_root() / "token-counts" / key[:2] / f"{key}.json"
-    try:
-        return RowCounts.from_json(json.loads(cached.read_text()))
-    except (OSError, ValueError, KeyError, TypeError):
-        pass  # not cached yet, or an entry cut short: count
+    if cached.is_file():
+        try:
+            return RowCounts.from_json(json.loads(cached.read_text()), _rows_in(path))
+        except (OSError, ValueError) as exc:
+            logger.warning(f"token-count cache {cached}: {exc}; discarded, {path.name} counted again")
     workers = workers or data_workers()
     label = f"counting tokens of {path.name}"
     if counter.fast is not None and workers > 1 and path.stat().st_size >= PARALLEL_MIN_BYTES:
@@ -527,6 +539,12 @@ def row_counts(path: Path, counter: TokenCounter, workers: int | None = None) ->
     cached.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(cached, found.to_json())
     return found
+
+
+def _rows_in(path: Path) -> int:
+    """The rows of an engine JSONL file as the counters see them: its non-blank lines."""
+    with path.open("rb") as handle:
+        return sum(1 for line in handle if line.strip())
 
 
 SPOT_CHECKS = 200

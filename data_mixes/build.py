@@ -12,6 +12,7 @@ time with the curriculum's seed. Same inputs and seed give byte-identical shards
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -681,6 +682,30 @@ class OutputLock:
         self.lock.release()
 
 
+def _verified(folder: Path) -> tuple[dict[str, Any] | None, str]:
+    """A cached build's manifest when its shards are byte for byte what the manifest records (rows and sha256 of
+    each, and of all together), else why not: a cache is checked as a fresh build would be, never trusted because
+    it exists. Hashing costs a read of the shards, seconds where rebuilding costs minutes."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        output = manifest["output"]
+        total = hashlib.sha256()
+        for shard in output["shards"]:
+            digest, rows = hashlib.sha256(), 0
+            with (folder / shard["file"]).open("rb") as handle:
+                while block := handle.read(1 << 20):
+                    digest.update(block)
+                    total.update(block)
+                    rows += block.count(b"\n")
+            if (rows, digest.hexdigest()) != (shard["rows"], shard["sha256"]):
+                return None, f"has {shard['file']} changed since it was built ({rows} rows, other bytes)"
+        if total.hexdigest() != output["sha256"] or sum(s["rows"] for s in output["shards"]) != output["rows"]:
+            return None, "holds shards that do not add up to what its manifest records"
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return None, f"cannot be read back ({type(exc).__name__}: {exc})"
+    return manifest, ""
+
+
 def _key_of(folder: Path) -> str | None:
     try:
         return str(json.loads((folder / MANIFEST).read_text(encoding="utf-8")).get("key"))
@@ -818,10 +843,18 @@ def build_cached_many(jobs: Sequence[BuildJob], data_root: Path, cache_root: Pat
         if key in found or key in missing:
             continue
         if _key_of(target) == key:
-            logger.info(f"{job.loaded.mix.name} reusing {target} (same inputs, same seed)")
-            found[key] = BuildResult(target, json.loads((target / MANIFEST).read_text(encoding="utf-8")))
-        else:
-            missing[key] = replace(job, output=target, fingerprint=fingerprint)
+            manifest, problem = _verified(target)
+            if manifest is not None:
+                logger.info(f"{job.loaded.mix.name} reusing {target} (same inputs, same seed)")
+                found[key] = BuildResult(target, manifest)
+                continue
+            logger.warning(f"{job.loaded.mix.name}: the cached build {target} {problem}; discarded and rebuilt")
+            # The cache's own folder, named by its inputs: moved aside first so no reader sees it half-deleted.
+            aside = target.with_name(f"{target.name}.damaged-{os.getpid()}")
+            with contextlib.suppress(OSError):
+                target.rename(aside)
+                shutil.rmtree(aside, ignore_errors=True)
+        missing[key] = replace(job, output=target, fingerprint=fingerprint)
     if missing:
         built = build_many(list(missing.values()), data_root)
         found.update(zip(missing, built, strict=True))

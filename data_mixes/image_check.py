@@ -10,18 +10,18 @@ from __future__ import annotations
 
 import logging
 import os
-import sqlite3
 import warnings
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from PIL import Image
 
 from spinegpt.files import sha256_file
 from spinegpt.paths import cache_root
 from spinegpt.progress import Progress
+from spinegpt.sqlite_cache import Cache
 
 logger = logging.getLogger(__name__)
 
@@ -42,22 +42,9 @@ def decode_problem(path: Path) -> str | None:
     return None
 
 
-class _Cache:
-    def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path), timeout=30)
-        self._db.execute("CREATE TABLE IF NOT EXISTS images (sha256 TEXT PRIMARY KEY, problem TEXT)")
-
-    def get(self, digest: str) -> tuple[bool, str | None]:
-        row = self._db.execute("SELECT problem FROM images WHERE sha256 = ?", (digest,)).fetchone()
-        return (row is not None, row[0] if row else None)
-
-    def put(self, results: Mapping[str, str | None]) -> None:
-        with self._db:
-            self._db.executemany("INSERT OR REPLACE INTO images VALUES (?, ?)", list(results.items()))
-
-    def close(self) -> None:
-        self._db.close()
+def _verdict(value: Any) -> bool:
+    """A cached verdict as a fresh check gives it: ``{"problem": None}`` or ``{"problem": "<why>"}``."""
+    return isinstance(value, dict) and value.keys() == {"problem"} and isinstance(value["problem"], str | None)
 
 
 def _progress(results: Iterator[T], total: int, what: str) -> Iterator[T]:
@@ -75,7 +62,7 @@ def check_images(uses: Mapping[str, str], workers: int | None = None) -> list[st
         return []
     paths = sorted(uses)
     workers = workers or min(8, os.cpu_count() or 1)
-    cache = _Cache(cache_root() / "image-checks.sqlite")
+    cache = Cache(cache_root() / "image-checks.sqlite", "verdicts")
     try:
         # Hashing and decoding both release the GIL for their heavy parts: threads are enough.
         with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -84,11 +71,12 @@ def check_images(uses: Mapping[str, str], workers: int | None = None) -> list[st
                     paths, _progress(pool.map(lambda p: sha256_file(Path(p)), paths), len(paths), "hashed"), strict=True
                 )
             )
-            todo = [p for p in paths if not cache.get(digests[p])[0]]
+            known = {p: found["problem"] for p in paths if (found := cache.get(digests[p], _verdict)) is not None}
+            todo = [p for p in paths if p not in known]
             decoded = pool.map(lambda p: decode_problem(Path(p)), todo)
             fresh = dict(zip(todo, _progress(decoded, len(todo), "decoded"), strict=True))
-        cache.put({digests[p]: problem for p, problem in fresh.items()})
-        problems = {p: fresh[p] if p in fresh else cache.get(digests[p])[1] for p in paths}
+        cache.put_many((digests[p], {"problem": problem}) for p, problem in fresh.items())
+        problems = {**known, **fresh}
     finally:
         cache.close()
     return [f"{uses[p]}: image {p} cannot be decoded ({problem})" for p, problem in problems.items() if problem]

@@ -72,6 +72,17 @@ MANAGED_ARGS = frozenset(
 )
 """Engine arguments spinegpt sets itself from the curriculum; a stage may not pass them through, because a second
 value would silently fight the first (two outputs, two models, two datasets, a seed the manifest does not show)."""
+STAGE_ARGS = frozenset(
+    {
+        "tuner_type", "bf16", "fp16", "learning_rate", "max_length", "num_train_epochs", "max_steps",
+        "per_device_train_batch_size", "gradient_accumulation_steps", "warmup_ratio", "lr_scheduler_type",
+        "weight_decay", "gradient_checkpointing", "freeze_vit", "freeze_aligner", "freeze_llm", "save_strategy",
+        "save_steps", "save_total_limit", "logging_steps", "dataloader_num_workers", "dataset_num_proc",
+        "use_liger_kernel", "padding_free", "packing", "sequence_parallel_size", "lora_rank", "lora_alpha",
+    }
+)  # fmt: skip
+"""The other engine arguments :func:`sft_arguments` writes from a stage (the test suite holds the two lists to what
+it writes)."""
 
 
 def argument_name(key: str) -> str:
@@ -88,10 +99,11 @@ def engine_argument_names() -> frozenset[str] | None:
     except importlib.metadata.PackageNotFoundError:
         return None
     cache = cache_root() / f"ms-swift-{version}-sft-arguments.json"
-    try:
-        return frozenset(json.loads(cache.read_text()))
-    except (OSError, ValueError):
-        pass
+    if cache.is_file():
+        try:
+            return _argument_names(json.loads(cache.read_text()))
+        except (OSError, ValueError) as exc:
+            logger.warning(f"ms-swift argument cache {cache}: {exc}; discarded and read from ms-swift again")
     try:
         # ms-swift announces its dataset registry on stdout when imported: keep stdout for commands' output.
         with contextlib.redirect_stdout(sys.stderr):
@@ -102,6 +114,17 @@ def engine_argument_names() -> frozenset[str] | None:
     cache.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(cache, names)
     return frozenset(names)
+
+
+def _argument_names(cached: Any) -> frozenset[str]:
+    """A cached argument list checked as one read from ms-swift would be: argument names, among them every one
+    spinegpt sets itself (a list cut short would make ``validate`` reject the shipped curricula)."""
+    if not isinstance(cached, list) or not all(isinstance(n, str) and n.isidentifier() for n in cached):
+        raise ValueError("not a list of argument names")
+    names = frozenset(cached)
+    if missing := sorted((MANAGED_ARGS | STAGE_ARGS) - names):
+        raise ValueError(f"lacks arguments ms-swift has ({', '.join(missing[:5])})")
+    return names
 
 
 def check_engine_args(args: Mapping[str, Any], stage_keys: frozenset[str]) -> dict[str, Any]:

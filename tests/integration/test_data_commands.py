@@ -165,3 +165,21 @@ def test_audit_json_is_json_alone_whatever_libraries_print(monkeypatch: pytest.M
     assert cli.main(["data", "audit", str(REPO / "curricula" / "smoke.yaml"), "--json"]) == 0
     out = capsys.readouterr()
     assert json.loads(out.out) == [] and "Setting accelerator" in out.err
+
+
+def test_a_damaged_mix_cache_is_rebuilt_not_reused(
+    root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    first = build.build_cached(mixes.load("stage3_reports"), root, tmp_path / "cache", seed=3)
+    shard = first.shards[0]
+    original = shard.read_bytes()
+    for damaged in (original[: len(original) // 2], original.replace(b'"', b"'", 1), b""):
+        shard.write_bytes(damaged)  # cut short, changed in place, emptied
+        caplog.clear()
+        again = build.build_cached(mixes.load("stage3_reports"), root, tmp_path / "cache", seed=3)
+        assert shard.read_bytes() == original and again.manifest == first.manifest
+        assert "discarded and rebuilt" in caplog.text
+    shard.unlink()
+    assert build.build_cached(mixes.load("stage3_reports"), root, tmp_path / "cache", seed=3).manifest == first.manifest
+    (first.dir / build.MANIFEST).write_text('{"key": "' + first.manifest["key"] + '"}')  # a manifest without output
+    assert build.build_cached(mixes.load("stage3_reports"), root, tmp_path / "cache", seed=3).manifest == first.manifest

@@ -257,6 +257,30 @@ def test_engine_args_through_dashes_are_the_engines_own_names(tmp_path: Path) ->
     assert loaded.curriculum.stages[0].engine_args == {"lora_dropout": 0.1}
 
 
+def test_a_damaged_engine_argument_cache_is_read_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The cached list of ms-swift's arguments is checked as a fresh one; a damaged one never makes the shipped
+    curricula invalid."""
+    import importlib.metadata
+    import json
+
+    from spinegpt.train import swift_adapter
+
+    monkeypatch.setenv("SPINEGPT_CACHE", str(tmp_path / "cache"))
+    fresh = swift_adapter.engine_argument_names()
+    assert fresh is not None and "lora_dropout" in fresh
+    cache = tmp_path / "cache" / f"ms-swift-{importlib.metadata.version('ms-swift')}-sft-arguments.json"
+    for damaged in (json.dumps(["model", "dataset"]), json.dumps({"a": 1}), json.dumps([1, 2]), '["mod'):
+        cache.write_text(damaged)
+        caplog.clear()
+        assert swift_adapter.engine_argument_names() == fresh
+        assert "discarded and read from ms-swift again" in caplog.text
+        assert json.loads(cache.read_text()) == sorted(fresh)  # rewritten whole
+    cache.write_text(json.dumps(sorted(swift_adapter.MANAGED_ARGS)))  # everything spinegpt sets, lora_dropout lost
+    assert plan.load(CURRICULA / "spinegpt.yaml").curriculum.stages
+
+
 def test_duplicate_yaml_keys_are_an_error_with_both_lines(tmp_path: Path) -> None:
     path = write(tmp_path, "name: t\nmodel: m\nseed: 1\nseed: 2\n" + ONE_STAGE)
     with pytest.raises(CurriculumError) as info:

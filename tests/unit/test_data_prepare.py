@@ -176,3 +176,32 @@ def test_over_length_errors_name_the_source_file_and_line(tmp_path: Path, tiny_m
     dropped, lengths = length_policy.apply_length_policy(prepared, counter, 100, "drop")
     assert lengths["dropped"] == 1 and dropped.rows == 2
     assert audit.origins_of(dropped.path).read_text().splitlines() == [f"{source}:2", f"{source}:3"]
+
+
+def test_a_damaged_image_check_cache_is_started_afresh(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A damaged SQLite file (a kill mid-write on a network disk, a bad copy) blocked every run: it is moved aside
+    with a warning and the checks are made again; an entry of the wrong type is a miss, not a verdict."""
+    import sqlite3
+
+    from PIL import Image
+
+    from spinegpt.data_mixes import image_check
+
+    monkeypatch.setenv("SPINEGPT_CACHE", str(tmp_path / "cache"))
+    good, bad = tmp_path / "good.png", tmp_path / "bad.png"
+    Image.new("RGB", (8, 8)).save(good)
+    bad.write_bytes(good.read_bytes()[:40])
+    uses = {str(good): "x.jsonl:1", str(bad): "x.jsonl:2"}
+    first = image_check.check_images(uses, workers=1)
+    assert len(first) == 1 and "bad.png" in first[0]
+    database = tmp_path / "cache" / "image-checks.sqlite"
+    for damage in (b"this is not a database" * 100, database.read_bytes()[:100] + b"\0" * 4000):
+        database.write_bytes(damage)
+        caplog.clear()
+        assert image_check.check_images(uses, workers=1) == first
+        assert "damaged" in caplog.text and "started afresh" in caplog.text
+    with sqlite3.connect(database) as db:  # a tampered verdict: the bad image said to be fine, as a number
+        db.execute("""UPDATE verdicts SET value = '{"problem": 0}' WHERE value != '{"problem": null}'""")
+    assert image_check.check_images(uses, workers=1) == first

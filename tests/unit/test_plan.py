@@ -86,6 +86,41 @@ def test_plan_shows_the_evaluation_after_each_stage(tmp_path: Path) -> None:
     assert "eval after  : spinebench" in built.render()
 
 
+def test_every_argument_the_adapter_writes_is_ms_swifts_and_listed(tmp_path: Path) -> None:
+    """What sft_arguments writes (everything switched on) is an argument of the installed ms-swift, and each is in
+    MANAGED_ARGS or STAGE_ARGS: the lists a cached argument list is checked against."""
+    overrides = [
+        "attn_impl=flash_attn",
+        "stages.reports.use_liger_kernel=true",
+        "stages.reports.sequence_parallel_size=4",
+        "stages.reports.packing=true",
+        "stages.reports.padding_free=true",
+        "stages.reports.tuner_type=lora",
+        "stages.reports.save_total_limit=2",
+    ]
+    built = plan.build(curriculum.load(CURRICULA / "smoke.yaml", overrides), tmp_path)
+    written = {
+        arg[2:]
+        for stage in built.stages
+        for arg in swift_adapter.sft_arguments(
+            stage=stage.stage,
+            curriculum=built.curriculum,
+            model="m",
+            dataset="d",
+            output_dir="o",
+            deepspeed="z",
+            resume_from_checkpoint="c",
+        )
+        if arg.startswith("--")
+    } - set(built.stages[0].stage.engine_args)
+    known = swift_adapter.engine_argument_names()
+    assert known is not None and written <= known, sorted(written - known)
+    assert written <= swift_adapter.MANAGED_ARGS | swift_adapter.STAGE_ARGS, sorted(
+        written - swift_adapter.MANAGED_ARGS - swift_adapter.STAGE_ARGS
+    )
+    assert known >= swift_adapter.STAGE_ARGS
+
+
 def test_long_context_switches_reach_the_engine(tmp_path: Path) -> None:
     overrides = [
         "attn_impl=flash_attn",

@@ -123,6 +123,37 @@ def test_counts_are_cached_by_what_decides_them(
     assert calls and changed != first  # another chat template: recounted, and the counts differ
 
 
+def test_a_damaged_count_cache_is_counted_again_never_trusted(
+    counter: audit.TokenCounter, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A cache entry is checked as a fresh count would be (one entry per row, non-negative integers, trained tokens
+    within the row); one that fails is discarded with a warning, never a wrong figure or a traceback."""
+    import json
+
+    monkeypatch.setenv("SPINEGPT_CACHE", str(tmp_path / "cache"))
+    prepared = prepare_sources([DataSource(smoke="stage2")], tmp_path, tmp_path / "p")
+    first = audit.row_counts(prepared.path, counter)
+    (entry,) = (tmp_path / "cache" / "token-counts").rglob("*.json")
+    good = json.loads(entry.read_text())
+    damaged = {
+        "a row short": {**good, "lengths": good["lengths"][:-1], "images": good["images"][:-1]},
+        "all short alike": {k: v[:-1] for k, v in good.items()},
+        "a string": {**good, "lengths": ["12", *good["lengths"][1:]]},
+        "a negative": {**good, "lengths": [-5, *good["lengths"][1:]]},
+        "a float": {**good, "lengths": [1.5, *good["lengths"][1:]]},
+        "a boolean": {**good, "lengths": [True, *good["lengths"][1:]]},
+        "more trained than there is": {**good, "trained": [good["lengths"][0] + 1, *good["trained"][1:]]},
+        "images not lists": {**good, "images": [7, *good["images"][1:]]},
+        "not an object": [1, 2, 3],
+    }
+    for what, data in damaged.items():
+        entry.write_text(json.dumps(data))
+        caplog.clear()
+        again = audit.row_counts(prepared.path, counter)
+        assert again == first, what
+        assert "token-count cache" in caplog.text and "counted again" in caplog.text, what
+
+
 def test_parts_counted_by_processes_equal_the_serial_count(
     counter: audit.TokenCounter, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
