@@ -2,17 +2,25 @@
 
 A benchmark is one module implementing :class:`Benchmark` (read its file into :class:`Item` s, score the answered
 items, write its markdown rows and its model-card metrics) and one line in ``registry.py``. The shipped ones:
-``spinebench.py`` (SpineMed format) and ``spinebench_mm25.py`` (the MM'25 SpineBench). Every reading problem is a
-:class:`BenchmarkError` naming file and line (or item index).
+``spinebench.py`` (SpineMed format), ``spinebench_mm25.py`` (the MM'25 SpineBench), and the general medical ones,
+one generic reader per shape configured per benchmark: ``vqa.py`` (closed/open VQA: VQA-RAD, PathVQA, SLAKE),
+``mcq.py`` (multiple choice: PMC-VQA, MedQA) and ``mmmu.py`` (MMMU's Health & Medicine subjects). Every reading
+problem is a :class:`BenchmarkError` naming file and line (or row) and the field.
+
+A benchmark path may be a file, a folder of the download (PathVQA's shards, MMMU's subject folders: each benchmark
+says which files a folder stands for, :meth:`Benchmark.files`), or ``builtin:<name>``: a tiny copy the package
+ships (``eval_hooks/tiny/``) for smoke runs and first tries.
 """
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import importlib.resources
 import json
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -21,8 +29,11 @@ from spinegpt.errors import UserError
 from spinegpt.eval_hooks.rubric import Judgment
 from spinegpt.paths import cache_root
 
-LETTERS = "ABCDEFGH"
-_OPTION_LINE = re.compile(r"^\s*\(?([A-H])[\.\):：]\s*(.+?)\s*$", re.M)
+LETTERS = "ABCDEFGHIJ"
+"""Option letters an item may use: MMMU goes up to I, MMMU-Pro to J. An item with more options is refused."""
+_OPTION_LINE = re.compile(rf"^\s*\(?([{LETTERS}])[\.\):：]\s*(.+?)\s*$", re.M)
+BUILTIN = "builtin:"
+"""``builtin:<name>``: a tiny benchmark copy shipped with the package (``eval_hooks/tiny/<name>``)."""
 
 
 class BenchmarkError(UserError, ValueError):
@@ -42,10 +53,19 @@ class Item:
     multi: bool = False
     reference: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    answer_texts: list[str] = field(default_factory=list)
+    """Accepted answers of a free-text item (VQA; MMMU's open questions), as published: the item has no options,
+    and its benchmark scores the output against these."""
+    instruction: str | None = None
+    """The answer-format line the prompt ends with (default: the multiple-choice one)."""
+    unusable: str | None = None
+    """Why the benchmark's own rules leave this row out of scoring (an MMMU test answer "?"). Such an item is never
+    generated; the evaluation counts it by reason."""
 
     @property
     def is_mcq(self) -> bool:
-        return self.task != "report"
+        """Answered by option letters (read by ``answers.parse_choices``); reports and free-text items are not."""
+        return bool(self.options)
 
 
 def records(path: Path) -> Iterator[tuple[str, Any]]:
@@ -59,9 +79,12 @@ def records(path: Path) -> Iterator[tuple[str, Any]]:
         yield from _parquet(path)
         return
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise BenchmarkError(f"{path}: neither UTF-8 JSON/JSONL nor parquet (byte {exc.start})") from None
+        raise BenchmarkError(f"{path}: neither UTF-8 JSON/JSONL/CSV nor parquet (byte {exc.start})") from None
+    if path.suffix.lower() == ".csv":
+        yield from _csv(path, text)
+        return
     if text.lstrip().startswith("["):
         try:
             data = json.loads(text)
@@ -91,6 +114,130 @@ def _parquet(path: Path) -> Iterator[tuple[str, Any]]:
                 row += 1
     except (OSError, ValueError) as exc:  # pyarrow's ArrowException subclasses these
         raise BenchmarkError(f"{path}: unreadable parquet ({exc})") from None
+
+
+def _csv(path: Path, text: str) -> Iterator[tuple[str, dict[str, str]]]:
+    """Rows of a CSV file with a header, each named by the line it starts on (a quoted cell may span lines)."""
+    reader = csv.reader(text.splitlines(keepends=True))
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise BenchmarkError(f"{path}: empty CSV file (no header)") from None
+    except csv.Error as exc:
+        raise BenchmarkError(f"{path}:1: unreadable CSV header ({exc})") from None
+    header = [h.strip() for h in header]
+    repeated = sorted({h for h in header if header.count(h) > 1})
+    if repeated:
+        raise BenchmarkError(f"{path}:1: repeated column(s) {repeated}")
+    start = reader.line_num + 1
+    while True:
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise BenchmarkError(f"{path}:{start}: unreadable CSV row ({exc})") from None
+        where = f"{path}:{start}"
+        start = reader.line_num + 1
+        if not any(c.strip() for c in cells):
+            continue  # a blank line is no row
+        if len(cells) != len(header):
+            raise BenchmarkError(f"{where}: {len(cells)} cells for {len(header)} columns ({', '.join(header)})")
+        yield where, dict(zip(header, cells, strict=True))
+
+
+def files(path: Path, patterns: Sequence[str]) -> list[Path]:
+    """The files ``path`` stands for: itself, or in a folder the files matching ``patterns`` (globs relative to
+    the folder, tried in order: the first that matches wins), sorted."""
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise BenchmarkError(f"{path}: no such file or folder")
+    for pattern in patterns:
+        found = sorted(p for p in path.glob(pattern) if p.is_file())
+        if found:
+            return found
+    raise BenchmarkError(f"{path}: a folder holding none of the benchmark's files ({', '.join(patterns)})")
+
+
+_SHARD = re.compile(r"^(?P<stem>.+)-(?P<index>\d{5})-of-(?P<total>\d{5})(?:-[0-9a-f]+)?\.parquet$")
+
+
+def whole_split(paths: Sequence[Path]) -> list[Path]:
+    """``paths`` when they hold every shard of each split they shard (the hub names shards
+    ``test-00000-of-00002[-hash].parquet``); one shard alone would evaluate part of a benchmark as if whole."""
+    shards: dict[tuple[Path, str, int], set[int]] = {}
+    for path in paths:
+        match = _SHARD.match(path.name)
+        if match:
+            key = (path.parent, match["stem"], int(match["total"]))
+            shards.setdefault(key, set()).add(int(match["index"]))
+    for (folder, stem, total), found in shards.items():
+        missing = sorted(set(range(total)) - found)
+        if missing:
+            names = ", ".join(f"{stem}-{i:05d}-of-{total:05d}" for i in missing)
+            hint = " (give the folder holding all of them)" if len(paths) == 1 else ""
+            raise BenchmarkError(
+                f"{folder}: {stem} is split into {total} shards and {names} is missing{hint}: a part of the "
+                "split would be scored as if it were the whole benchmark"
+            )
+    return list(paths)
+
+
+def builtin(name: str) -> Path:
+    """The tiny benchmark copy ``builtin:<name>`` names (package data, so a wheel install has it too)."""
+    root = Path(str(importlib.resources.files("spinegpt.eval_hooks") / "tiny"))
+    target = root / name
+    if not name or not target.exists():
+        known = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+        raise BenchmarkError(f"no builtin benchmark {name!r}; shipped: {', '.join(known) or 'none'}")
+    return target
+
+
+def resolve(value: str, root: Path) -> Path:
+    """A configured benchmark path: ``builtin:<name>``, absolute, or relative to ``root``."""
+    if value.startswith(BUILTIN):
+        return builtin(value.removeprefix(BUILTIN))
+    path = Path(os.path.expanduser(value))
+    return path if path.is_absolute() else (root / path).resolve()
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Which column of the file holds each field a reader asks for: the benchmark's published names, with a
+    user's column map (``columns:`` in the config) on top, so the same reader takes a user's own files."""
+
+    names: Mapping[str, str]
+
+    @classmethod
+    def of(cls, defaults: Mapping[str, str], user: Mapping[str, str] | None) -> Columns:
+        return cls({**defaults, **(user or {})})
+
+    def name(self, field: str) -> str:
+        return self.names.get(field, field)
+
+    def has(self, record: Mapping[str, Any], field: str) -> bool:
+        return record.get(self.name(field)) is not None
+
+    def value(self, record: Mapping[str, Any], field: str, where: str) -> Any:
+        column = self.name(field)
+        if column not in record:
+            raise BenchmarkError(f"{where}: no column {column!r} ({field}); the row has {sorted(record)}")
+        return record[column]
+
+    def text(self, record: Mapping[str, Any], field: str, where: str, required: bool = True) -> str | None:
+        """A text cell, stripped; a missing or blank one is an error unless not ``required`` (then None)."""
+        column = self.name(field)
+        value = record.get(column)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            if not required:
+                return None
+            if column not in record:
+                raise BenchmarkError(f"{where}: no column {column!r} ({field}); the row has {sorted(record)}")
+            raise BenchmarkError(f"{where}: {column!r} ({field}) is empty")
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise BenchmarkError(f"{where}: {column!r} ({field}) must be text, got {type(value).__name__}")
+        return str(value).strip()
 
 
 def embedded_image(value: dict[str, Any], where: str) -> str:
@@ -135,13 +282,19 @@ def options(value: Any, question: str, where: str) -> dict[str, str]:
     if isinstance(value, dict):
         options = {str(k).strip().upper(): str(v) for k, v in value.items()}
     elif isinstance(value, list):
+        if len(value) > len(LETTERS):
+            raise BenchmarkError(
+                f"{where}: {len(value)} options; at most {len(LETTERS)} ({LETTERS[0]}-{LETTERS[-1]}) are supported"
+            )
         options = {LETTERS[i]: str(v) for i, v in enumerate(value)}
     elif value is None:
         options = {m.group(1): m.group(2) for m in _OPTION_LINE.finditer(question)}
     else:
         raise BenchmarkError(f"{where}: options must be an object letter -> text, or a list")
     if len(options) < 2 or any(k not in LETTERS for k in options):
-        raise BenchmarkError(f"{where}: needs at least two options lettered A-H (found {sorted(options)})")
+        raise BenchmarkError(
+            f"{where}: needs at least two options lettered {LETTERS[0]}-{LETTERS[-1]} (found {sorted(options)})"
+        )
     return options
 
 
@@ -176,13 +329,28 @@ def prompt_for(item: Item) -> str:
     if item.task == "report":
         return tags + item.question.strip()
     body = item.question.strip()
+    if not item.options:  # a free-text item: the question and how to answer it
+        return f"{tags}{body}\n\n{item.instruction}" if item.instruction else tags + body
     if not all(re.search(rf"^\s*\(?{k}[\.\):：]", body, re.M) for k in item.options):
         body += "\n\n" + "\n".join(f"{k}. {v}" for k, v in item.options.items())
-    if item.multi:
+    if item.instruction:
+        instruction = item.instruction
+    elif item.multi:
         instruction = "Select every correct option. End with 'Answer:' followed by the letters, separated by commas."
     else:
         instruction = "Select the single best option. End with 'Answer:' followed by its letter."
     return f"{tags}{body}\n\n{instruction}"
+
+
+def single_file(path: Path, columns: Mapping[str, str] | None = None) -> list[Path]:
+    """``files`` of a benchmark read from one file in a fixed format (SpineBench, MM'25)."""
+    if columns:
+        raise BenchmarkError(f"{path}: this benchmark's format is fixed; a column map is not accepted")
+    if not path.is_file():
+        raise BenchmarkError(
+            f"{path}: no such file" + (" (a folder: give the benchmark file)" if path.is_dir() else "")
+        )
+    return [path]
 
 
 def questions(path: Path) -> list[str]:
@@ -217,11 +385,19 @@ class Benchmark(Protocol):
     kind: str
     """The name configs use (``kind: spinebench``)."""
 
-    def read(self, path: Path, image_root: Path | None) -> list[Item]:
-        """Every item of the file, checked (images exist, answers are options); a problem is a BenchmarkError."""
+    columns: tuple[str, ...]
+    """The fields a user's column map (``columns:``) may point at other columns; empty: a fixed file format."""
+
+    def files(self, path: Path) -> list[Path]:
+        """The files a configured path stands for (a folder: the benchmark's files in it), in reading order."""
         ...
 
-    def questions(self, path: Path) -> list[str]:
+    def read(self, path: Path, image_root: Path | None = None, columns: Mapping[str, str] | None = None) -> list[Item]:
+        """Every item of the file, checked (images exist, answers are options); a problem is a BenchmarkError.
+        Rows the benchmark's own rules cannot score come back as items with ``unusable`` set, never dropped."""
+        ...
+
+    def questions(self, path: Path, columns: Mapping[str, str] | None = None) -> list[str]:
         """The question texts training data must not contain (decontamination); needs no images."""
         ...
 

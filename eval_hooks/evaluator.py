@@ -3,12 +3,16 @@
 For each benchmark: ``<out>/<name>.json`` (every item: prompt, images, model output, parsed answer, gold answer,
 correctness or judgment, and the scores) and ``<out>/<name>.md`` (a summary a person reads). ``<out>/summary.json``
 collects the scores of all benchmarks and is written last: its presence means the evaluation finished.
+
+Rows a benchmark's own rules cannot score (``Item.unusable``: an MMMU test answer withheld as "?") are not
+generated; they are counted by reason in the result (``unusable``) and its markdown.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,7 +20,7 @@ from typing import Any
 from spinegpt.errors import UserError
 from spinegpt.eval_hooks import registry
 from spinegpt.eval_hooks.answers import parse_choices
-from spinegpt.eval_hooks.benchmark import Item, Record, prompt_for
+from spinegpt.eval_hooks.benchmark import BenchmarkError, Item, Record, prompt_for
 from spinegpt.eval_hooks.config import BenchmarkConfig, JudgeConfig
 from spinegpt.eval_hooks.extractor import Extractor, Request
 from spinegpt.eval_hooks.judge import Judge
@@ -53,9 +57,10 @@ def _generate(label: str, generate: Generator, items: list[Item], max_new_tokens
     return texts
 
 
-def _read_answers(records: list[Record], items: list[Item], extractor: Extractor | None) -> dict[str, int]:
+def _read_answers(records: list[Record], items: list[Item], extractor: Extractor | None) -> None:
     """Each multiple-choice record's letters and the path that decided them: ``rule`` (answers.py), ``llm`` (the
-    extractor, for what the rules left) or ``unparsed``. Returns the count per path."""
+    extractor, for what the rules left) or ``unparsed``. Free-text items are read by their benchmark's ``score``,
+    which records the same ``decided_by``."""
     mcq = [(i, r) for i, r in zip(items, records, strict=True) if i.is_mcq]
     for item, record in mcq:
         parsed = parse_choices(record["output"], letters="".join(item.options), multi=item.multi, options=item.options)
@@ -76,8 +81,13 @@ def _read_answers(records: list[Record], items: list[Item], extractor: Extractor
                 record.update(parsed=outcome.value, decided_by="llm")
     for item, record in mcq:
         record["correct"] = bool(record["parsed"]) and record["parsed"] == item.answer
-    counts = {path: sum(r["decided_by"] == path for _, r in mcq) for path in DECISION_PATHS}
-    counts["llm_failed"] = sum(1 for _, r in mcq if r.get("extractor") and r["extractor"]["letters"] is None)
+
+
+def _decisions(records: list[Record]) -> dict[str, int]:
+    """How the answers were read, counted over every record that was read (reports are judged, not read)."""
+    read = [r for r in records if "decided_by" in r]
+    counts = {path: sum(r["decided_by"] == path for r in read) for path in DECISION_PATHS}
+    counts["llm_failed"] = sum(1 for r in read if r.get("extractor") and r["extractor"]["letters"] is None)
     return counts
 
 
@@ -93,7 +103,16 @@ def run_benchmark(
     scores survive a judge that never answers) and once complete."""
     kind = registry.get(bench.kind)
     path = Path(bench.path)
-    items = kind.read(path, Path(bench.image_root) if bench.image_root else None)
+    read = kind.read(path, Path(bench.image_root) if bench.image_root else None, bench.columns)
+    unusable = dict(Counter(i.unusable for i in read if i.unusable))
+    items = [i for i in read if not i.unusable]
+    if not items:
+        reasons = "; ".join(f"{n} x {why}" for why, n in unusable.items())
+        raise BenchmarkError(f"{path}: no item can be scored by the benchmark's rules ({reasons})")
+    if unusable:
+        logger.warning(
+            f"{bench.label}: {sum(unusable.values())} row(s) cannot be scored and are counted apart: {unusable}"
+        )
     if bench.mcq_only:
         items = [i for i in items if i.task != "report"]
     if bench.limit is not None:
@@ -116,7 +135,9 @@ def run_benchmark(
         }
         for i in items
     ]
-    answers = _read_answers(records, items, extractor)
+    _read_answers(records, items, extractor)
+    scores = kind.score(items, records, None)
+    answers = _decisions(records)
     result = {
         "benchmark": bench.label,
         "kind": bench.kind,
@@ -124,7 +145,9 @@ def run_benchmark(
         "items": len(items),
         "unparsed": answers["unparsed"],
         "answers": answers,
-        "scores": kind.score(items, records, None),
+        **({"unusable": unusable} if unusable else {}),
+        **({"max_drop": bench.max_drop} if bench.max_drop is not None else {}),
+        "scores": scores,
         "records": records,
     }
     if judge is not None and any(i.task == "report" for i in items):
@@ -143,6 +166,10 @@ def answers_line(answers: dict[str, int]) -> str:
     )
 
 
+def unusable_line(unusable: dict[str, int]) -> str:
+    return ", ".join(f"{n} ({why})" for why, n in unusable.items())
+
+
 def _write_result(path: Path, result: dict[str, Any]) -> None:
     write_json_atomic(path, result)
 
@@ -153,7 +180,12 @@ def markdown(result: dict[str, Any], model: str) -> str:
         "",
         f"model: `{model}`  ",
         f"items: {result['items']}, unparsed answers: {result['unparsed']} (scored as wrong)  ",
-        answers_line(result.get("answers", {})),
+        answers_line(result.get("answers", {})) + "  ",
+        *(
+            [f"rows not scorable by the benchmark's rules (not generated): {unusable_line(result['unusable'])}  "]
+            if result.get("unusable")
+            else []
+        ),
         "",
         *registry.get(result["kind"]).markdown(result["scores"]),
     ]
@@ -188,11 +220,13 @@ def evaluate(
                 extractor=extractor,
             )
             (out_dir / f"{bench.label}.md").write_text(markdown(result, model))
+            optional: dict[str, Any] = {k: result[k] for k in ("unusable", "max_drop") if k in result}
             summary["benchmarks"][bench.label] = {
                 "kind": bench.kind,
                 "items": result["items"],
                 "unparsed": result["unparsed"],
                 "answers": result["answers"],
+                **optional,
                 "scores": result["scores"],
             }
     finally:

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from spinegpt.config_io import validation_issues
 from spinegpt.data_mixes import audit as data_audit
 from spinegpt.eval_hooks import evaluator, registry
+from spinegpt.eval_hooks.benchmark import BUILTIN
 from spinegpt.eval_hooks.config import BenchmarkConfig, EvalConfig, EvalJob, JudgeConfig, ModelLoading
 from spinegpt.offline import tiny_model
 from spinegpt.train import export, memory, plan, preflight, report, runner, sweep, swift_adapter, topology
@@ -258,11 +259,22 @@ def _sweep(args: argparse.Namespace) -> int:
 
 def _eval_parser(sub: Subparsers) -> None:
     # Evaluation flags default to None: the settings' own defaults (eval_hooks/config.py) apply unless given.
-    ev = sub.add_parser("eval", help="evaluate a model folder on a benchmark (SpineBench, MM'25 SpineBench)")
+    ev = sub.add_parser(
+        "eval", help="evaluate a model folder on a benchmark (SpineBench, MM'25 SpineBench, general medicine)"
+    )
     ev.add_argument("model", help="model folder or hub id")
     ev.add_argument("--config", type=Path, help="resolved eval settings (JSON), as written by `spinegpt run`")
     ev.add_argument("--benchmark", choices=registry.kinds(), help="benchmark kind")
-    ev.add_argument("--data", type=Path, help="benchmark file")
+    ev.add_argument(
+        "--data", help="benchmark file, or the download's folder (PathVQA, MMMU), or builtin:<name> (a tiny copy)"
+    )
+    ev.add_argument(
+        "--column",
+        action="append",
+        default=[],
+        metavar="FIELD=COLUMN",
+        help="your own file: the column holding a field the benchmark reads (repeatable)",
+    )
     ev.add_argument("--name", help="result name (default: the kind)")
     ev.add_argument("--image-root", type=Path, help="folder the benchmark's image paths start from")
     ev.add_argument("--limit", type=int, help="first N items only")
@@ -319,10 +331,18 @@ def _eval_job_unchecked(args: argparse.Namespace) -> EvalJob:
         raise RunError("--judge-url and --judge-model go together")
     import torch
 
+    columns = {}
+    for pair in args.column:
+        field, sep, column = pair.partition("=")
+        if not sep or not field.strip() or not column.strip():
+            raise RunError(f"--column {pair!r}: write FIELD=COLUMN, e.g. --column question=Frage")
+        columns[field.strip()] = column.strip()
+    data = args.data if args.data.startswith(BUILTIN) else str(Path(args.data).resolve())
     bench = BenchmarkConfig.model_validate(
         _given(
             kind=args.benchmark,
-            path=str(args.data.resolve()),
+            path=data,
+            columns=columns or None,
             name=args.name,
             image_root=str(args.image_root.resolve()) if args.image_root else None,
             limit=args.limit,
