@@ -5,6 +5,10 @@ them, the average as their item-weighted mean (SPEC §3; never copied from anywh
 paper's printed figures beside ours, matched by the set of splits a row trained on, with the paper's average
 recomputed from its own text and image figures, because two of its printed averages are not their weighted means
 (SPEC §4).
+
+Where the sweep also scores further benchmarks (``benchmarks:``, the general medical ones), a second table gives
+each row's headline figures on them, and a row whose figure fell more than the benchmark's ``max_drop`` points below
+the base-model row's (the row that trains nothing) is flagged there: flagged, not failed.
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from spinegpt.eval_hooks import spinebench
+from spinegpt.eval_hooks import registry, spinebench
+from spinegpt.train import regression
 
 SPLIT_COLUMNS = (("general", "General"), ("non_spine", "No-Spine"), ("spine", "Spine"))
 PAPER_TEXT_ITEMS, PAPER_IMAGE_ITEMS = 294, 193
@@ -76,6 +81,58 @@ def table_rows(rows: Sequence[dict[str, Any]], compare_paper: bool) -> tuple[lis
     return header, body
 
 
+def base_row(rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The row that trains nothing: the base model every other row is set against."""
+    return next((r for r in rows if not r.get("splits") and not r.get("stages")), None)
+
+
+def general_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The further benchmarks' headline figures per row, and the regression budget against the base-model row."""
+    main = {r.get("benchmark") for r in rows}
+    figures: dict[str, None] = {}
+    for row in rows:
+        for name, entry in (row.get("benchmarks") or {}).items():
+            if name not in main:
+                for label in registry.get(entry["kind"]).headline(entry.get("scores", {})):
+                    figures.setdefault(f"{name}: {label}")
+    if not figures:
+        return []
+    base = base_row(rows)
+    header = ["row", "curriculum", *figures, "regression budget"]
+    lines = ["", "## General medicine", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    budgeted = False
+    for number, row in enumerate(rows, 1):
+        benchmarks = row.get("benchmarks") or {}
+        values: dict[str, float] = {}
+        for name, entry in benchmarks.items():
+            for label, value in registry.get(entry["kind"]).headline(entry.get("scores", {})).items():
+                values[f"{name}: {label}"] = value
+        budgeted = budgeted or bool(regression.budgets(benchmarks))
+        if row is base:
+            verdict = "base model"
+        elif base is None or not regression.budgets(benchmarks):
+            verdict = ""
+        else:
+            flagged = [c for c in regression.checks(base.get("benchmarks") or {}, benchmarks) if c.flagged]
+            verdict = (
+                "; ".join(
+                    f"**flagged** {c.benchmark} {c.metric} {c.difference:+.2f} (max drop {c.max_drop:g})"
+                    for c in flagged
+                )
+                or "within budget"
+            )
+        cells = [_fmt(values.get(f)) for f in figures]
+        lines.append("| " + " | ".join([str(number), row["name"], *cells, verdict]) + " |")
+    if budgeted:
+        lines += [
+            "",
+            "Regression budget: a row whose figure fell more than the benchmark's `max_drop` points below the "
+            "base-model row's is flagged (plain differences of the figures); flagged is not failed."
+            + ("" if base else " No row of this sweep trains nothing, so there is no base model to compare with."),
+        ]
+    return lines
+
+
 def markdown(rows: Sequence[dict[str, Any]], compare_paper: bool, title: str) -> str:
     header, body = table_rows(rows, compare_paper)
     lines = [f"# {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -89,6 +146,7 @@ def markdown(rows: Sequence[dict[str, Any]], compare_paper: bool, title: str) ->
             "Paper figures from Table 7, matched by the splits trained on; its rows 2 and 6 print averages that are "
             "not the 294:193 weighted means of their own text and image figures, shown recomputed beside them."
         )
+    lines += general_lines(rows)
     return "\n".join(lines) + "\n"
 
 

@@ -4,7 +4,8 @@ Reads the run manifest, the engine's per-step logs of every stage and the stage 
 ``RUN/report/`` (or ``--output``):
 
 * ``report.md``: the run, each stage (start model, data, steps, final loss, wall time, weights), evaluation scores,
-  live progress of a running stage, and a list of what is missing (stages not started, interrupted, unevaluated);
+  the regression budget (each budgeted figure against the base model, flagged beyond ``max_drop``), live progress
+  of a running stage, and a list of what is missing (stages not started, interrupted, unevaluated);
 * ``loss_lr.png``: loss and learning rate of all stages on one step axis, stage boundaries marked;
 * ``eval.png``: evaluation scores per stage (when any stage was evaluated).
 """
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from spinegpt.eval_hooks import registry
 from spinegpt.eval_hooks.evaluator import answers_line
-from spinegpt.train import manifest, swift_adapter
+from spinegpt.train import manifest, regression, swift_adapter
 from spinegpt.train.hooks.progress import read_progress
 from spinegpt.train.manifest import RunManifest, StageRecord
 from spinegpt.train.swift_adapter import StepRecord
@@ -205,6 +206,7 @@ def write_report(run_dir: Path, out_dir: Path | None = None) -> Path:
             for bench, result in ((stage.eval.benchmarks if stage.eval else None) or {}).items():
                 if result.get("answers"):
                     lines.append(f"- {stage.name}, {bench}: {answers_line(result['answers'])}")
+    lines += regression.report_lines(data)
     if progress and data.status == "running":
         remaining = progress.get("remaining_s")
         lines += [

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 
 from spinegpt.eval_hooks import launch as eval_launch
-from spinegpt.train import environment
+from spinegpt.train import environment, regression
 from spinegpt.train.hooks import StageHooks
 from spinegpt.train.hooks.manifest import ManifestHook
 from spinegpt.train.manifest import EvalRecord, StageRecord, now
@@ -49,4 +49,6 @@ class EvaluationHook(StageHooks):
         else:
             record.eval.set(status="done", ended_at=now(), benchmarks=summary["benchmarks"])
             logger.info(f"{stage.label} evaluation written to {stage.eval_dir}")
+            for check in regression.record(self.manifest.run, record):
+                logger.warning(f"{stage.label} regression budget: {check.describe()} (flagged; the stage is kept)")
         self.manifest.record_changed(stage, record)
