@@ -147,9 +147,9 @@ def test_a_users_own_vqa_file_through_a_column_map(tmp_path: Path) -> None:
         image_root=str(tmp_path / "bilder"),
     )
     assert [r["id"] for r in result["records"]] == ["q1", "q2"] and result["scores"]["overall"]["correct"] == 2
-    with pytest.raises(ValueError, match="columns: vqa_rad has no field.*frage.*it reads id, question"):
+    with pytest.raises(ValueError, match=r"columns: vqa_rad has no field.*frage.*it reads id, question"):
         BenchmarkConfig(kind="vqa_rad", path="x", columns={"frage": "question"})
-    with pytest.raises(ValueError, match="columns: spinebench has no field.*its format is fixed"):
+    with pytest.raises(ValueError, match=r"columns: spinebench has no field.*its format is fixed"):
         BenchmarkConfig(kind="spinebench", path="x", columns={"question": "q"})
 
 
