@@ -20,7 +20,7 @@ from typing import Any
 from spinegpt.errors import UserError
 from spinegpt.eval_hooks import registry
 from spinegpt.eval_hooks.answers import parse_choices
-from spinegpt.eval_hooks.benchmark import BenchmarkError, Item, Record, prompt_for
+from spinegpt.eval_hooks.benchmark import BenchmarkError, Item, Record, prompt_for, resolve
 from spinegpt.eval_hooks.config import BenchmarkConfig, JudgeConfig
 from spinegpt.eval_hooks.extractor import Extractor, Request
 from spinegpt.eval_hooks.judge import Judge
@@ -102,7 +102,7 @@ def run_benchmark(
     """Generate, read the answers, score; ``write`` gets the result once before judging (the multiple-choice
     scores survive a judge that never answers) and once complete."""
     kind = registry.get(bench.kind)
-    path = Path(bench.path)
+    path = resolve(bench.path, Path.cwd())
     read = kind.read(path, Path(bench.image_root) if bench.image_root else None, bench.columns)
     unusable = dict(Counter(i.unusable for i in read if i.unusable))
     items = [i for i in read if not i.unusable]
@@ -122,7 +122,7 @@ def run_benchmark(
         group = [i for i in items if (i.task == "report") == is_report]
         if group:
             tokens = bench.report_max_new_tokens if is_report else bench.max_new_tokens
-            label = f"{bench.label} {'reports' if is_report else 'multiple choice'}"
+            label = f"{bench.label} {'reports' if is_report else 'answers'}"
             outputs.update(zip((i.id for i in group), _generate(label, generate, group, tokens, chunk), strict=True))
     records: list[Record] = [
         {

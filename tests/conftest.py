@@ -109,6 +109,7 @@ def lora_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The smoke curriculum with a LoRA first stage, one process, no DeepSpeed, a step or two per stage."""
     out = tmp_path_factory.mktemp("lora") / "run"
     overrides = [
+        "eval=null",
         "stages.foundation.tuner_type=lora",
         "stages.foundation.lora_rank=4",
         "stages.foundation.deepspeed=null",

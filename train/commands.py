@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from spinegpt.config_io import validation_issues
 from spinegpt.data_mixes import audit as data_audit
 from spinegpt.eval_hooks import evaluator, registry
-from spinegpt.eval_hooks.benchmark import BUILTIN
+from spinegpt.eval_hooks.benchmark import resolve as benchmark_path
 from spinegpt.eval_hooks.config import BenchmarkConfig, EvalConfig, EvalJob, JudgeConfig, ModelLoading
 from spinegpt.offline import tiny_model
 from spinegpt.train import export, memory, plan, preflight, report, runner, sweep, swift_adapter, topology
@@ -337,7 +337,7 @@ def _eval_job_unchecked(args: argparse.Namespace) -> EvalJob:
         if not sep or not field.strip() or not column.strip():
             raise RunError(f"--column {pair!r}: write FIELD=COLUMN, e.g. --column question=Frage")
         columns[field.strip()] = column.strip()
-    data = args.data if args.data.startswith(BUILTIN) else str(Path(args.data).resolve())
+    data = str(benchmark_path(args.data, Path.cwd()))  # builtin:<name> becomes the shipped copy's folder
     bench = BenchmarkConfig.model_validate(
         _given(
             kind=args.benchmark,

@@ -143,37 +143,38 @@ def test_lora_stage_is_merged_before_the_next_stage(lora_run: Path, tiny_model: 
 
 
 def test_eval_after_each_stage_through_the_real_engine(tmp_path: Path) -> None:
-    """Both benchmark kinds after stage 1, judged by a chat-completions server on loopback; stage 2's evaluation
-    is broken on purpose and must be recorded as failed without touching the trained stage."""
+    """Both SpineBench kinds after stage 1, judged by a chat-completions server on loopback; stage 2's evaluation
+    is broken on purpose and must be recorded as failed without touching the trained stage; stage 3 is evaluated
+    by the smoke curriculum's own block: two general medical benchmarks on the tiny copies the package ships."""
     bench = tmp_path / "bench"
     sb, mm = write_spinebench(bench), write_mm25(bench)
     broken = bench / "broken.jsonl"
     broken.write_text('{"id": "x", "type": "mcq", "question": "q"}\n')  # exists, so the plan accepts it
     out = tmp_path / "run"
     with JudgeServer() as server:
-        evaluation = (
-            f"eval={{benchmarks: [{{kind: spinebench, path: '{sb}', max_new_tokens: 12, report_max_new_tokens: 16}},"
-            f" {{kind: spinebench_mm25, path: '{mm}', max_new_tokens: 12}}],"
+        stage1 = (
+            f"stages.foundation.eval={{benchmarks: [{{kind: spinebench, path: '{sb}', max_new_tokens: 12,"
+            f" report_max_new_tokens: 16}}, {{kind: spinebench_mm25, path: '{mm}', max_new_tokens: 12}}],"
             f" judge: {{base_url: '{server.url}', model: fake-judge}}, batch_size: 4}}"
         )
         stage2 = f"stages.specialise.eval={{benchmarks: [{{kind: spinebench, path: '{broken}'}}]}}"
         result = run_spinegpt(
             "run",
             "curricula/smoke.yaml",
-            evaluation,
+            stage1,
             stage2,
             "stages.foundation.max_steps=1",
             "stages.specialise.max_steps=1",
+            "stages.reports.max_steps=1",
+            "stages.reports.deepspeed=null",  # evaluation is tested here, not ZeRO-3 offload
             "--nproc",
             "2",
-            "--until",
-            "specialise",
             "--output-dir",
             str(out),
         )
     data = json.loads((out / manifest.FILE).read_text())
-    assert data["status"] == "partial"
-    first, second = data["stages"][0], data["stages"][1]
+    assert data["status"] == "done"
+    first, second, third = data["stages"]
     assert first["status"] == "done" and first["eval"]["status"] == "done"
     assert second["status"] == "done" and second["eval"]["status"] == "failed"
     assert (out / "stages" / "02-specialise" / "DONE.json").is_file()
@@ -193,6 +194,18 @@ def test_eval_after_each_stage_through_the_real_engine(tmp_path: Path) -> None:
     assert server.calls  # the judge was really asked
     assert first["eval"]["benchmarks"]["spinebench"]["scores"] == scores  # the manifest carries the scores
     assert (eval_dir / "spinebench.md").is_file() and (eval_dir / "spinebench_mm25.md").is_file()
+
+    # Stage 3: the shipped VQA-RAD (parquet, embedded images) and MedQA copies, scored by their rules.
+    assert third["eval"]["status"] == "done"
+    general = third["eval"]["benchmarks"]
+    vqa, medqa = general["vqa_rad"], general["medqa"]
+    assert vqa["items"] == 5 and vqa["max_drop"] == 5
+    assert (vqa["scores"]["closed"]["n"], vqa["scores"]["open"]["n"], vqa["scores"]["overall"]["n"]) == (3, 2, 5)
+    assert medqa["items"] == 4 and medqa["scores"]["overall"]["n"] == 4
+    vqa_records = json.loads((Path(third["dir"]) / "eval" / "vqa_rad.json").read_text())["records"]
+    assert all(isinstance(r["correct"], bool) and r["part"] in ("closed", "open") for r in vqa_records)
+    assert all(Path(r["images"][0]).is_file() for r in vqa_records)  # written once into the cache by content
+    assert "regressions" not in third["eval"]  # no base-model evaluation to set the budget against
 
 
 def test_standalone_eval_command(tmp_path: Path, tiny_model: Path) -> None:

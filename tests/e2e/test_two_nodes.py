@@ -43,6 +43,7 @@ def test_two_nodes_in_lockstep_on_this_machine(tmp_path: Path) -> None:
         *spinegpt_command(),
         "run",
         "curricula/smoke.yaml",
+        "eval=null",  # two nodes train; the evaluation after each stage is tested elsewhere
         "stages.foundation.max_steps=2",
         "stages.specialise.max_steps=2",
         "--nproc",
