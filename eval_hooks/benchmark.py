@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import importlib.resources
+import io
 import json
 import os
 import re
@@ -118,7 +119,7 @@ def _parquet(path: Path) -> Iterator[tuple[str, Any]]:
 
 def _csv(path: Path, text: str) -> Iterator[tuple[str, dict[str, str]]]:
     """Rows of a CSV file with a header, each named by the line it starts on (a quoted cell may span lines)."""
-    reader = csv.reader(text.splitlines(keepends=True))
+    reader = csv.reader(io.StringIO(text, newline=""))  # the csv module's own line handling: quoted line breaks
     try:
         header = next(reader)
     except StopIteration:
@@ -242,7 +243,8 @@ class Columns:
 
 def embedded_image(value: dict[str, Any], where: str) -> str:
     """An image stored in the file (the hub's Image feature: ``{bytes, path}``), written once into the cache by
-    its content hash and reused by every later read."""
+    its content hash and reused by every later read. Bytes that are no image are refused here, before they could
+    stop the evaluation half-way."""
     data = value.get("bytes")
     if not isinstance(data, bytes | bytearray) or not data:
         raise BenchmarkError(f"{where}: an embedded image has no bytes")
@@ -250,6 +252,13 @@ def embedded_image(value: dict[str, Any], where: str) -> str:
     suffix = Path(str(value.get("path") or "")).suffix.lower() or ".png"
     target = cache_root() / "benchmark-images" / digest[:2] / f"{digest}{suffix}"
     if not target.is_file():
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                image.verify()  # headers and checksums; checked once, when first written
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+            raise BenchmarkError(f"{where}: the embedded image is not a readable image ({exc})") from None
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
         tmp.write_bytes(data)

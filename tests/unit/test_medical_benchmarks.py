@@ -305,6 +305,11 @@ MALFORMED: list[tuple[str, Callable[[Path], Path], str]] = [
     ("vqa_rad", lambda t: _vqa_parquet(t, answer=" "), r"\[row 1\]: 'answer' \(answer\) is empty"),
     ("vqa_rad", lambda t: _vqa_parquet(t, image=None), r"\[row 1\] \(image\): a VQA question has one image, found 0"),
     (
+        "vqa_rad",
+        lambda t: _vqa_parquet(t, image={"bytes": b"\x89PNG broken", "path": "x.png"}),
+        r"\[row 1\] \(image\): the embedded image is not a readable image",
+    ),
+    (
         "slake",
         lambda t: _slake_with(t, answer_type="MAYBE"),
         r"test.json\[2\]: 'answer_type' must be CLOSED or OPEN, got 'MAYBE'",
