@@ -96,7 +96,12 @@ def test_rerun_without_resume_refuses_and_keeps_the_run(smoke_run: tuple[Path, d
 def test_resume_after_sigkill_in_stage_two(tmp_path: Path) -> None:
     out = tmp_path / "run"
     # Shrink by overrides: stage 2 long enough to be killed after its first checkpoint, stage 3 short.
-    overrides = ["stages.specialise.max_steps=6", "stages.specialise.save_steps=2", "stages.reports.max_steps=2"]
+    overrides = [
+        "eval=null",  # about resuming training; the evaluation after each stage is tested below
+        "stages.specialise.max_steps=6",
+        "stages.specialise.save_steps=2",
+        "stages.reports.max_steps=2",
+    ]
     args = ["run", "curricula/smoke.yaml", *overrides, "--nproc", "2", "--output-dir", str(out)]
     stage2 = out / "stages" / "02-specialise" / "engine"
     run_until_then_kill(args, stage2 / "checkpoint-2" / "trainer_state.json", tmp_path / "first.log")
