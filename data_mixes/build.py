@@ -35,7 +35,7 @@ from spinegpt.data_mixes.mixes import Component, Filters, LoadedMix, Mix, Source
 from spinegpt.data_mixes.records import Bad, Record, normalise_question
 from spinegpt.data_mixes.rows import check_row
 from spinegpt.errors import UserError
-from spinegpt.eval_hooks import registry
+from spinegpt.eval_hooks import benchmark, registry
 from spinegpt.eval_hooks.benchmark import BenchmarkError
 from spinegpt.files import FolderBusy, FolderLock, first_of, folder_problem, sha256_file
 from spinegpt.progress import Progress
@@ -295,26 +295,46 @@ class BuildResult:
         return str(self.manifest["output"]["sha256"])
 
 
+NOT_CHECKED = "not found: not checked"
+
+
 def benchmark_questions(mix: Mix, data_root: Path) -> tuple[set[str], list[dict[str, Any]]]:
+    """The normalised questions of every benchmark the mix is decontaminated against, and what each was (path,
+    hash, items; or, for an optional benchmark whose files are not there, that it was not checked)."""
     questions: set[str] = set()
-    described = []
+    described: list[dict[str, Any]] = []
     for name in mix.decontaminate:
         spec = mix.benchmarks[name]
         path = under(data_root, spec.path)
-        if not path.is_file():
+        if not path.exists():
+            if not spec.required:
+                described.append({"name": name, "path": str(path), "status": NOT_CHECKED})
+                continue
             raise BuildError(
                 f"benchmark {name!r} for decontamination: {path} not found. Training data is checked against it "
                 "so test items cannot leak into training; provide it, or set `decontaminate: []` in the mix to "
                 "build without the check (recorded in the manifest)"
             )
         try:
-            found = registry.get(spec.kind).questions(path)
+            found = registry.get(spec.kind).questions(path, spec.columns)
+            digest = benchmark_sha256(spec.kind, path)
         except BenchmarkError as exc:
             raise BuildError(f"benchmark {name!r}: {exc}") from None
         questions.update(normalise_question(q) for q in found)
-        described.append({"name": name, "path": str(path), "sha256": sha256_file(path), "items": len(found)})
+        described.append({"name": name, "path": str(path), "sha256": digest, "items": len(found)})
+    missing = [d["name"] for d in described if d.get("status") == NOT_CHECKED]
+    if missing:
+        logger.info(
+            f"mix {mix.name}: not decontaminated against {', '.join(missing)} (not under the data root; recorded "
+            "in the build manifest)"
+        )
     questions.discard("")
     return questions, described
+
+
+def benchmark_sha256(kind: str, path: Path) -> str:
+    """The hash of a benchmark's file, or of the files a download folder stands for (name and hash of each)."""
+    return benchmark.content_sha256(registry.get(kind), path, _input_sha256)
 
 
 def _input_sha256(path: Path) -> str:
@@ -356,11 +376,14 @@ def input_fingerprint(loaded: LoadedMix, data_root: Path, seed: int, splits: Seq
         inputs.append(
             {"source": name, "reader": mix.sources[name].reader, "path": str(path), "sha256": _input_sha256(path)}
         )
-    benches = [
-        {"name": b, "path": str(p), "sha256": sha256_file(p) if p.is_file() else None}
-        for b in mix.decontaminate
-        for p in [under(data_root, mix.benchmarks[b].path)]
-    ]
+    benches = []
+    for name in mix.decontaminate:
+        path = under(data_root, mix.benchmarks[name].path)
+        try:
+            digest = benchmark_sha256(mix.benchmarks[name].kind, path) if path.exists() else None
+        except BenchmarkError:
+            digest = None  # the build reports what is wrong with it
+        benches.append({"name": name, "path": str(path), "sha256": digest})
     spec = loaded.spec_json()
     spec["sources"] = {k: v for k, v in spec["sources"].items() if k in used}
     spec["benchmarks"] = {k: v for k, v in spec["benchmarks"].items() if k in mix.decontaminate}

@@ -150,19 +150,37 @@ class SourceSpec(_Strict):
         return value
 
 
+DECONTAMINATE = ("spinebench", "vqa_rad", "path_vqa", "slake", "pmc_vqa", "mmmu", "medqa")
+"""What a mix is decontaminated against unless it says otherwise: SpineBench and the general medical benchmarks of
+``sources.yaml`` (the latter only where their files are under the data root)."""
+
+
 class HeldOutBenchmark(_Strict):
     """A test set whose questions must never appear in training data."""
 
     kind: str = "spinebench"
     """A registered benchmark kind (``eval_hooks/registry.py``)."""
     path: str
-    """Relative to the data root or absolute."""
+    """The benchmark's file or download folder, relative to the data root or absolute."""
+    columns: dict[str, str] = Field(default_factory=dict)
+    """Your own file in the benchmark's shape: which column holds each field (as ``columns:`` of an ``eval:``
+    benchmark)."""
+    required: bool = True
+    """A missing file stops the build (true), or is recorded in the build manifest as ``not found: not checked``
+    and logged (false: the general medical benchmarks, which not every user downloads)."""
 
     @field_validator("kind")
     @classmethod
     def _registered(cls, value: str) -> str:
         registry.get(value)
         return value
+
+    @model_validator(mode="after")
+    def _known_columns(self) -> HeldOutBenchmark:
+        unknown = sorted(set(self.columns) - set(registry.get(self.kind).columns))
+        if unknown:
+            raise ValueError(f"columns: {self.kind} has no field(s) {', '.join(unknown)}")
+        return self
 
 
 class Mix(_Strict):
@@ -181,8 +199,9 @@ class Mix(_Strict):
     """A bad upstream item stops the build with every problem listed (``error``), or is skipped and counted."""
     dedupe: bool = True
     """Drop exact duplicates across components (the first occurrence stays)."""
-    decontaminate: list[str] = Field(default_factory=lambda: ["spinebench"])
-    """Benchmarks whose questions are removed from training data. An empty list must be said explicitly."""
+    decontaminate: list[str] = Field(default_factory=lambda: list(DECONTAMINATE))
+    """Benchmarks whose questions are removed from training data (names of ``benchmarks``). An empty list must be
+    said explicitly."""
     shard_rows: int = Field(default=100_000, gt=0)
     """Rows per output shard."""
     sources: dict[str, SourceSpec] = Field(default_factory=dict)

@@ -3,8 +3,9 @@ and a tiny data root in the *upstream* schemas, written offline by code (``data_
 smoke curriculum's mixes read.
 
 It holds every source the shipped mixes name (medical-o1 en/zh, Medical-R1-Distill, MedThoughts-8K, PubMedVision,
-SpineMed-450k with hospital images, a metadata pointer to a file and one to a 3-D volume of an open dataset) and a
-SpineBench file one of whose questions also sits in the SpineMed training items, so decontamination has work.
+SpineMed-450k with hospital images, a metadata pointer to a file and one to a 3-D volume of an open dataset), a
+SpineBench file one of whose questions also sits in the SpineMed training items, so decontamination has work, and
+the package's tiny VQA-RAD and MedQA copies (``eval_hooks/tiny``) where ``sources.yaml`` looks for those benchmarks.
 The conversations come from the bundled engine-format smoke sets (``data_mixes/smoke/*.jsonl``).
 """
 
@@ -19,10 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from spinegpt.data_mixes.rows import DataError, read_jsonl
+from spinegpt.eval_hooks import benchmark
 from spinegpt.offline import smoke_images
 from spinegpt.paths import cache_root
 
-VERSION = "3"  # 2: SpineBench image MCQs (Table 7 reports text and image accuracy); 3: non-spine stage-3 items
+VERSION = "4"  # 2: SpineBench image MCQs (Table 7 reports text and image accuracy); 3: non-spine stage-3 items;
+# 4: the tiny general medical benchmarks the mixes are decontaminated against
 NON_SPINE = ["Hand and Upper Extremity Surgery", "Orthopedic Trauma", "Foot and Ankle Surgery", "Joint Reconstruction"]
 SUBSPECIALTIES = ["The Thoracic and Lumbar Degenerative Spine", "Trauma", "Spondylolisthesis", "Idiopathic Scoliosis"]
 LEAKED_QUESTION = "Which sign suggests cauda equina syndrome?"
@@ -242,6 +245,8 @@ def _write_files(root: Path) -> None:
         )
     (root / "SpineBench").mkdir(exist_ok=True)
     (root / "SpineBench" / "spinebench.jsonl").write_text("".join(json.dumps(b) + "\n" for b in bench))
+    shutil.copytree(benchmark.builtin("vqa_rad"), root / "vqa-rad")
+    shutil.copytree(benchmark.builtin("medqa"), root / "MedQA-USMLE-4-options")
 
 
 def _item(

@@ -189,6 +189,17 @@ def _regions(text: str) -> list[tuple[str, bool]]:
     return regions
 
 
+def decisive_part(text: str) -> tuple[str, bool]:
+    """The most explicitly marked part of a free-text reply (answer tags, ``\\boxed{}``, the text after a final-answer
+    heading or the last answer cue, else the whole reply, reasoning in ``<think>`` removed) and whether it was
+    marked: where a short answer (a VQA answer, yes/no) is read, by the same rules that find option letters."""
+    if not text or not text.strip():
+        return "", False
+    body = _THINK.sub(" ", text).strip() or text
+    region, explicit = _regions(body)[0]
+    return region.strip(), explicit
+
+
 def parse_choices(
     text: str, letters: str = "ABCDE", multi: bool = False, options: Mapping[str, str] | None = None
 ) -> list[str]:

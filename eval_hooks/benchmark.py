@@ -2,8 +2,15 @@
 
 A benchmark is one module implementing :class:`Benchmark` (read its file into :class:`Item` s, score the answered
 items, write its markdown rows and its model-card metrics, and give its scores back as per-item values) and one line
-in ``registry.py``. The shipped ones: ``spinebench.py`` (SpineMed format) and ``spinebench_mm25.py`` (the MM'25
-SpineBench). Every reading problem is a :class:`BenchmarkError` naming file and line (or item index).
+in ``registry.py``. The shipped ones: ``spinebench.py`` (SpineMed format), ``spinebench_mm25.py`` (the MM'25
+SpineBench), and the general medical ones, one generic reader per shape configured per benchmark: ``vqa.py``
+(closed/open VQA: VQA-RAD, PathVQA, SLAKE), ``mcq.py`` (multiple choice: PMC-VQA, MedQA) and ``mmmu.py`` (MMMU's
+Health & Medicine subjects). Every reading problem is a :class:`BenchmarkError` naming file and line (or row) and
+the field.
+
+A benchmark path may be a file, a folder of the download (PathVQA's shards, MMMU's subject folders: each benchmark
+says which files a folder stands for, :meth:`Benchmark.files`), or ``builtin:<name>``: a tiny copy the package
+ships (``eval_hooks/tiny/``) for smoke runs and first tries.
 
 Intervals, breakdowns and paired comparisons are the same for every benchmark (``scorecard.py``, ``compare.py``,
 the methods in ``stats.py``); what a benchmark contributes is :meth:`Benchmark.item_scores`: its scores as
@@ -15,21 +22,28 @@ A multiple-choice-only benchmark needs two lines (:func:`mcq_part` per task, one
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import importlib.resources
+import io
 import json
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from spinegpt.errors import UserError
 from spinegpt.eval_hooks.rubric import Judgment
+from spinegpt.files import sha256_file
 from spinegpt.paths import cache_root
 
-LETTERS = "ABCDEFGH"
-_OPTION_LINE = re.compile(r"^\s*\(?([A-H])[\.\):：]\s*(.+?)\s*$", re.M)
+LETTERS = "ABCDEFGHIJ"
+"""Option letters an item may use: MMMU goes up to I, MMMU-Pro to J. An item with more options is refused."""
+_OPTION_LINE = re.compile(rf"^\s*\(?([{LETTERS}])[\.\):：]\s*(.+?)\s*$", re.M)
+BUILTIN = "builtin:"
+"""``builtin:<name>``: a tiny benchmark copy shipped with the package (``eval_hooks/tiny/<name>``)."""
 
 
 class BenchmarkError(UserError, ValueError):
@@ -49,10 +63,20 @@ class Item:
     multi: bool = False
     reference: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    answer_texts: list[str] = field(default_factory=list)
+    """Accepted answers of a free-text item (VQA; MMMU's open questions), as published: the item has no options,
+    and its benchmark scores the output against these."""
+    instruction: str | None = None
+    """The :data:`PROMPT_TEMPLATE` entry whose answer-format line the prompt ends with (``yes_no``, ``short``,
+    ``yes_no_zh``, ``short_zh``; default: the multiple-choice one, none for a report or a bare free-text item)."""
+    unusable: str | None = None
+    """Why the benchmark's own rules leave this row out of scoring (an MMMU test answer "?"). Such an item is never
+    generated; the evaluation counts it by reason."""
 
     @property
     def is_mcq(self) -> bool:
-        return self.task != "report"
+        """Answered by option letters (read by ``answers.parse_choices``); reports and free-text items are not."""
+        return bool(self.options)
 
 
 def records(path: Path) -> Iterator[tuple[str, Any]]:
@@ -66,9 +90,12 @@ def records(path: Path) -> Iterator[tuple[str, Any]]:
         yield from _parquet(path)
         return
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise BenchmarkError(f"{path}: neither UTF-8 JSON/JSONL nor parquet (byte {exc.start})") from None
+        raise BenchmarkError(f"{path}: neither UTF-8 JSON/JSONL/CSV nor parquet (byte {exc.start})") from None
+    if path.suffix.lower() == ".csv":
+        yield from _csv(path, text)
+        return
     if text.lstrip().startswith("["):
         try:
             data = json.loads(text)
@@ -100,9 +127,134 @@ def _parquet(path: Path) -> Iterator[tuple[str, Any]]:
         raise BenchmarkError(f"{path}: unreadable parquet ({exc})") from None
 
 
+def _csv(path: Path, text: str) -> Iterator[tuple[str, dict[str, str]]]:
+    """Rows of a CSV file with a header, each named by the line it starts on (a quoted cell may span lines)."""
+    reader = csv.reader(io.StringIO(text, newline=""))  # the csv module's own line handling: quoted line breaks
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise BenchmarkError(f"{path}: empty CSV file (no header)") from None
+    except csv.Error as exc:
+        raise BenchmarkError(f"{path}:1: unreadable CSV header ({exc})") from None
+    header = [h.strip() for h in header]
+    repeated = sorted({h for h in header if header.count(h) > 1})
+    if repeated:
+        raise BenchmarkError(f"{path}:1: repeated column(s) {repeated}")
+    start = reader.line_num + 1
+    while True:
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise BenchmarkError(f"{path}:{start}: unreadable CSV row ({exc})") from None
+        where = f"{path}:{start}"
+        start = reader.line_num + 1
+        if not any(c.strip() for c in cells):
+            continue  # a blank line is no row
+        if len(cells) != len(header):
+            raise BenchmarkError(f"{where}: {len(cells)} cells for {len(header)} columns ({', '.join(header)})")
+        yield where, dict(zip(header, cells, strict=True))
+
+
+def files(path: Path, patterns: Sequence[str]) -> list[Path]:
+    """The files ``path`` stands for: itself, or in a folder the files matching ``patterns`` (globs relative to
+    the folder, tried in order: the first that matches wins), sorted."""
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise BenchmarkError(f"{path}: no such file or folder")
+    for pattern in patterns:
+        found = sorted(p for p in path.glob(pattern) if p.is_file())
+        if found:
+            return found
+    raise BenchmarkError(f"{path}: a folder holding none of the benchmark's files ({', '.join(patterns)})")
+
+
+_SHARD = re.compile(r"^(?P<stem>.+)-(?P<index>\d{5})-of-(?P<total>\d{5})(?:-[0-9a-f]+)?\.parquet$")
+
+
+def whole_split(paths: Sequence[Path]) -> list[Path]:
+    """``paths`` when they hold every shard of each split they shard (the hub names shards
+    ``test-00000-of-00002[-hash].parquet``); one shard alone would evaluate part of a benchmark as if whole."""
+    shards: dict[tuple[Path, str, int], set[int]] = {}
+    for path in paths:
+        match = _SHARD.match(path.name)
+        if match:
+            key = (path.parent, match["stem"], int(match["total"]))
+            shards.setdefault(key, set()).add(int(match["index"]))
+    for (folder, stem, total), found in shards.items():
+        missing = sorted(set(range(total)) - found)
+        if missing:
+            names = ", ".join(f"{stem}-{i:05d}-of-{total:05d}" for i in missing)
+            hint = " (give the folder holding all of them)" if len(paths) == 1 else ""
+            raise BenchmarkError(
+                f"{folder}: {stem} is split into {total} shards and {names} is missing{hint}: a part of the "
+                "split would be scored as if it were the whole benchmark"
+            )
+    return list(paths)
+
+
+def builtin(name: str) -> Path:
+    """The tiny benchmark copy ``builtin:<name>`` names (package data, so a wheel install has it too)."""
+    root = Path(str(importlib.resources.files("spinegpt.eval_hooks") / "tiny"))
+    target = root / name
+    if not name or not target.exists():
+        known = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+        raise BenchmarkError(f"no builtin benchmark {name!r}; shipped: {', '.join(known) or 'none'}")
+    return target
+
+
+def resolve(value: str, root: Path) -> Path:
+    """A configured benchmark path: ``builtin:<name>``, absolute, or relative to ``root``."""
+    if value.startswith(BUILTIN):
+        return builtin(value.removeprefix(BUILTIN))
+    path = Path(os.path.expanduser(value))
+    return path if path.is_absolute() else (root / path).resolve()
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Which column of the file holds each field a reader asks for: the benchmark's published names, with a
+    user's column map (``columns:`` in the config) on top, so the same reader takes a user's own files."""
+
+    names: Mapping[str, str]
+
+    @classmethod
+    def of(cls, defaults: Mapping[str, str], user: Mapping[str, str] | None) -> Columns:
+        return cls({**defaults, **(user or {})})
+
+    def name(self, field: str) -> str:
+        return self.names.get(field, field)
+
+    def has(self, record: Mapping[str, Any], field: str) -> bool:
+        return record.get(self.name(field)) is not None
+
+    def value(self, record: Mapping[str, Any], field: str, where: str) -> Any:
+        column = self.name(field)
+        if column not in record:
+            raise BenchmarkError(f"{where}: no column {column!r} ({field}); the row has {sorted(record)}")
+        return record[column]
+
+    def text(self, record: Mapping[str, Any], field: str, where: str, required: bool = True) -> str | None:
+        """A text cell, stripped; a missing or blank one is an error unless not ``required`` (then None)."""
+        column = self.name(field)
+        value = record.get(column)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            if not required:
+                return None
+            if column not in record:
+                raise BenchmarkError(f"{where}: no column {column!r} ({field}); the row has {sorted(record)}")
+            raise BenchmarkError(f"{where}: {column!r} ({field}) is empty")
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise BenchmarkError(f"{where}: {column!r} ({field}) must be text, got {type(value).__name__}")
+        return str(value).strip()
+
+
 def embedded_image(value: dict[str, Any], where: str) -> str:
     """An image stored in the file (the hub's Image feature: ``{bytes, path}``), written once into the cache by
-    its content hash and reused by every later read."""
+    its content hash and reused by every later read. Bytes that are no image are refused here, before they could
+    stop the evaluation half-way."""
     data = value.get("bytes")
     if not isinstance(data, bytes | bytearray) or not data:
         raise BenchmarkError(f"{where}: an embedded image has no bytes")
@@ -110,6 +262,13 @@ def embedded_image(value: dict[str, Any], where: str) -> str:
     suffix = Path(str(value.get("path") or "")).suffix.lower() or ".png"
     target = cache_root() / "benchmark-images" / digest[:2] / f"{digest}{suffix}"
     if not target.is_file():
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                image.verify()  # headers and checksums; checked once, when first written
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+            raise BenchmarkError(f"{where}: the embedded image is not a readable image ({exc})") from None
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
         tmp.write_bytes(data)
@@ -142,13 +301,19 @@ def options(value: Any, question: str, where: str) -> dict[str, str]:
     if isinstance(value, dict):
         options = {str(k).strip().upper(): str(v) for k, v in value.items()}
     elif isinstance(value, list):
+        if len(value) > len(LETTERS):
+            raise BenchmarkError(
+                f"{where}: {len(value)} options; at most {len(LETTERS)} ({LETTERS[0]}-{LETTERS[-1]}) are supported"
+            )
         options = {LETTERS[i]: str(v) for i, v in enumerate(value)}
     elif value is None:
         options = {m.group(1): m.group(2) for m in _OPTION_LINE.finditer(question)}
     else:
         raise BenchmarkError(f"{where}: options must be an object letter -> text, or a list")
     if len(options) < 2 or any(k not in LETTERS for k in options):
-        raise BenchmarkError(f"{where}: needs at least two options lettered A-H (found {sorted(options)})")
+        raise BenchmarkError(
+            f"{where}: needs at least two options lettered {LETTERS[0]}-{LETTERS[-1]} (found {sorted(options)})"
+        )
     return options
 
 
@@ -185,9 +350,16 @@ PROMPT_TEMPLATE: dict[str, str] = {
     "multi": "Select every correct option. End with 'Answer:' followed by the letters, separated by commas.",
     "report": "{images}{question}",
     "image": "<image>",
+    "free_text": "{images}{question}\n\n{instruction}",
+    "yes_no": "Answer with yes or no.",
+    "yes_no_zh": "请回答是或否。",
+    "short": "Answer the question using a single word or phrase.",
+    "short_zh": "请用一个单词或者短语回答该问题。",
 }
 """How :func:`prompt_for` builds the user turn: ``{images}`` is one image tag per image, ``{options}`` is empty when
-the question lists its options itself. Recorded (text and hash) in every result's protocol: another wording is
+the question lists its options itself. A free-text item (a VQA question, an MMMU open question) ends with the
+answer-format line its :attr:`Item.instruction` names (``yes_no``, ``short`` and their Chinese forms: MedEvalKit's
+and LLaVA-1.5's short-answer prompts). Recorded (text and hash) in every result's protocol: another wording is
 another evaluation."""
 
 
@@ -198,12 +370,26 @@ def prompt_for(item: Item) -> str:
     if item.task == "report":
         return t["report"].format(images=tags, question=item.question.strip())
     body = item.question.strip()
+    if not item.options:  # a free-text item (VQA, MMMU's open questions): the question and how to answer it
+        instruction = t[item.instruction] if item.instruction else ""
+        return t["free_text"].format(images=tags, question=body, instruction=instruction).rstrip()
     options = ""
     if not all(re.search(rf"^\s*\(?{k}[\.\):：]", body, re.M) for k in item.options):
         lines = "\n".join(t["option_line"].format(letter=k, text=v) for k, v in item.options.items())
         options = t["options"].format(lines=lines)
-    instruction = t["multi"] if item.multi else t["single"]
+    instruction = t[item.instruction] if item.instruction else t["multi"] if item.multi else t["single"]
     return t["mcq"].format(images=tags, question=body, options=options, instruction=instruction)
+
+
+def single_file(path: Path, columns: Mapping[str, str] | None = None) -> list[Path]:
+    """``files`` of a benchmark read from one file in a fixed format (SpineBench, MM'25)."""
+    if columns:
+        raise BenchmarkError(f"{path}: this benchmark's format is fixed; a column map is not accepted")
+    if not path.is_file():
+        raise BenchmarkError(
+            f"{path}: no such file" + (" (a folder: give the benchmark file)" if path.is_dir() else "")
+        )
+    return [path]
 
 
 def questions(path: Path) -> list[str]:
@@ -222,9 +408,10 @@ def questions(path: Path) -> list[str]:
 
 Record = dict[str, Any]
 """One answered item as written to ``<benchmark>.json``: id, task, question, prompt, images, output (and the item's
-``meta``, ``multi``, ``reference`` where it has them: with these a result re-scores without its benchmark file), and
-for a multiple-choice item its options, gold answer, parsed answer, the path that decided it and its correctness (a
-judged report adds its judgment and ``report_score``)."""
+``meta``, ``multi``, ``reference``, ``answer_texts`` where it has them: with these a result re-scores without its
+benchmark file), and for a multiple-choice item its options, gold answer, parsed answer, the path that decided it
+and its correctness (a judged report adds its judgment and ``report_score``; a free-text item what its benchmark's
+``score`` reads: the answer span, correctness, recall)."""
 
 
 @dataclass(frozen=True)
@@ -336,11 +523,19 @@ class Benchmark(Protocol):
     kind: str
     """The name configs use (``kind: spinebench``)."""
 
-    def read(self, path: Path, image_root: Path | None) -> list[Item]:
-        """Every item of the file, checked (images exist, answers are options); a problem is a BenchmarkError."""
+    columns: tuple[str, ...]
+    """The fields a user's column map (``columns:``) may point at other columns; empty: a fixed file format."""
+
+    def files(self, path: Path) -> list[Path]:
+        """The files a configured path stands for (a folder: the benchmark's files in it), in reading order."""
         ...
 
-    def questions(self, path: Path) -> list[str]:
+    def read(self, path: Path, image_root: Path | None = None, columns: Mapping[str, str] | None = None) -> list[Item]:
+        """Every item of the file, checked (images exist, answers are options); a problem is a BenchmarkError.
+        Rows the benchmark's own rules cannot score come back as items with ``unusable`` set, never dropped."""
+        ...
+
+    def questions(self, path: Path, columns: Mapping[str, str] | None = None) -> list[str]:
         """The question texts training data must not contain (decontamination); needs no images."""
         ...
 
@@ -365,6 +560,17 @@ class Benchmark(Protocol):
         :class:`Metric`'s estimate must equal the figure :meth:`score` reports (the tests check it). Where the items
         carry labels, their :class:`Grouping` s. Only parts with items are returned."""
         ...
+
+
+def content_sha256(bench: Benchmark, path: Path, hash_file: Callable[[Path], str] = sha256_file) -> str:
+    """What a benchmark path holds, as one sha256: a file's own hash, or for a download folder the hash of the
+    listing (relative name and hash) of the files it stands for (:meth:`Benchmark.files`). What the evaluation
+    protocol, the base-model cache and the decontamination record identify a benchmark by."""
+    found = bench.files(path)
+    if path.is_file():
+        return hash_file(path)
+    listing = "".join(f"{f.relative_to(path)}\t{hash_file(f)}\n" for f in found)
+    return hashlib.sha256(listing.encode()).hexdigest()
 
 
 def metric(name: str, value: float | None, kind: str = "accuracy") -> dict[str, Any] | None:

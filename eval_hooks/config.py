@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from spinegpt.eval_hooks import registry
+from spinegpt.eval_hooks import benchmark, registry
 from spinegpt.eval_hooks.llm_client import Server
 
 
@@ -22,9 +22,12 @@ class BenchmarkConfig(_Strict):
 
     kind: str
     """A registered benchmark (``eval_hooks/registry.py``): ``spinebench`` (SpineMed format: MCQ text/image +
-    reports) or ``spinebench_mm25`` (the MM'25 SpineBench)."""
+    reports), ``spinebench_mm25`` (the MM'25 SpineBench), or general medicine: ``vqa_rad``, ``path_vqa``,
+    ``slake``, ``pmc_vqa``, ``mmmu``, ``medqa``."""
     path: str
-    """The benchmark file; relative paths are taken from the curriculum file's folder."""
+    """The benchmark file, or the folder of a download holding its files (PathVQA's shards, MMMU's subjects), or
+    ``builtin:<name>`` (a tiny copy the package ships: ``builtin:vqa_rad``, ``builtin:medqa``); relative paths are
+    taken from the curriculum file's folder."""
     name: str | None = None
     """Result file name under the stage's ``eval/`` folder (default: ``kind``)."""
     image_root: str | None = None
@@ -37,6 +40,14 @@ class BenchmarkConfig(_Strict):
     """Generation budget for report items."""
     mcq_only: bool = False
     """Leave report items out (an ablation table scores multiple-choice accuracy only)."""
+    columns: dict[str, str] = Field(default_factory=dict)
+    """Your own file in a benchmark's shape: which of your columns holds each field the reader asks for (``{question:
+    Frage, answer: Antwort}``); the fields each kind reads are in its module (``vqa.py``, ``mcq.py``, ``mmmu.py``).
+    SpineBench's formats are fixed."""
+    max_drop: float | None = Field(default=None, ge=0)
+    """Regression budget: the largest drop, in points, of any of this benchmark's headline figures against the
+    base model that a stage may show. A stage beyond it is flagged in the run manifest, ``spinegpt report`` and the
+    sweep table (flagged, not failed). Unset: no budget."""
 
     @field_validator("kind")
     @classmethod
@@ -48,9 +59,20 @@ class BenchmarkConfig(_Strict):
     @classmethod
     def _exists(cls, value: str, info: ValidationInfo) -> str:
         base = (info.context or {}).get("base_dir")
-        if base is not None and not Path(base, value).is_file():
-            raise ValueError(f"no such file: {Path(base, value)}")
+        if value.startswith(benchmark.BUILTIN):
+            benchmark.builtin(value.removeprefix(benchmark.BUILTIN))  # raises naming what is shipped
+        elif base is not None and not benchmark.resolve(value, Path(base)).exists():
+            raise ValueError(f"no such file or folder: {Path(base, value)}")
         return value
+
+    @model_validator(mode="after")
+    def _known_columns(self) -> BenchmarkConfig:
+        accepted = registry.get(self.kind).columns
+        unknown = sorted(set(self.columns) - set(accepted))
+        if unknown:
+            reads = f"it reads {', '.join(accepted)}" if accepted else "its format is fixed"
+            raise ValueError(f"columns: {self.kind} has no field(s) {', '.join(unknown)}; {reads}")
+        return self
 
     @property
     def label(self) -> str:
@@ -60,7 +82,7 @@ class BenchmarkConfig(_Strict):
         """The same benchmark with absolute paths, relative ones taken from ``root``."""
         return self.model_copy(
             update={
-                "path": str((root / self.path).resolve()),
+                "path": str(benchmark.resolve(self.path, root)),
                 "image_root": str((root / self.image_root).resolve()) if self.image_root else None,
             }
         )

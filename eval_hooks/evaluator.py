@@ -7,12 +7,16 @@ benchmarks and is written last: its presence means the evaluation finished.
 
 Generating and scoring are separate steps (:func:`score_records`), so ``rescore.py`` can score recorded outputs again
 without a model.
+
+Rows a benchmark's own rules cannot score (``Item.unusable``: an MMMU test answer withheld as "?") are not
+generated; they are counted by reason in the result (``unusable``), its markdown and its protocol.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -20,7 +24,7 @@ from typing import Any, Protocol
 from spinegpt.errors import UserError
 from spinegpt.eval_hooks import protocol, registry, scorecard
 from spinegpt.eval_hooks.answers import parse_choices
-from spinegpt.eval_hooks.benchmark import Benchmark, Grader, Item, Record, prompt_for
+from spinegpt.eval_hooks.benchmark import Benchmark, BenchmarkError, Grader, Item, Record, prompt_for, resolve
 from spinegpt.eval_hooks.config import BenchmarkConfig, JudgeConfig, StatisticsConfig
 from spinegpt.eval_hooks.extractor import Extractor, Request
 from spinegpt.eval_hooks.judge import Judge
@@ -64,9 +68,10 @@ class AnswerReader(Protocol):
     def extract_many(self, requests: Sequence[Request]) -> list[Outcome[list[str]]]: ...
 
 
-def _read_answers(records: list[Record], items: list[Item], extractor: AnswerReader | None) -> dict[str, int]:
+def _read_answers(records: list[Record], items: list[Item], extractor: AnswerReader | None) -> None:
     """Each multiple-choice record's letters and the path that decided them: ``rule`` (answers.py), ``llm`` (the
-    extractor, for what the rules left) or ``unparsed``. Returns the count per path."""
+    extractor, for what the rules left) or ``unparsed``. Free-text items are read by their benchmark's ``score``,
+    which records the same ``decided_by``."""
     mcq = [(i, r) for i, r in zip(items, records, strict=True) if i.is_mcq]
     for item, record in mcq:
         parsed = parse_choices(record["output"], letters="".join(item.options), multi=item.multi, options=item.options)
@@ -87,14 +92,19 @@ def _read_answers(records: list[Record], items: list[Item], extractor: AnswerRea
                 record.update(parsed=outcome.value, decided_by="llm")
     for item, record in mcq:
         record["correct"] = bool(record["parsed"]) and record["parsed"] == item.answer
-    counts = {path: sum(r["decided_by"] == path for _, r in mcq) for path in DECISION_PATHS}
-    counts["llm_failed"] = sum(1 for _, r in mcq if r.get("extractor") and r["extractor"]["letters"] is None)
+
+
+def _decisions(records: list[Record]) -> dict[str, int]:
+    """How the answers were read, counted over every record that was read (reports are judged, not read)."""
+    read = [r for r in records if "decided_by" in r]
+    counts = {path: sum(r["decided_by"] == path for r in read) for path in DECISION_PATHS}
+    counts["llm_failed"] = sum(1 for r in read if r.get("extractor") and r["extractor"]["letters"] is None)
     return counts
 
 
 def record_for(item: Item, output: str) -> Record:
     """An answered item as generated: what re-scoring needs besides the output (question, options come with the
-    answer reading, ``multi``, the report's reference, the item's labels)."""
+    answer reading, ``multi``, the report's reference, a free-text item's accepted answers, the item's labels)."""
     record: Record = {
         "id": item.id,
         "task": item.task,
@@ -105,6 +115,8 @@ def record_for(item: Item, output: str) -> Record:
     }
     if item.is_mcq:
         record["multi"] = item.multi
+    if item.answer_texts:
+        record["answer_texts"] = item.answer_texts
     if item.reference is not None:
         record["reference"] = item.reference
     if item.meta:
@@ -128,8 +140,17 @@ def run_benchmark(
     scores survive a judge that never answers) and once complete. ``engine``: the generation settings the protocol
     records (None: not recorded, e.g. a stand-in generator)."""
     kind = registry.get(bench.kind)
-    path = Path(bench.path)
-    items = kind.read(path, Path(bench.image_root) if bench.image_root else None)
+    path = resolve(bench.path, Path.cwd())
+    read = kind.read(path, Path(bench.image_root) if bench.image_root else None, bench.columns)
+    unusable = dict(Counter(i.unusable for i in read if i.unusable))
+    items = [i for i in read if not i.unusable]
+    if not items:
+        reasons = "; ".join(f"{n} x {why}" for why, n in unusable.items())
+        raise BenchmarkError(f"{path}: no item can be scored by the benchmark's rules ({reasons})")
+    if unusable:
+        logger.warning(
+            f"{bench.label}: {sum(unusable.values())} row(s) cannot be scored and are counted apart: {unusable}"
+        )
     if bench.mcq_only:
         items = [i for i in items if i.task != "report"]
     if bench.limit is not None:
@@ -139,7 +160,7 @@ def run_benchmark(
         group = [i for i in items if (i.task == "report") == is_report]
         if group:
             tokens = bench.report_max_new_tokens if is_report else bench.max_new_tokens
-            label = f"{bench.label} {'reports' if is_report else 'multiple choice'}"
+            label = f"{bench.label} {'reports' if is_report else 'answers'}"
             outputs.update(zip((i.id for i in group), _generate(label, generate, group, tokens, chunk), strict=True))
     records = [record_for(i, outputs[i.id]) for i in items]
     settings = statistics or StatisticsConfig()
@@ -150,8 +171,13 @@ def run_benchmark(
         judge=judge.config if judge is not None else None,
         extractor_model=extractor.server.model if extractor is not None else None,
         statistics=settings,
+        unusable=sum(unusable.values()),
     )
-    head = {"benchmark": bench.label, "kind": bench.kind, "path": str(path), "model": model}
+    head: dict[str, Any] = {"benchmark": bench.label, "kind": bench.kind, "path": str(path), "model": model}
+    if unusable:
+        head["unusable"] = unusable
+    if bench.max_drop is not None:
+        head["max_drop"] = bench.max_drop
     return score_records(kind, head, items, records, made, settings, write, judge=judge, extractor=extractor)
 
 
@@ -167,14 +193,17 @@ def score_records(
     judge: Grader | None,
     extractor: AnswerReader | None,
 ) -> dict[str, Any]:
-    """Read the answers, score, compute intervals and breakdowns; ``head``: the result's identifying fields."""
-    answers = _read_answers(records, items, extractor)
+    """Read the answers, score, compute intervals and breakdowns; ``head``: the result's identifying fields (and
+    what the result carries beside its scores: ``unusable``, ``max_drop``)."""
+    _read_answers(records, items, extractor)
+    scores = kind.score(items, records, None)  # free-text items are read here, recording their decided_by
+    answers = _decisions(records)
     result = {
         **head,
         "items": len(items),
         "unparsed": answers["unparsed"],
         "answers": answers,
-        "scores": kind.score(items, records, None),
+        "scores": scores,
         "statistics": None,
         "protocol": made.model_dump(mode="json"),
         "protocol_sha256": made.sha256,
@@ -202,6 +231,10 @@ def answers_line(answers: dict[str, int]) -> str:
     )
 
 
+def unusable_line(unusable: dict[str, int]) -> str:
+    return ", ".join(f"{n} ({why})" for why, n in unusable.items())
+
+
 def _write_result(path: Path, result: dict[str, Any]) -> None:
     write_json_atomic(path, result)
 
@@ -212,7 +245,12 @@ def markdown(result: dict[str, Any], model: str) -> str:
         "",
         f"model: `{model}`  ",
         f"items: {result['items']}, unparsed answers: {result['unparsed']} (scored as wrong)  ",
-        answers_line(result.get("answers", {})),
+        answers_line(result.get("answers", {})) + "  ",
+        *(
+            [f"rows not scorable by the benchmark's rules (not generated): {unusable_line(result['unusable'])}  "]
+            if result.get("unusable")
+            else []
+        ),
         "",
         *registry.get(result["kind"]).markdown(result["scores"]),
     ]
@@ -234,6 +272,8 @@ def protocol_markdown(made: EvalProtocol) -> list[str]:
         f"benchmark: {b.kind}, file sha256 `{b.sha256[:12]}`, {b.items} items"
         + (f" (first {b.limit})" if b.limit else "")
         + (" (multiple choice only)" if b.mcq_only else "")
+        + (f", {b.unusable} row(s) the benchmark's rules cannot score left out" if b.unusable else "")
+        + (f", columns {', '.join(f'{k}: {v}' for k, v in b.columns.items())}" if b.columns else "")
         + f"; prompt template `{made.prompt.template_sha256[:12]}`, prompts `{made.prompt.prompts_sha256[:12]}`  ",
     ]
     if g is None:
@@ -310,6 +350,7 @@ def summary_entry(result: dict[str, Any]) -> dict[str, Any]:
         "items": result["items"],
         "unparsed": result["unparsed"],
         "answers": result["answers"],
+        **{k: result[k] for k in ("unusable", "max_drop") if k in result},
         "scores": result["scores"],
         "statistics": result.get("statistics"),
         "protocol_sha256": result.get("protocol_sha256"),

@@ -26,10 +26,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from spinegpt.eval_hooks import answers, extractor, rubric, stats
-from spinegpt.eval_hooks.benchmark import PROMPT_TEMPLATE, Item, prompt_for
+from spinegpt.eval_hooks import answers, extractor, registry, rubric, stats
+from spinegpt.eval_hooks.benchmark import PROMPT_TEMPLATE, Item, content_sha256, prompt_for, resolve
 from spinegpt.eval_hooks.config import BenchmarkConfig, JudgeConfig, StatisticsConfig
-from spinegpt.files import sha256_file, stable_hash
+from spinegpt.files import stable_hash
 
 FORMAT = 1
 LOCKED = ("format", "benchmark", "prompt", "generation", "answers", "judge")
@@ -47,13 +47,19 @@ class BenchmarkSpec(_Spec):
 
     kind: str
     sha256: str
-    """sha256 of the benchmark file."""
+    """sha256 of the benchmark file (of a download folder: of its files' names and hashes,
+    ``benchmark.content_sha256``)."""
     items: int
     """Items evaluated (after ``limit`` and ``mcq_only``)."""
     item_ids_sha256: str
     """sha256 of the evaluated item ids, in order."""
     limit: int | None = None
     mcq_only: bool = False
+    columns: dict[str, str] = Field(default_factory=dict)
+    """The user's column map (``columns:``): another map reads other cells of the same file."""
+    unusable: int = 0
+    """Rows of the file the benchmark's own rules cannot score (an MMMU answer withheld as "?"): not generated,
+    counted by reason in the result."""
 
 
 class PromptSpec(_Spec):
@@ -86,7 +92,7 @@ class GenerationSpec(_Spec):
     min_pixels: str | None = None
     batch_size: int
     max_new_tokens: dict[str, int] = Field(default_factory=dict)
-    """``mcq`` / ``report``: the generation budget per kind of item."""
+    """``mcq`` / ``answer`` / ``report``: the generation budget per kind of item (``generation_spec``)."""
 
 
 class ExtractorSpec(_Spec):
@@ -252,14 +258,18 @@ def code_fingerprint() -> dict[str, Any]:
     }
 
 
-def benchmark_spec(bench: BenchmarkConfig, items: Sequence[Item], file_sha256: str | None = None) -> BenchmarkSpec:
+def benchmark_spec(
+    bench: BenchmarkConfig, items: Sequence[Item], file_sha256: str | None = None, unusable: int = 0
+) -> BenchmarkSpec:
     return BenchmarkSpec(
         kind=bench.kind,
-        sha256=file_sha256 or sha256_file(Path(bench.path)),
+        sha256=file_sha256 or content_sha256(registry.get(bench.kind), resolve(bench.path, Path.cwd())),
         items=len(items),
         item_ids_sha256=_sha256("\n".join(i.id for i in items)),
         limit=bench.limit,
         mcq_only=bench.mcq_only,
+        columns=dict(bench.columns),
+        unusable=unusable,
     )
 
 
@@ -272,11 +282,15 @@ def prompt_spec(prompts: Sequence[str]) -> PromptSpec:
 
 
 def generation_spec(engine: GenerationSpec, bench: BenchmarkConfig, items: Sequence[Item]) -> GenerationSpec:
-    """The engine's settings with the budgets this benchmark's items were generated with."""
+    """The engine's settings with the budgets this benchmark's items were generated with: ``mcq`` (lettered
+    options), ``answer`` (a free-text short answer: VQA, MMMU's open questions; the same budget as ``mcq``),
+    ``report``."""
     budgets = {}
     if any(i.is_mcq for i in items):
         budgets["mcq"] = bench.max_new_tokens
-    if any(not i.is_mcq for i in items):
+    if any(not i.is_mcq and i.task != "report" for i in items):
+        budgets["answer"] = bench.max_new_tokens
+    if any(i.task == "report" for i in items):
         budgets["report"] = bench.report_max_new_tokens
     return engine.model_copy(update={"max_new_tokens": budgets})
 
@@ -328,11 +342,12 @@ def build(
     judge: JudgeConfig | None,
     extractor_model: str | None,
     statistics: StatisticsConfig,
+    unusable: int = 0,
 ) -> EvalProtocol:
-    """The protocol of one benchmark's evaluation, as it runs now."""
-    has_reports = any(not i.is_mcq for i in items)
+    """The protocol of one benchmark's evaluation, as it runs now (``unusable``: rows its rules left out)."""
+    has_reports = any(i.task == "report" for i in items)
     return EvalProtocol(
-        benchmark=benchmark_spec(bench, items),
+        benchmark=benchmark_spec(bench, items, unusable=unusable),
         prompt=prompt_spec([prompt_for(i) for i in items]),
         generation=generation_spec(engine, bench, items) if engine is not None else None,
         answers=answers_spec(extractor_model),

@@ -29,7 +29,7 @@ from spinegpt.files import sha256_file, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
-GENERATED = ("id", "task", "question", "prompt", "images", "output", "multi", "reference", "meta")
+GENERATED = ("id", "task", "question", "prompt", "images", "output", "multi", "reference", "answer_texts", "meta")
 """What a record holds from generation; everything else in it is re-computed."""
 
 
@@ -83,7 +83,7 @@ def _items(result: results.ResultFile) -> list[Item]:
     """The evaluated items, from the records (results written since they carry the question) or, for older ones,
     from the benchmark file at the recorded path, matched by id."""
     records = result.records
-    if all("question" in r and (r["task"] == "report" or "multi" in r) for r in records):
+    if all("question" in r and (r["task"] == "report" or "multi" in r or "answer_texts" in r) for r in records):
         return [
             Item(
                 id=r["id"],
@@ -91,16 +91,19 @@ def _items(result: results.ResultFile) -> list[Item]:
                 question=r["question"],
                 images=list(r.get("images") or []),
                 options=dict(r.get("options") or {}),
-                answer=list(r.get("answer") or []),
+                # The gold letters of an item with options; a free-text record's "answer" is what its score wrote.
+                answer=list(r.get("answer") or []) if r.get("options") else [],
                 multi=bool(r.get("multi", False)),
                 reference=r.get("reference"),
                 meta=dict(r.get("meta") or {}),
+                answer_texts=list(r.get("answer_texts") or []),
             )
             for r in records
         ]
     path = Path(str(result.raw.get("path") or ""))
+    columns = result.protocol.benchmark.columns if result.protocol is not None else None
     try:
-        by_id = {i.id: i for i in result.benchmark.read(path, None)}
+        by_id = {i.id: i for i in result.benchmark.read(path, None, columns)}
     except BenchmarkError as exc:
         raise RescoreError(
             f"{result.path}: its records predate the ones that re-score alone, and its benchmark file cannot be read "
@@ -196,7 +199,9 @@ def rescore(
         name=result.label,
         limit=old.benchmark.limit if old else None,
         mcq_only=old.benchmark.mcq_only if old else False,
+        columns=dict(old.benchmark.columns) if old else {},
     )
+    unusable: dict[str, int] = dict(result.raw.get("unusable") or {})
     rescored_from = {
         "file": str(result_path.resolve()),
         "sha256": sha256_file(result_path),
@@ -205,7 +210,7 @@ def rescore(
     if old is not None:
         benchmark_spec, prompt_spec, generation = old.benchmark, old.prompt, old.generation
     else:
-        benchmark_spec = protocol.benchmark_spec(bench, items)
+        benchmark_spec = protocol.benchmark_spec(bench, items, unusable=sum(unusable.values()))
         prompt_spec = protocol.prompt_spec([r["prompt"] for r in records])
         generation = None
     made = protocol.EvalProtocol(
@@ -219,7 +224,11 @@ def rescore(
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / evaluator.SUMMARY).unlink(missing_ok=True)
-    head = {"benchmark": result.label, "kind": result.kind, "path": bench.path, "model": result.model}
+    head: dict[str, Any] = {"benchmark": result.label, "kind": result.kind, "path": bench.path, "model": result.model}
+    if unusable:
+        head["unusable"] = unusable  # rows the benchmark's rules left out: as counted when the result was made
+    if result.raw.get("max_drop") is not None:
+        head["max_drop"] = result.raw["max_drop"]
     try:
         scored = evaluator.score_records(
             result.benchmark,

@@ -126,7 +126,13 @@ class SpineBench:
 
     kind = "spinebench"
 
-    def read(self, path: Path, image_root: Path | None = None) -> list[Item]:
+    columns: tuple[str, ...] = ()
+
+    def files(self, path: Path) -> list[Path]:
+        return benchmark.single_file(path)
+
+    def read(self, path: Path, image_root: Path | None = None, columns: Mapping[str, str] | None = None) -> list[Item]:
+        benchmark.single_file(path, columns)
         root = image_root or path.parent
         items, seen = [], set()
         for where, record in benchmark.records(path):
@@ -161,7 +167,8 @@ class SpineBench:
             raise BenchmarkError(f"{path}: no items")
         return items
 
-    def questions(self, path: Path) -> list[str]:
+    def questions(self, path: Path, columns: Mapping[str, str] | None = None) -> list[str]:
+        benchmark.single_file(path, columns)
         return benchmark.questions(path)
 
     def score(self, items: list[Item], records: list[Record], judge: Grader | None) -> dict[str, Any]:

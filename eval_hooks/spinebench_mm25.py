@@ -11,7 +11,7 @@ come from an ``options`` field or from ``A. ...`` lines in the question; answers
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -89,7 +89,13 @@ class SpineBenchMM25:
 
     kind = "spinebench_mm25"
 
-    def read(self, path: Path, image_root: Path | None = None) -> list[Item]:
+    columns: tuple[str, ...] = ()
+
+    def files(self, path: Path) -> list[Path]:
+        return benchmark.single_file(path)
+
+    def read(self, path: Path, image_root: Path | None = None, columns: Mapping[str, str] | None = None) -> list[Item]:
+        benchmark.single_file(path, columns)
         root = image_root or path.parent
         items = []
         for index, (where, record) in enumerate(benchmark.records(path)):
@@ -116,7 +122,8 @@ class SpineBenchMM25:
             raise BenchmarkError(f"{path}: no items")
         return items
 
-    def questions(self, path: Path) -> list[str]:
+    def questions(self, path: Path, columns: Mapping[str, str] | None = None) -> list[str]:
+        benchmark.single_file(path, columns)
         return benchmark.questions(path)
 
     def score(self, items: list[Item], records: list[Record], judge: Grader | None) -> dict[str, Any]:

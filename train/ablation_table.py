@@ -8,6 +8,11 @@ exact p, so the table says which differences are more than noise; rows made unde
 marked, not compared. ``compare_paper`` adds the paper's printed figures beside ours, matched by the set of splits a
 row trained on, with the paper's average recomputed from its own text and image figures, because two of its printed
 averages are not their weighted means (SPEC §4).
+
+Where the sweep also scores further benchmarks (``benchmarks:``, the general medical ones), a second table gives
+each row's headline figures on them with their intervals, and a row whose figure fell more than the benchmark's
+``max_drop`` points below the base-model row's (the row that trains nothing) is flagged there, with the paired
+interval of that difference: flagged, not failed.
 """
 
 from __future__ import annotations
@@ -21,9 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from spinegpt.eval_hooks import compare, results, scorecard, spinebench, stats
+from spinegpt.eval_hooks import compare, registry, results, scorecard, spinebench, stats
 from spinegpt.eval_hooks.config import StatisticsConfig
+from spinegpt.eval_hooks.regression import Check
 from spinegpt.eval_hooks.results import ResultError
+from spinegpt.train import regression
 
 SPLIT_COLUMNS = (("general", "General"), ("non_spine", "No-Spine"), ("spine", "Spine"))
 PAPER_TEXT_ITEMS, PAPER_IMAGE_ITEMS = 294, 193
@@ -210,6 +217,81 @@ def _markdown_rows(rows: Sequence[dict[str, Any]], compare_paper: bool) -> tuple
     return header, body
 
 
+def base_row(rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The row that trains nothing: the base model every other row is set against."""
+    return next((r for r in rows if not r.get("splits") and not r.get("stages")), None)
+
+
+def _eval_dir(row: dict[str, Any]) -> Path | None:
+    """The folder of a row's evaluation (where its result files are), from its Table 7 result file."""
+    found = row.get("result_file")
+    return Path(str(found)).parent if found else None
+
+
+def general_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The further benchmarks' headline figures per row (with their 95 % intervals), and the regression budget
+    against the base-model row (each flagged difference with its paired interval, where the result files give one)."""
+    main = {r.get("benchmark") for r in rows}
+    figures: dict[str, None] = {}
+    for row in rows:
+        for name, entry in (row.get("benchmarks") or {}).items():
+            if name not in main:
+                for label in registry.get(entry["kind"]).headline(entry.get("scores", {})):
+                    figures.setdefault(f"{name}: {label}")
+    if not figures:
+        return []
+    base = base_row(rows)
+    base_dir = _eval_dir(base) if base is not None else None
+    header = ["row", "curriculum", *figures, "regression budget"]
+    lines = ["", "## General medicine", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    budgeted = False
+    for number, row in enumerate(rows, 1):
+        benchmarks = row.get("benchmarks") or {}
+        cells: dict[str, str] = {}
+        for name, entry in benchmarks.items():
+            found = scorecard.read(entry.get("statistics"))
+            by_label = found.by_label() if found else {}
+            for label, value in registry.get(entry["kind"]).headline(entry.get("scores", {})).items():
+                ci = by_label[label].interval if label in by_label else None
+                cells[f"{name}: {label}"] = _fmt(value) + (f" ({ci.low:.2f}–{ci.high:.2f})" if ci else "")
+        budgets = regression.budgets(benchmarks)
+        budgeted = budgeted or bool(budgets)
+        if row is base:
+            verdict = "base model"
+        elif base is None or not budgets:
+            verdict = ""
+        else:
+            here, reference = _eval_dir(row), base.get("benchmarks") or {}
+            intervals = (
+                regression.paired_intervals(base_dir, here, [n for n in budgets if n in reference])
+                if base_dir is not None and here is not None
+                else {}
+            )
+            flagged = [c for c in regression.checks(reference, benchmarks, intervals) if c.flagged]
+            verdict = "; ".join(_flag(c) for c in flagged) or "within budget"
+        line = [str(number), row["name"], *(cells.get(f, "") for f in figures), verdict]
+        lines.append("| " + " | ".join(line) + " |")
+    if budgeted:
+        lines += [
+            "",
+            "Figures with their 95 % intervals in brackets. Regression budget: a row whose figure fell more than the "
+            "benchmark's `max_drop` points below the base-model row's is flagged, with the difference's 95 % paired "
+            "bootstrap interval on the items both evaluated where their result files compare (beyond noise: the "
+            "whole interval below `-max_drop`); flagged is not failed."
+            + ("" if base else " No row of this sweep trains nothing, so there is no base model to compare with."),
+        ]
+    return lines
+
+
+def _flag(check: Check) -> str:
+    interval = f" [{check.interval[0]:+.2f}, {check.interval[1]:+.2f}]" if check.interval else ""
+    noise = {"beyond": ", beyond noise", "uncertain": ", within noise"}.get(check.certainty, "")
+    return (
+        f"**flagged** {check.benchmark} {check.metric} {check.difference:+.2f}{interval} "
+        f"(max drop {check.max_drop:g}{noise})"
+    )
+
+
 def markdown(rows: Sequence[dict[str, Any]], compare_paper: bool, title: str) -> str:
     header, body = _markdown_rows(rows, compare_paper)
     lines = [f"# {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -232,6 +314,7 @@ def markdown(rows: Sequence[dict[str, Any]], compare_paper: bool, title: str) ->
             "Paper figures from Table 7, matched by the splits trained on; its rows 2 and 6 print averages that are "
             "not the 294:193 weighted means of their own text and image figures, shown recomputed beside them."
         )
+    lines += general_lines(rows)
     return "\n".join(lines) + "\n"
 
 

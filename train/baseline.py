@@ -23,9 +23,10 @@ from typing import Any
 
 from spinegpt import model_ref, proc
 from spinegpt.eval_hooks import launch as eval_launch
-from spinegpt.eval_hooks import protocol
+from spinegpt.eval_hooks import protocol, registry
+from spinegpt.eval_hooks.benchmark import content_sha256
 from spinegpt.eval_hooks.config import EvalJob
-from spinegpt.files import sha256_file, stable_hash
+from spinegpt.files import stable_hash
 from spinegpt.paths import cache_root
 from spinegpt.train import environment, weights
 from spinegpt.train.curriculum import Curriculum
@@ -65,11 +66,14 @@ def model_identity(curriculum: Curriculum, model: str) -> dict[str, str] | None:
 
 
 def cache_key(identity: dict[str, str], job: EvalJob, env: dict[str, str]) -> str:
+    # A benchmark's regression budget (max_drop) is read from the stages' evaluations, never the base model's: it
+    # decides nothing here, and another budget reuses the same evaluation.
+    benchmarks = [b.model_dump(mode="json", exclude={"max_drop"}) for b in job.benchmarks]
     return stable_hash(
         {
             "model": identity,
-            "job": job.model_dump(mode="json"),
-            "files": {b.label: sha256_file(Path(b.path)) for b in job.benchmarks},
+            "job": {**job.model_dump(mode="json"), "benchmarks": benchmarks},
+            "files": {b.label: content_sha256(registry.get(b.kind), Path(b.path)) for b in job.benchmarks},
             "pixels": {key: env.get(key) for key in environment.PIXEL_ENV},
             "code": protocol.code_fingerprint(),
         }

@@ -25,6 +25,7 @@ from spinegpt.data_mixes import audit as data_audit
 from spinegpt.data_mixes.stage_data import resolve_data_root
 from spinegpt.errors import UsageError
 from spinegpt.eval_hooks import compare, evaluator, registry, rescore
+from spinegpt.eval_hooks.benchmark import resolve as benchmark_path
 from spinegpt.eval_hooks.config import (
     BenchmarkConfig,
     EvalConfig,
@@ -349,7 +350,8 @@ def _eval_parser(sub: Subparsers) -> None:
     # Evaluation flags default to None: the settings' own defaults (eval_hooks/config.py) apply unless given.
     ev = sub.add_parser(
         "eval",
-        help="evaluate a model folder on a benchmark (SpineBench, MM'25 SpineBench), or re-score a result (--rescore)",
+        help="evaluate a model folder on a benchmark (SpineBench, MM'25 SpineBench, general medicine), or re-score a "
+        "result (--rescore)",
     )
     ev.add_argument("model", nargs="?", help="model folder or hub id (not with --rescore)")
     ev.add_argument(
@@ -362,7 +364,16 @@ def _eval_parser(sub: Subparsers) -> None:
     ev.add_argument("--config", type=Path, help="resolved eval settings (JSON), as written by `spinegpt run`")
     ev.add_argument("--benchmark", choices=registry.kinds(), help="benchmark kind")
     ev.add_argument(
-        "--data", type=Path, help="benchmark file; builtin:smoke is the SpineBench file of the offline smoke data"
+        "--data",
+        help="benchmark file, or the download's folder (PathVQA, MMMU), or builtin:<name> (a tiny copy the package "
+        "ships: vqa_rad, medqa); builtin:smoke is the SpineBench file of the offline smoke data",
+    )
+    ev.add_argument(
+        "--column",
+        action="append",
+        default=[],
+        metavar="FIELD=COLUMN",
+        help="your own file: the column holding a field the benchmark reads (repeatable)",
     )
     ev.add_argument("--name", help="result name (default: the kind)")
     ev.add_argument("--image-root", type=Path, help="folder the benchmark's image paths start from")
@@ -417,13 +428,21 @@ def _eval_job_unchecked(args: argparse.Namespace) -> EvalJob:
         raise RunError("give --config, or --benchmark and --data")
     import torch
 
-    data = args.data.resolve()
-    if str(args.data) == SMOKE_BENCHMARK:
-        data = resolve_data_root(SMOKE_BENCHMARK, Path.cwd()) / "SpineBench" / "spinebench.jsonl"
+    columns = {}
+    for pair in args.column:
+        field, sep, column = pair.partition("=")
+        if not sep or not field.strip() or not column.strip():
+            raise RunError(f"--column {pair!r}: write FIELD=COLUMN, e.g. --column question=Frage")
+        columns[field.strip()] = column.strip()
+    if args.data == SMOKE_BENCHMARK:
+        data = str(resolve_data_root(SMOKE_BENCHMARK, Path.cwd()) / "SpineBench" / "spinebench.jsonl")
+    else:
+        data = str(benchmark_path(args.data, Path.cwd()))  # builtin:<name> becomes the shipped copy's folder
     bench = BenchmarkConfig.model_validate(
         _given(
             kind=args.benchmark,
-            path=str(data),
+            path=data,
+            columns=columns or None,
             name=args.name,
             image_root=str(args.image_root.resolve()) if args.image_root else None,
             limit=args.limit,
@@ -472,6 +491,7 @@ def _rescore(args: argparse.Namespace) -> int:
         "--config": args.config,
         "--benchmark": args.benchmark,
         "--data": args.data,
+        "--column": args.column or None,
         "--limit": args.limit,
         "--max-new-tokens": args.max_new_tokens,
         "--report-max-new-tokens": args.report_max_new_tokens,

@@ -114,6 +114,9 @@ class EvalRecord(_Record):
     benchmarks: dict[str, Any] | None = None
     """Per benchmark: ``kind``, ``items``, ``unparsed`` and ``scores`` (the evaluation's ``summary.json``)."""
     error: str | None = None
+    regressions: list[dict[str, Any]] | None = None
+    """A stage's budgeted headline figures against the base model (``train/regression.py``: difference, its paired
+    interval, ``flagged``), where a benchmark sets ``max_drop`` and the run evaluated its base model."""
 
 
 class BaselineRecord(EvalRecord):

@@ -5,8 +5,9 @@ Reads the run manifest, the engine's per-step logs of every stage and the stage 
 
 * ``report.md``: the run, each stage (start model, data, steps, final loss, wall time, weights), evaluation scores
   with their 95 % intervals (the base model as row 0 where ``eval.baseline`` evaluated it), each stage against the
-  previous one and against the base model (paired differences, McNemar), live progress of a running stage, and a
-  list of what is missing (stages not started, interrupted, unevaluated);
+  previous one and against the base model (paired differences, McNemar), the regression budget (each budgeted
+  figure against the base model, flagged beyond ``max_drop``), live progress of a running stage, and a list of
+  what is missing (stages not started, interrupted, unevaluated);
 * ``loss_lr.png``: loss and learning rate of all stages on one step axis, stage boundaries marked;
 * ``eval.png``: evaluation scores per stage with their intervals as error bars (when any stage was evaluated).
 """
@@ -21,7 +22,7 @@ from typing import Any
 
 from spinegpt.eval_hooks import compare, registry, results, scorecard
 from spinegpt.eval_hooks.evaluator import answers_line
-from spinegpt.train import manifest, swift_adapter
+from spinegpt.train import manifest, regression, swift_adapter
 from spinegpt.train.hooks.progress import read_progress
 from spinegpt.train.manifest import RunManifest, StageRecord
 from spinegpt.train.swift_adapter import StepRecord
@@ -332,6 +333,7 @@ def write_report(run_dir: Path, out_dir: Path | None = None) -> Path:
                 if result.get("answers"):
                     lines.append(f"- {row.name}, {bench}: {answers_line(result['answers'])}")
         lines += comparison_lines(evaluated)
+    lines += regression.report_lines(data)
     if progress and data.status == "running":
         remaining = progress.get("remaining_s")
         lines += [

@@ -37,6 +37,7 @@ from spinegpt.data_mixes.rows import DataError
 from spinegpt.data_mixes.stage_data import resolve_data_root
 from spinegpt.errors import UserError
 from spinegpt.eval_hooks import launch as eval_launch
+from spinegpt.eval_hooks.benchmark import BUILTIN
 from spinegpt.eval_hooks.config import BenchmarkConfig, EvalConfig
 from spinegpt.files import stable_hash, write_json_atomic
 from spinegpt.train import ablation_table, baseline, curriculum, environment, manifest, plan, runner
@@ -77,6 +78,11 @@ class SweepSpec(BaseModel):
     benchmark: BenchmarkConfig
     """What each row's final model is scored on; a relative ``path`` (and ``image_root``) is taken from the rows'
     data root, where ``data_mixes/sources.yaml`` also finds SpineBench for decontamination."""
+    benchmarks: list[BenchmarkConfig] = Field(default_factory=list)
+    """More benchmarks each row's final model is scored on, beside Table 7's (the general medical ones: does spine
+    training cost general medicine?), paths as ``benchmark``'s. The table shows their headline figures, and a row
+    whose figure fell more than the benchmark's ``max_drop`` points below the base-model row's (the row that trains
+    nothing) is flagged; flagged, not failed."""
     backend: Literal["auto", "transformers", "vllm"] = "auto"
     """Inference backend of the evaluation."""
     batch_size: int = Field(default=8, gt=0)
@@ -131,12 +137,31 @@ class LoadedSweep:
             )
         return resolved
 
+    def general(self, row: Row) -> list[BenchmarkConfig]:
+        """The further benchmarks (``benchmarks``) with absolute paths, relative ones taken from the data root."""
+        resolved = []
+        for b in self.spec.benchmarks:
+            given = (b.path, b.image_root)
+            relative = [p for p in given if p and not Path(p).is_absolute() and not p.startswith(BUILTIN)]
+            root = _data_root(row.loaded.curriculum.data_root, row.loaded.base_dir) if relative else Path("/")
+            one = b.resolved(root)
+            if not Path(one.path).exists():
+                raise SweepError(
+                    f"benchmark {b.label}: {one.path} not found (a relative path is taken from the data root)"
+                )
+            resolved.append(one)
+        return resolved
+
     def row_key(self, row: Row) -> str:
         """What decides a row's figures: its resolved curriculum and how it is evaluated."""
         cur = row.loaded.curriculum.model_dump(mode="json", exclude={"output_dir", "report_to", "wandb_project"})
-        return stable_hash(
-            {"curriculum": cur, "benchmark": self.spec.benchmark.model_dump(mode="json", exclude={"mcq_only"})}
-        )
+        key: dict[str, Any] = {
+            "curriculum": cur,
+            "benchmark": self.spec.benchmark.model_dump(mode="json", exclude={"mcq_only"}),
+        }
+        if self.spec.benchmarks:  # only then: the rows of sweeps without them keep their keys
+            key["benchmarks"] = [b.model_dump(mode="json") for b in self.spec.benchmarks]
+        return stable_hash(key)
 
 
 def _data_root(value: str | None, base_dir: Path) -> Path:
@@ -282,7 +307,8 @@ def run_row(sweep: LoadedSweep, row: Row, launch: Launch) -> dict[str, Any] | No
         model = str(model_ref.materialise(row.loaded.curriculum.model))
     if not launch.leads:
         return None
-    entry = evaluate(sweep, row, model, base=not built.stages)
+    benchmarks = evaluate(sweep, row, model, base=not built.stages)
+    entry = benchmarks[sweep.spec.benchmark.label]
     data = {
         "name": row.name,
         "number": row.number,
@@ -297,6 +323,7 @@ def run_row(sweep: LoadedSweep, row: Row, launch: Launch) -> dict[str, Any] | No
         "statistics": entry.get("statistics"),
         "protocol_sha256": entry.get("protocol_sha256"),
         "result_file": str(row.eval_dir / f"{sweep.spec.benchmark.label}.json"),
+        "benchmarks": benchmarks,
         "finished_at": manifest.now(),
     }
     write_json_atomic(row.dir / ROW_FILE, data)
@@ -304,12 +331,15 @@ def run_row(sweep: LoadedSweep, row: Row, launch: Launch) -> dict[str, Any] | No
 
 
 def evaluate(sweep: LoadedSweep, row: Row, model: str, base: bool = False) -> dict[str, Any]:
-    """``spinegpt eval`` on ``model`` in its own process (the same launch the runner uses after a stage); the
-    row's summary entry (scores, statistics, protocol hash). ``base``: the row trains nothing, so its model is the
-    curriculum's starting model, whose evaluation is shared through the baseline cache (``baseline.py``)."""
+    """``spinegpt eval`` on ``model`` in its own process (the same launch the runner uses after a stage): Table 7's
+    benchmark and the further ones (``benchmarks``); the summary's entries by benchmark name (scores, statistics,
+    protocol hash). ``base``: the row trains nothing, so its model is the curriculum's starting model, whose
+    evaluation is shared through the baseline cache (``baseline.py``)."""
     cur = row.loaded.curriculum
     bench = sweep.benchmark(row)
-    config = EvalConfig(benchmarks=[bench], backend=sweep.spec.backend, batch_size=sweep.spec.batch_size)
+    config = EvalConfig(
+        benchmarks=[bench, *sweep.general(row)], backend=sweep.spec.backend, batch_size=sweep.spec.batch_size
+    )
     job = plan.eval_job(config, cur, Path("/"))
     env = environment.process_env(cur)  # the hub and offline switches every process of the row's run got
     try:
@@ -319,10 +349,11 @@ def evaluate(sweep: LoadedSweep, row: Row, model: str, base: bool = False) -> di
             summary = eval_launch.run(model, job, row.eval_dir, env, row.dir / "eval.log")
     except eval_launch.EvalFailed as exc:
         raise RunError(str(exc)) from None
-    entry: dict[str, Any] = summary["benchmarks"][bench.label]
-    if "text" not in entry["scores"] and "image" not in entry["scores"]:
+    benchmarks: dict[str, Any] = summary["benchmarks"]
+    scores = benchmarks[bench.label]["scores"]
+    if "text" not in scores and "image" not in scores:
         raise RunError(f"{bench.path}: no multiple-choice items were scored; Table 7 needs text or image MCQs")
-    return entry
+    return benchmarks
 
 
 def run_local(sweep: LoadedSweep, rows: list[Row], launch: Launch, compare_paper: bool) -> list[str]:
@@ -419,4 +450,9 @@ def describe(sweep: LoadedSweep, rows: list[Row], launch: Launch) -> str:
         except SweepError as exc:
             bench = f"MISSING: {exc}"
         lines.append(f"  eval   : {sweep.spec.benchmark.kind} {bench}")
+        try:
+            more: list[Any] = [f"{b.kind} {b.path}" for b in sweep.general(row)]
+        except SweepError as exc:
+            more = [f"MISSING: {exc}"]
+        lines += [f"  also   : {m}" for m in more]
     return "\n".join(lines)

@@ -96,7 +96,12 @@ def test_rerun_without_resume_refuses_and_keeps_the_run(smoke_run: tuple[Path, d
 def test_resume_after_sigkill_in_stage_two(tmp_path: Path) -> None:
     out = tmp_path / "run"
     # Shrink by overrides: stage 2 long enough to be killed after its first checkpoint, stage 3 short.
-    overrides = ["stages.specialise.max_steps=6", "stages.specialise.save_steps=2", "stages.reports.max_steps=2"]
+    overrides = [
+        "eval=null",  # about resuming training; the evaluation after each stage is tested below
+        "stages.specialise.max_steps=6",
+        "stages.specialise.save_steps=2",
+        "stages.reports.max_steps=2",
+    ]
     args = ["run", "curricula/smoke.yaml", *overrides, "--nproc", "2", "--output-dir", str(out)]
     stage2 = out / "stages" / "02-specialise" / "engine"
     run_until_then_kill(args, stage2 / "checkpoint-2" / "trainer_state.json", tmp_path / "first.log")
@@ -143,38 +148,42 @@ def test_lora_stage_is_merged_before_the_next_stage(lora_run: Path, tiny_model: 
 
 
 def test_eval_after_each_stage_through_the_real_engine(tmp_path: Path) -> None:
-    """Both benchmark kinds on the base model (row 0) and after stage 1, judged by a chat-completions server on
-    loopback; stage 2's evaluation is broken on purpose and must be recorded as failed without touching the trained
-    stage. The results carry their intervals and protocol; the report sets stage 1 against the base model."""
+    """Both SpineBench kinds after stage 1, judged by a chat-completions server on loopback; stage 2's evaluation
+    is broken on purpose and must be recorded as failed without touching the trained stage. The smoke curriculum's
+    own block, with `eval.baseline` on, evaluates the base model (row 0) and stage 3 on two general medical
+    benchmarks (the tiny copies the package ships); stage 3 is set against the base model: paired differences, the
+    regression budget with its intervals, `spinegpt compare` and the report. Every result carries its intervals and
+    protocol."""
     bench = tmp_path / "bench"
     sb, mm = write_spinebench(bench), write_mm25(bench)
     broken = bench / "broken.jsonl"
     broken.write_text('{"id": "x", "type": "mcq", "question": "q"}\n')  # exists, so the plan accepts it
     out = tmp_path / "run"
     with JudgeServer() as server:
-        evaluation = (
-            f"eval={{benchmarks: [{{kind: spinebench, path: '{sb}', max_new_tokens: 12, report_max_new_tokens: 16}},"
-            f" {{kind: spinebench_mm25, path: '{mm}', max_new_tokens: 12}}],"
-            f" judge: {{base_url: '{server.url}', model: fake-judge}}, batch_size: 4, baseline: true}}"
+        stage1 = (
+            f"stages.foundation.eval={{benchmarks: [{{kind: spinebench, path: '{sb}', max_new_tokens: 12,"
+            f" report_max_new_tokens: 16}}, {{kind: spinebench_mm25, path: '{mm}', max_new_tokens: 12}}],"
+            f" judge: {{base_url: '{server.url}', model: fake-judge}}, batch_size: 4}}"
         )
         stage2 = f"stages.specialise.eval={{benchmarks: [{{kind: spinebench, path: '{broken}'}}]}}"
         result = run_spinegpt(
             "run",
             "curricula/smoke.yaml",
-            evaluation,
+            stage1,
             stage2,
+            "eval.baseline=true",  # the base model on the smoke curriculum's general medical benchmarks: row 0
             "stages.foundation.max_steps=1",
             "stages.specialise.max_steps=1",
+            "stages.reports.max_steps=1",
+            "stages.reports.deepspeed=null",  # evaluation is tested here, not ZeRO-3 offload
             "--nproc",
             "2",
-            "--until",
-            "specialise",
             "--output-dir",
             str(out),
         )
     data = json.loads((out / manifest.FILE).read_text())
-    assert data["status"] == "partial"
-    first, second = data["stages"][0], data["stages"][1]
+    assert data["status"] == "done"
+    first, second, third = data["stages"]
     assert first["status"] == "done" and first["eval"]["status"] == "done"
     assert second["status"] == "done" and second["eval"]["status"] == "failed"
     assert (out / "stages" / "02-specialise" / "DONE.json").is_file()
@@ -199,19 +208,37 @@ def test_eval_after_each_stage_through_the_real_engine(tmp_path: Path) -> None:
     assert first["eval"]["benchmarks"]["spinebench"]["scores"] == scores  # the manifest carries the scores
     assert (eval_dir / "spinebench.md").is_file() and (eval_dir / "spinebench_mm25.md").is_file()
 
-    # Row 0: the base model, evaluated before stage 1 under the same protocol as stage 1's evaluation.
-    base = data["baseline"]
-    assert base["status"] == "done" and base["benchmarks"]["spinebench"]["scores"]["text"]["n"] == 4
-    result = json.loads((out / "baseline" / "eval" / "spinebench.json").read_text())
-    made = result["protocol"]
+    made = json.loads((eval_dir / "spinebench.json").read_text())["protocol"]
     assert made["generation"]["backend"] == "transformers" and made["generation"]["max_pixels"] == "50176"
     assert made["generation"]["max_new_tokens"] == {"mcq": 12, "report": 16} and made["judge"]["model"] == "fake-judge"
-    assert result["protocol_sha256"] == json.loads((eval_dir / "spinebench.json").read_text())["protocol_sha256"]
     assert {m["key"] for m in summary["spinebench"]["statistics"]["metrics"]} >= {"text", "image", "overall"}
+
+    # Row 0 and stage 3: the shipped VQA-RAD (parquet, embedded images) and MedQA copies, scored by their rules.
+    base = data["baseline"]
+    assert base["status"] == "done" and base["benchmarks"]["vqa_rad"]["items"] == 5
+    assert third["eval"]["status"] == "done"
+    general = third["eval"]["benchmarks"]
+    vqa, medqa = general["vqa_rad"], general["medqa"]
+    assert vqa["items"] == 5 and vqa["max_drop"] == 5
+    assert (vqa["scores"]["closed"]["n"], vqa["scores"]["open"]["n"], vqa["scores"]["overall"]["n"]) == (3, 2, 5)
+    assert medqa["items"] == 4 and medqa["scores"]["overall"]["n"] == 4
+    assert {m["key"] for m in vqa["statistics"]["metrics"]} == {"closed", "open_exact", "open_recall", "overall"}
+    stage_vqa = json.loads((Path(third["dir"]) / "eval" / "vqa_rad.json").read_text())
+    vqa_records = stage_vqa["records"]
+    assert all(isinstance(r["correct"], bool) and r["part"] in ("closed", "open") for r in vqa_records)
+    assert all(Path(r["images"][0]).is_file() for r in vqa_records)  # written once into the cache by content
+    assert stage_vqa["protocol"]["generation"]["max_new_tokens"] == {"answer": 8}
+    base_vqa = json.loads((out / "baseline" / "eval" / "vqa_rad.json").read_text())
+    assert base_vqa["protocol_sha256"] == stage_vqa["protocol_sha256"]  # the same protocol: comparable
     compared = json.loads(run_spinegpt("compare", str(out / "baseline" / "eval"), str(out), "--json").stdout)
-    assert [c["benchmark"] for c in compared] == ["spinebench", "spinebench_mm25"]
+    assert [c["benchmark"] for c in compared] == ["vqa_rad", "medqa"]
+    # The regression budget: stage 3's headline figures against the base model's, each with its paired interval.
+    checks = third["eval"]["regressions"]
+    assert {(c["benchmark"], c["metric"]) for c in checks} >= {("vqa_rad", "closed %"), ("medqa", "accuracy %")}
+    assert all(c["max_drop"] == 5 and c["interval"] is not None for c in checks)
     text = report.write_report(out).read_text()
-    assert "| base model |" in text and "| foundation | base model |" in text
+    assert "| base model |" in text and "| reports | base model |" in text
+    assert "## Regression budget (against the base model)" in text
 
 
 def test_standalone_eval_command(tmp_path: Path, tiny_model: Path) -> None:

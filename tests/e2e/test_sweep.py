@@ -52,6 +52,9 @@ def test_smoke_sweep_end_to_end_then_resume(tmp_path: Path) -> None:
     assert table[5]["paper avg (printed)"] == "87.89" and table[5]["paper avg (294:193)"] == "87.48"
     markdown = (out / "table7.md").read_text()
     assert "| 6 | t7_6_full | ✓ | ✓ | ✓ |" in markdown
+    general = markdown.split("## General medicine")[1]  # VQA-RAD beside Table 7, each row against the base row
+    assert "| 1 | t7_1_base |" in general and "base model" in general and "t7_6_full" in general
+    assert all(row["benchmarks"]["vqa_rad"]["items"] == 5 for row in rows)
     assert (out / "table7.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "table: " in result.stdout
 

@@ -32,6 +32,7 @@ def tracked_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[st
         "run",
         "curricula/smoke.yaml",
         "report_to=[wandb, tensorboard]",
+        "eval=null",  # this run is about tracking: no evaluation
         *steps,
         "--nproc",
         "2",

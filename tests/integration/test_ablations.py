@@ -75,7 +75,8 @@ def test_table_averages_weigh_text_and_image_by_their_item_counts(tmp_path: Path
 
 def test_a_failing_row_is_reported_and_the_others_still_run(tmp_path: Path) -> None:
     # The failing row stops before its engine starts (records over max_length with over_length: error), the
-    # other trains nothing: the test exercises the sweep's bookkeeping, not training.
+    # other trains nothing: the test exercises the sweep's bookkeeping, not training. The base row is also scored
+    # on a general medical benchmark (the shipped VQA-RAD copy), which the table shows beside Table 7.
     (tmp_path / "too_long.yaml").write_text(
         f"extends: {ABLATIONS / 't7_2_general.yaml'}\nname: too_long\n"
         "stages:\n  - name: foundation\n    max_length: 8\n    over_length: error\n"
@@ -84,6 +85,7 @@ def test_a_failing_row_is_reported_and_the_others_still_run(tmp_path: Path) -> N
         f"name: failing\nbase: {REPO / 'curricula' / 'smoke.yaml'}\n"
         f"rows: [too_long.yaml, {ABLATIONS / 't7_1_base.yaml'}]\n"
         "benchmark: {kind: spinebench, path: SpineBench/spinebench.jsonl, max_new_tokens: 4}\n"
+        "benchmarks: [{kind: vqa_rad, path: 'builtin:vqa_rad', max_new_tokens: 4, max_drop: 5}]\n"
     )
     out = tmp_path / "out"
     result = run_spinegpt("sweep", str(tmp_path), "--output-dir", str(out), check=False)
@@ -94,6 +96,12 @@ def test_a_failing_row_is_reported_and_the_others_still_run(tmp_path: Path) -> N
     assert "1 row(s) failed: too_long" in result.stderr
     table = (out / "table7.csv").read_text().splitlines()
     assert len(table) == 2 and ",t7_1_base," in table[1]  # the table holds the rows that finished
+    row = json.loads((out / "rows" / "t7_1_base" / "row.json").read_text())
+    general = row["benchmarks"]["vqa_rad"]
+    assert general["items"] == 5 and general["max_drop"] == 5 and general["scores"]["overall"]["n"] == 5
+    markdown = (out / "table7.md").read_text()
+    assert "## General medicine" in markdown and "| 1 | t7_1_base |" in markdown.split("## General medicine")[1]
+    assert "| base model |" in markdown
 
     # --only runs just the named row (by name or number); the finished one is left alone.
     again = run_spinegpt("sweep", str(tmp_path), "--output-dir", str(out), "--only", "2")

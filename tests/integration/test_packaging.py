@@ -53,6 +53,8 @@ def test_wheel_install_imports_and_ships_package_data(tmp_path: Path) -> None:
         "spinegpt/testing/cpu_shims.py",
         "spinegpt/configs/deepspeed/zero3_offload.json",
         "spinegpt/data_mixes/smoke/stage1.jsonl",
+        "spinegpt/eval_hooks/tiny/medqa/phrases_no_exclude_test.jsonl",
+        "spinegpt/eval_hooks/tiny/vqa_rad/data/test-00000-of-00001-e5bc3d208bb4deeb.parquet",
         "spinegpt/launch/slurm.sbatch",
     ):
         assert expected in names, expected
@@ -63,13 +65,15 @@ def test_wheel_install_imports_and_ships_package_data(tmp_path: Path) -> None:
     code = (
         "import spinegpt.train.plan, spinegpt.data_mixes.smoke_root as p\n"
         "from spinegpt.train import deepspeed_configs as d\n"
+        "from spinegpt.eval_hooks import benchmark as b\n"
         "print(spinegpt.train.plan.__file__); print(sorted(d.shipped())); print(p.smoke_file('stage1'))\n"
+        "print(b.builtin('vqa_rad'))\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(site)}
     )
     assert result.returncode == 0, result.stderr
-    plan_file, shipped, smoke = result.stdout.splitlines()
+    plan_file, shipped, smoke, tiny = result.stdout.splitlines()
     assert plan_file.startswith(str(site))
     assert shipped == "['zero2', 'zero3', 'zero3_offload']"
-    assert smoke.startswith(str(site))
+    assert smoke.startswith(str(site)) and tiny.startswith(str(site))

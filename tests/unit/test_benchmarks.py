@@ -253,7 +253,7 @@ def test_unreadable_benchmark_files_name_the_file_and_row(tmp_path: Path) -> Non
         registry.get("spinebench_mm25").read(broken)
     binary = tmp_path / "binary.json"
     binary.write_bytes(b"\xff\xfe\x00garbage")
-    with pytest.raises(BenchmarkError, match=r"binary.json: neither UTF-8 JSON/JSONL nor parquet"):
+    with pytest.raises(BenchmarkError, match=r"binary.json: neither UTF-8 JSON/JSONL/CSV nor parquet"):
         registry.get("spinebench_mm25").read(binary)
     import pyarrow as pa
     import pyarrow.parquet as pq

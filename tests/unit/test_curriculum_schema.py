@@ -238,7 +238,7 @@ def test_eval_section_global_and_per_stage(tmp_path: Path) -> None:
         write(
             tmp_path,
             textwrap.dedent(GOOD)
-            + "eval:\n  benchmarks:\n    - {kind: medqa, path: nope.jsonl}\n    - {kind: spinebench}\n",
+            + "eval:\n  benchmarks:\n    - {kind: pubmedqa, path: nope.jsonl}\n    - {kind: spinebench}\n",
         ),
     )
     assert "eval.benchmarks[0].kind" in found and "eval.benchmarks[0].path" in found

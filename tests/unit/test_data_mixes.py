@@ -292,6 +292,41 @@ def test_parallel_read_gives_the_same_bytes(root: Path, tmp_path: Path) -> None:
     assert [(i, w) for r in ranges for i, w, _ in readers.iter_items(train, r)] == whole
 
 
+def test_the_general_medical_benchmarks_join_the_decontamination(root: Path, tmp_path: Path) -> None:
+    """A MedQA test question planted in MedThoughts-8K is removed like a SpineBench one; benchmarks whose files are
+    not under the data root are recorded as not checked rather than stopping the build."""
+    from spinegpt.eval_hooks import benchmark
+
+    data = tmp_path / "root"
+    shutil.copytree(root, data)
+    thoughts = data / "MedThoughts-8K" / "MedThoughts-8K.jsonl"
+    planted = json.loads(thoughts.read_text().splitlines()[0])
+    medqa = benchmark.builtin("medqa") / "phrases_no_exclude_test.jsonl"
+    planted["question"] = json.loads(medqa.read_text().splitlines()[2])["question"].upper()  # case is no disguise
+    thoughts.write_text(thoughts.read_text() + json.dumps(planted) + "\n")
+    built = build_mix(data, tmp_path / "general", "general")
+    medthoughts = next(c for c in built.manifest["components"] if c["name"] == "medthoughts")
+    assert medthoughts["dropped"]["benchmark leak"] == 1
+    checked = {b["name"]: b for b in built.manifest["benchmarks"]}
+    assert set(checked) == set(mixes.DECONTAMINATE)
+    assert checked["medqa"]["items"] == 4 and len(checked["medqa"]["sha256"]) == 64
+    assert checked["vqa_rad"]["items"] == 5 and len(checked["vqa_rad"]["sha256"]) == 64  # a folder, hashed by its files
+    assert checked["mmmu"]["status"] == build.NOT_CHECKED and "sha256" not in checked["mmmu"]
+    # SpineBench stays required; a general benchmark can be made required too.
+    _write(
+        tmp_path / "strict.yaml",
+        "name: strict\ninclude: [general]\nbenchmarks:\n  mmmu: {kind: mmmu, path: MMMU, required: true}\n",
+    )
+    with pytest.raises(build.BuildError, match=r"benchmark 'mmmu' for decontamination: .*MMMU not found"):
+        build.build(mixes.load(str(tmp_path / "strict.yaml"), {"pubmedvision.count": 1}), data, tmp_path / "s", seed=1)
+    with pytest.raises(mixes.MixError, match="columns: medqa has no field"):
+        _write(
+            tmp_path / "bad.yaml",
+            "name: bad\ninclude: [general]\nbenchmarks:\n  medqa: {kind: medqa, path: x, columns: {frage: q}}\n",
+        )
+        mixes.load(str(tmp_path / "bad.yaml"))
+
+
 PINNED_SMOKE_BUILDS = {
     "stage1_foundation": "419d025218b320c7aa0a9aa3056e02437e41c9c4ce280a4c47fa4ab78524ae4b",
     "stage2_spine": "9dd15445dc8f5e8aa6b4a48c4807bb92b46c0257f432f1d428acf7ac2462fd13",

@@ -74,10 +74,16 @@ def test_multi_node_command() -> None:
 
 
 def test_plan_shows_the_evaluation_after_each_stage(tmp_path: Path) -> None:
+    # As shipped: the last stage on the general medical benchmarks' tiny copies.
+    shipped = plan.build(curriculum.load(CURRICULA / "smoke.yaml"), tmp_path / "shipped").to_json()
+    assert [s["eval"] for s in shipped["stages"]] == [[], [], ["vqa_rad", "medqa"]] and shipped["baseline"] == []
+    with_base = curriculum.load(CURRICULA / "smoke.yaml", ["eval.baseline=true"])
+    assert plan.build(with_base, tmp_path / "base").to_json()["baseline"] == ["vqa_rad", "medqa"]
     bench = tmp_path / "sb.jsonl"
     bench.write_text("")
     override = f"eval={{benchmarks: [{{kind: spinebench, path: '{bench}'}}]}}"
-    loaded = curriculum.load(CURRICULA / "smoke.yaml", [override, "stages.reports.eval=false"])
+    stages = ["stages.foundation.eval=null", "stages.specialise.eval=null", "stages.reports.eval=false"]
+    loaded = curriculum.load(CURRICULA / "smoke.yaml", [override, *stages])
     built = plan.build(loaded, tmp_path / "out")
     data = built.to_json()
     assert [s["eval"] for s in data["stages"]] == [["spinebench"], ["spinebench"], []]

@@ -12,7 +12,7 @@ import logging
 
 from spinegpt.errors import UserError
 from spinegpt.eval_hooks import launch as eval_launch
-from spinegpt.train import baseline, environment
+from spinegpt.train import baseline, environment, regression
 from spinegpt.train.hooks import StageHooks
 from spinegpt.train.hooks.manifest import ManifestHook
 from spinegpt.train.manifest import BaselineRecord, EvalRecord, RunManifest, StageRecord, now
@@ -89,4 +89,6 @@ class EvaluationHook(StageHooks):
         else:
             record.eval.set(status="done", ended_at=now(), benchmarks=summary["benchmarks"])
             logger.info(f"{stage.label} evaluation written to {stage.eval_dir}")
+            for check in regression.record(self.manifest.run, record):
+                logger.warning(f"{stage.label} regression budget: {check.describe()} (flagged; the stage is kept)")
         self.manifest.record_changed(stage, record)
