@@ -180,7 +180,6 @@ class Runner:
             Attempt(started_at=now(), resume=self.resume, **manifest.environment()),
         ]
         self._save()
-        self.hooks.run_started(self.data)
 
     def _adopted(self, done: list[StagePlan]) -> RunManifest:
         """A fresh manifest that takes over the stages found done (their DONE.json) when the manifest itself is
@@ -257,6 +256,7 @@ class Runner:
         data = self.run_manifest
         results = []
         try:
+            self.hooks.run_started(data)  # in here: a base-model evaluation stopped is recorded too
             self._build_mixes()
             self._predict_cost()
             for stage in self.plan.stages:

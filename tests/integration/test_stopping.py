@@ -97,6 +97,39 @@ def test_sigterm_during_an_after_stage_evaluation_stops_the_run(tmp_path: Path, 
     assert not _alive(marker)  # the evaluation's process went with it
 
 
+def test_sigterm_during_the_base_model_evaluation_ends_the_run_interrupted(tmp_path: Path, root: Path) -> None:
+    """Before: the base model's evaluation ran outside the block that records an interruption, so the manifest said
+    `running` forever."""
+    marker = f"spinegpt-test-{uuid.uuid4().hex}"
+    bench = root / "SpineBench" / "spinebench.jsonl"
+    script = f"""
+    from pathlib import Path
+    from spinegpt import proc
+    from spinegpt.errors import Terminated
+    from spinegpt.train import plan, runner, topology
+
+    evaluation = "eval={{baseline: true, benchmarks: [{{kind: spinebench, path: '{bench}'}}]}}"
+    built = plan.build(plan.load('{SMOKE}', [evaluation]), Path('{tmp_path / "run"}'), topology.Launch())
+
+    def engine(command, env, log, on_line=proc.echo_own_progress, cwd=None, stop=None):
+        assert "eval" in command, "no stage may start before the base model is evaluated"
+        print("evaluating", flush=True)
+        return proc.run([sys.executable, "-c", "import time; time.sleep(300)  # {marker}"], env, log, on_line, cwd)
+
+    try:
+        runner.Runner(built, engine=engine).run()
+    except Terminated:
+        sys.exit(143)
+    """
+    process = _start(script)
+    output = _terminate_when(process, "evaluating")
+    assert process.returncode == 143, output
+    data = json.loads((tmp_path / "run" / "run_manifest.json").read_text())
+    assert data["status"] == "interrupted" and data["attempts"][-1]["status"] == "interrupted", data["status"]
+    assert data["baseline"]["status"] == "interrupted" and data["stages"][0]["status"] == "pending"
+    assert not _alive(marker)
+
+
 def test_sigterm_during_a_sweep_stops_the_sweep(tmp_path: Path) -> None:
     """Before: SIGTERM failed the current row and the sweep started the next one."""
     script = f"""
