@@ -527,7 +527,8 @@ class Distiller:
         self._before = _Before()
         path = cache_root() / "distill-cache.sqlite"
         self._replies = ReplyCache(path, "teacher_replies") if settings.cache else None
-        self._verdicts = ReplyCache(path, "agreement_verdicts") if settings.cache else None
+        # Verdict texts, re-parsed on every read ("agreement_verdicts" of earlier versions held parsed booleans).
+        self._verdicts = ReplyCache(path, "agreement_replies") if settings.cache else None
 
     # -- one chain --
 
@@ -535,7 +536,7 @@ class Distiller:
         messages, keyed = request_messages(picked.question, self.settings.template)
         t = self.teacher
         key = ReplyCache.key(CACHE_VERSION, t.model, keyed, t.temperature, t.max_tokens, sample)
-        if self._replies is not None and (hit := self._replies.get(key)) is not None:
+        if self._replies is not None and (hit := self._replies.get(key, Completion.valid_json)) is not None:
             result.completion, result.cached = Completion.from_json(hit), True
             return
         outcome = self._client.chat(messages, lambda c: c, max_tokens=t.max_tokens, temperature=t.temperature)
@@ -551,16 +552,11 @@ class Distiller:
         assert self._judge is not None and self._judge_config is not None
         prompt = agreement_prompt(picked.question.text, picked.question.reference, answer)
         key = ReplyCache.key(AGREEMENT_VERSION, self._judge_config.model, prompt)
-        if self._verdicts is not None and (hit := self._verdicts.get(key)) is not None:
-            result.judge_cached = True
-            return bool(hit)
-        outcome = self._judge.ask(AGREEMENT_SYSTEM, prompt, parse_agreement)
-        result.judge_attempts = outcome.attempts
+        outcome = self._judge.ask(AGREEMENT_SYSTEM, prompt, parse_agreement, self._verdicts, key)
+        result.judge_attempts, result.judge_cached = outcome.attempts, outcome.cached
         if outcome.value is None:
             result.errors += outcome.errors
             return None
-        if self._verdicts is not None:
-            self._verdicts.put(key, outcome.value)
         return outcome.value
 
     def _one(self, picked: Picked, sample: int) -> _Result:

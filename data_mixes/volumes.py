@@ -225,7 +225,7 @@ def _cached(files: list[Path], wanted: int, where: str, axis: str, modality: str
     kind = "CT" if kind == "CT" else "MR"
     partial = folder.with_name(f"{key}.partial-{os.getpid()}")
     partial.mkdir(parents=True, exist_ok=True)
-    entries = []
+    entries: list[dict[str, Any]] = []
     for n, index in enumerate(sample_evenly(data.shape[0], wanted)):
         # Rotate so the patient's head is up: array rows run along the volume's second axis.
         plane = np.rot90(window(data[index], kind))

@@ -261,7 +261,9 @@ def embedded_image(value: dict[str, Any], where: str) -> str:
     digest = hashlib.sha256(data).hexdigest()
     suffix = Path(str(value.get("path") or "")).suffix.lower() or ".png"
     target = cache_root() / "benchmark-images" / digest[:2] / f"{digest}{suffix}"
-    if not target.is_file():
+    # The cached copy is checked against its name, its content hash, on every read (images are small): one cut short
+    # or changed on disk is written again, never handed to the model.
+    if not (target.is_file() and target.stat().st_size == len(data) and sha256_file(target) == digest):
         from PIL import Image, UnidentifiedImageError
 
         try:

@@ -109,6 +109,9 @@ class JudgeConfig(_Strict):
     """Sampling temperature of the judge (0: the same verdict for the same report)."""
     phase_timeout_s: float = Field(default=3600.0, gt=0)
     """Bound on the whole judging of one benchmark: reports not judged by then are recorded as failed judgments."""
+    max_consecutive_failures: int = Field(default=3, gt=0)
+    """Reports in a row whose judging fails (each after ``max_attempts``) before the judge is given up on: the rest
+    are recorded as failed at once, with the reason, instead of each waiting out its attempts."""
 
 
 class ExtractorConfig(_Strict):
@@ -129,6 +132,9 @@ class ExtractorConfig(_Strict):
     """Total seconds one request may take."""
     backoff_s: float = Field(default=1.0, ge=0)
     """First retry delay; doubles each retry, with jitter."""
+    max_consecutive_failures: int = Field(default=3, gt=0)
+    """Answers in a row the extractor fails to read (each after ``max_attempts``) before it is given up on: the
+    rest stay unparsed at once, with the reason."""
 
 
 class StatisticsConfig(_Strict):
@@ -195,6 +201,7 @@ def extractor_server(x: ExtractorConfig | None, judge: JudgeConfig | None) -> tu
         timeout_s=x.timeout_s,
         max_attempts=x.max_attempts,
         backoff_s=x.backoff_s,
+        max_consecutive_failures=x.max_consecutive_failures,
     )
     return server, x.concurrency
 

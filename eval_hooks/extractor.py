@@ -12,10 +12,10 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from spinegpt.eval_hooks.llm_client import ChatClient, Outcome, ReplyCache, ReplyError, Server
+from spinegpt.eval_hooks.llm_client import ChatClient, CircuitOpen, Outcome, ReplyCache, ReplyError, Server
 
 VERSION = 1
 SYSTEM_PROMPT = (
@@ -65,10 +65,17 @@ class Request:
 
 
 class Extractor:
-    def __init__(self, server: Server, concurrency: int = 4, cache_path: Path | None = None):
+    def __init__(
+        self, server: Server, concurrency: int = 4, cache_path: Path | None = None, max_consecutive_failures: int = 0
+    ):
+        """``max_consecutive_failures``: give up after that many answers in a row fail (0: the server's own
+        setting, see :class:`Server`)."""
+        if max_consecutive_failures:
+            server = replace(server, max_consecutive_failures=max_consecutive_failures)
         self.server, self.concurrency = server, concurrency
         self._client = ChatClient(server)
-        self._cache = ReplyCache(cache_path, "extracted_letters") if cache_path else None
+        # The extractor's reply texts (re-checked on every read); "extracted_letters" of earlier versions held letters.
+        self._cache = ReplyCache(cache_path, "extractor_replies") if cache_path else None
 
     @property
     def requests_sent(self) -> int:
@@ -78,12 +85,13 @@ class Extractor:
         letters = "".join(request.options)
         content = extraction_prompt(request.question, request.options, request.answer, request.multi)
         key = ReplyCache.key(VERSION, self.server.model, content)
-        if self._cache is not None and (hit := self._cache.get(key)) is not None:
-            return Outcome(list(hit), attempts=0, cached=True)
-        outcome = self._client.ask(SYSTEM_PROMPT, content, lambda reply: parse_letters(reply, letters, request.multi))
-        if outcome.value is not None and self._cache is not None:
-            self._cache.put(key, outcome.value)
-        return outcome
+        try:
+            return self._client.ask(
+                SYSTEM_PROMPT, content, lambda reply: parse_letters(reply, letters, request.multi), self._cache, key
+            )
+        except CircuitOpen as exc:  # the extractor kept failing: the rest stay unparsed at once, saying why
+            limit = self.server.max_consecutive_failures
+            return Outcome(None, 0, errors=[f"{exc}; not sent (eval.extractor.max_consecutive_failures: {limit})"])
 
     def extract_many(self, requests: Sequence[Request]) -> list[Outcome[list[str]]]:
         with ThreadPoolExecutor(max_workers=max(1, self.concurrency), thread_name_prefix="extract") as pool:

@@ -18,12 +18,9 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 from spinegpt.eval_hooks.config import JudgeConfig
-from spinegpt.eval_hooks.llm_client import ChatClient, ReplyCache, Server
+from spinegpt.eval_hooks.llm_client import ChatClient, CircuitOpen, ReplyCache, Server
 from spinegpt.eval_hooks.rubric import RUBRIC_VERSION, SYSTEM_PROMPT, Judgment, parse_verdict, rubric_prompt
 from spinegpt.progress import Progress
-
-logger = logging.getLogger(__name__)
-
 
 logger = logging.getLogger(__name__)
 
@@ -45,9 +42,11 @@ class Judge:
             config.max_attempts,
             config.backoff_s,
             config.temperature,
+            config.max_consecutive_failures,
         )
         self._client = ChatClient(server, sleep=sleep)
-        self._cache = ReplyCache(cache_path, "judge_verdicts") if cache_path else None
+        # The judge's reply texts (re-checked on every read); "judge_verdicts" of earlier versions held parsed scores.
+        self._cache = ReplyCache(cache_path, "judge_replies") if cache_path else None
 
     @property
     def requests_sent(self) -> int:
@@ -56,12 +55,14 @@ class Judge:
     def judge_one(self, prompt: str, answer: str, reference: str | None = None) -> Judgment:
         content = rubric_prompt(prompt, answer, reference)
         key = ReplyCache.key(RUBRIC_VERSION, self.config.model, content, answer)
-        if self._cache is not None and (hit := self._cache.get(key)) is not None:
-            return Judgment(scores=hit, attempts=0, cached=True)
-        outcome = self._client.ask(SYSTEM_PROMPT, content, parse_verdict)
-        if outcome.value is not None and self._cache is not None:
-            self._cache.put(key, outcome.value)
-        return Judgment(scores=outcome.value, attempts=outcome.attempts, errors=outcome.errors)
+        try:
+            outcome = self._client.ask(SYSTEM_PROMPT, content, parse_verdict, self._cache, key)
+        except CircuitOpen as exc:  # the judge kept failing: the rest are recorded as failed at once, saying why
+            limit = self.config.max_consecutive_failures
+            return Judgment(
+                scores=None, attempts=0, errors=[f"{exc}; not sent (eval.judge.max_consecutive_failures: {limit})"]
+            )
+        return Judgment(scores=outcome.value, attempts=outcome.attempts, cached=outcome.cached, errors=outcome.errors)
 
     def judge_many(self, items: Sequence[tuple[str, str, str | None]]) -> list[Judgment]:
         """Judge (prompt, answer, reference) triples with bounded concurrency; results in input order. Items not

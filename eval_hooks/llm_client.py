@@ -12,17 +12,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import openai
 import tenacity
+
+from spinegpt.sqlite_cache import Cache
+
+logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 NO_KEY = "EMPTY"
@@ -45,6 +48,12 @@ class Server:
     max_attempts: int
     backoff_s: float
     temperature: float = 0.0
+    max_consecutive_failures: int | None = None
+    """Requests in a row that end without a reply (each after its attempts) before the server is given up on and
+    every further request refused at once (:class:`CircuitBreaker`); None: never."""
+    max_reply_bytes: int = 8 << 20
+    """The largest reply body read (a verdict is a few hundred bytes, a long reasoning chain some tens of KB): a
+    server that sends without end is cut off here, not at the deadline, with memory to match."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +78,17 @@ class Completion:
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
         }
+
+    @staticmethod
+    def valid_json(data: Any) -> bool:
+        """Whether ``data`` is a completion as :meth:`to_json` writes it (the check a cached one must pass)."""
+        if not isinstance(data, dict) or not isinstance(data.get("content"), str):
+            return False
+        texts = all(data.get(k) is None or isinstance(data[k], str) for k in ("reasoning", "finish_reason"))
+        counts = all(
+            type(data.get(k, 0)) is int and data.get(k, 0) >= 0 for k in ("prompt_tokens", "completion_tokens")
+        )
+        return texts and counts
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Completion:
@@ -134,35 +154,14 @@ class Outcome(Generic[T]):
     errors: list[str] = field(default_factory=list)
 
 
-class ReplyCache:
-    """key -> JSON value in SQLite; safe to share between threads of one process."""
-
-    def __init__(self, path: Path, table: str):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path), check_same_thread=False, timeout=30)
-        self._table = table
-        self._lock = threading.Lock()
-        with self._lock:
-            self._db.execute(f"CREATE TABLE IF NOT EXISTS {table} (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-            self._db.commit()
+class ReplyCache(Cache):
+    """Replies kept on disk by :meth:`key` (what decides them): a re-run pays nothing twice. A damaged file is set
+    aside and started afresh (:class:`~spinegpt.sqlite_cache.Cache`); an entry is used only through the same check
+    as a live reply (:meth:`ChatClient.ask` parses a cached reply text exactly as a fresh one)."""
 
     @staticmethod
     def key(*parts: Any) -> str:
         return hashlib.sha256(json.dumps(parts, ensure_ascii=False).encode()).hexdigest()
-
-    def get(self, key: str) -> Any:
-        with self._lock:
-            row = self._db.execute(f"SELECT value FROM {self._table} WHERE key = ?", (key,)).fetchone()
-        return json.loads(row[0]) if row else None
-
-    def put(self, key: str, value: Any) -> None:
-        with self._lock:
-            self._db.execute(f"INSERT OR REPLACE INTO {self._table} VALUES (?, ?)", (key, json.dumps(value)))
-            self._db.commit()
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
 
 
 RETRIED = (openai.OpenAIError, OSError, ValueError)
@@ -187,8 +186,11 @@ class ChatClient:
         sleep: Callable[[float], None] = time.sleep,
         breaker: CircuitBreaker | None = None,
     ):
-        """``breaker``: opt-in; requests are refused with :class:`CircuitOpen` once it opens (None: never)."""
+        """``breaker``: requests are refused with :class:`CircuitOpen` once it opens; None: one of the server's own
+        when it sets ``max_consecutive_failures``, else never."""
         self.server = server
+        if breaker is None and server.max_consecutive_failures is not None:
+            breaker = CircuitBreaker(server.max_consecutive_failures, f"{server.model} at {server.base_url}")
         self.breaker = breaker
         self._sleep = sleep
         # The key comes from the variable configured for this server only: a general-purpose OPENAI_API_KEY must
@@ -209,11 +211,13 @@ class ChatClient:
         create = self._client.chat.completions.with_streaming_response.create
         settings = {"temperature": self.server.temperature, **params}
         with create(model=self.server.model, messages=messages, **settings) as response:  # type: ignore[arg-type]
-            body = b""
+            body = bytearray()
             for chunk in response.iter_bytes():
                 body += chunk
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"no complete reply within {self.server.timeout_s:g}s")
+                if len(body) > self.server.max_reply_bytes:
+                    raise ReplyError(f"reply larger than {self.server.max_reply_bytes / 2**20:g} MiB; cut off there")
         try:
             payload = json.loads(body)
             choice = payload["choices"][0]
@@ -234,10 +238,28 @@ class ChatClient:
             self.completion_tokens += completion.completion_tokens
         return completion
 
-    def ask(self, system: str, user: str, parse: Callable[[str], T]) -> Outcome[T]:
-        """One system + user exchange; ``parse`` reads the reply's text (a ReplyError from it is retried)."""
+    def ask(
+        self, system: str, user: str, parse: Callable[[str], T], cache: ReplyCache | None = None, key: str = ""
+    ) -> Outcome[T]:
+        """One system + user exchange; ``parse`` reads the reply's text (a ReplyError from it is retried).
+
+        With ``cache``, the reply's *text* is kept under ``key``, and a cached text goes through ``parse`` exactly
+        as a live one: an entry that fails it (tampered, or from a laxer parser) is dropped with a warning and the
+        server asked again, never turned into a value the live path would have refused."""
+        if cache is not None and (text := cache.get(key, lambda v: isinstance(v, str))) is not None:
+            try:
+                return Outcome(parse(text), attempts=0, cached=True)
+            except ValueError as exc:
+                logger.warning(f"cache {cache.path}: a cached reply fails its check ({exc}); asked again")
+                cache.delete([key])
         messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
-        return self.chat(messages, lambda completion: parse(completion.content))
+        outcome = self.chat(messages, lambda completion: (completion.content, parse(completion.content)))
+        if outcome.value is None:
+            return Outcome(None, outcome.attempts, errors=outcome.errors)
+        text, value = outcome.value
+        if cache is not None:
+            cache.put(key, text)
+        return Outcome(value, outcome.attempts, errors=outcome.errors)
 
     def chat(self, messages: list[dict[str, Any]], parse: Callable[[Completion], T], **params: Any) -> Outcome[T]:
         """Any conversation (content may be a list of text and image parts); ``params`` go to the request

@@ -18,8 +18,8 @@ GOOD = dict.fromkeys(DIMENSIONS, 4) | {"imaging_report": 5, "diagnosis": 3}
 
 class JudgeServer:
     """Behaviours: good, fenced, malformed, malformed-once, missing, float, http500, http500-once, slow-once,
-    not-chat, trickle, and for the answer extractor letters-<LETTERS> / letters-none. Anything else (no marker) is
-    graded good."""
+    not-chat, trickle, endless, and for the answer extractor letters-<LETTERS> / letters-none. Anything else (no
+    marker) is graded good."""
 
     def __init__(self, slow_s: float = 1.5):
         self.slow_s = slow_s
@@ -79,6 +79,9 @@ class JudgeServer:
         elif behaviour == "trickle":
             self._trickle(handler, body)
             return
+        elif behaviour == "endless":
+            self._endless(handler)
+            return
         payload: dict[str, Any] = (
             {"error": "boom"}
             if status != 200
@@ -111,6 +114,21 @@ class JudgeServer:
                 handler.wfile.write(data[i : i + 1])
                 handler.wfile.flush()
                 time.sleep(0.2)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    @staticmethod
+    def _endless(handler: BaseHTTPRequestHandler) -> None:
+        """A reply that never ends, sent as fast as the client reads: only a bound on its size stops it."""
+        try:
+            handler.send_response(200)
+            handler.send_header("Content-Type", "application/json")
+            handler.end_headers()
+            handler.wfile.write(b'{"choices": [{"message": {"role": "assistant", "content": "')
+            block = b"x" * (1 << 16)
+            deadline = time.monotonic() + 120  # bounded even if the client never leaves
+            while time.monotonic() < deadline:
+                handler.wfile.write(block)
         except (BrokenPipeError, ConnectionResetError):
             pass
 

@@ -154,7 +154,8 @@ def _check_size(root: yaml.Node, fail: Callable[[str, int | None], ConfigError])
 
     if (total := size(root, 0)) > MAX_VALUES:
         raise fail(
-            f"its aliases expand to {total:,} values, more than the {MAX_VALUES:,} a config may hold (an alias bomb?)"
+            f"its aliases expand to {total:,} values, more than the {MAX_VALUES:,} a config may hold (an alias bomb?)",
+            None,
         )
 
 

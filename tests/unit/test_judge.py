@@ -68,7 +68,8 @@ def test_retries_records_failures_and_never_invents_scores(monkeypatch: pytest.M
         "not-chat",
     ]
     with JudgeServer(slow_s=4.0) as server:
-        j = judge(server, max_attempts=3, concurrency=3)
+        # Five failing kinds on purpose: the circuit breaker is set past them (it has a test of its own below).
+        j = judge(server, max_attempts=3, concurrency=3, max_consecutive_failures=10)
         results = j.judge_many([("Write a report.", f"report [[{b}]]", None) for b in behaviours])
     by = dict(zip(behaviours, results, strict=True))
     for ok in ("good", "fenced", "malformed-once", "http500-once", "slow-once"):
@@ -147,3 +148,91 @@ def test_no_key_but_the_configured_one_is_ever_sent(monkeypatch: pytest.MonkeyPa
         monkeypatch.setenv("MY_JUDGE_KEY", "sk-judge-only")
         judge(server, api_key_env="MY_JUDGE_KEY").judge_one("Write a report.", "fine too")
     assert server.auth == ["Bearer EMPTY", "Bearer sk-judge-only"]
+
+
+# -- a judge at its worst (issue 23): failing every request, replying without end, a tampered cache ------------------
+
+
+def test_a_judge_that_fails_every_request_is_given_up_after_a_few(caplog: pytest.LogCaptureFixture) -> None:
+    """Before: every report went through all its attempts (an hour of a dead judge at defaults). After a few reports
+    in a row fail, the rest are recorded as failed at once, saying why."""
+    items = [("Write a report.", f"report {i} [[http500]]", None) for i in range(20)]
+    with JudgeServer() as server:
+        j = judge(server, max_attempts=2, concurrency=2, max_consecutive_failures=3)
+        results = j.judge_many(items)
+        j.close()
+    assert all(r.scores is None for r in results)
+    assert server.calls["http500"] <= (3 + 2) * 2, server.calls  # the breaker's 3, and those already in flight
+    given_up = [r for r in results if r.attempts == 0]
+    assert len(given_up) >= 20 - 5 and all("3 requests in a row" in r.errors[0] for r in given_up), given_up[0]
+    assert "HTTP 500" in given_up[0].errors[0] and "max_consecutive_failures" in given_up[0].errors[0]
+
+
+def test_a_reply_without_end_is_cut_off_at_its_size_bound() -> None:
+    from spinegpt.eval_hooks.llm_client import ChatClient, Server
+
+    with JudgeServer() as server:
+        client = ChatClient(Server(server.url, "m", "NO_SUCH_KEY", 60.0, 1, 0.0, max_reply_bytes=1 << 20))
+        started = time.monotonic()
+        outcome = client.ask("system", "[[endless]]", lambda text: text)
+        client.close()
+    assert time.monotonic() - started < 20, "cut off by size, not by the 60 s deadline"
+    assert outcome.value is None and "larger than 1 MiB" in outcome.errors[0], outcome.errors
+
+
+def _tamper(database: Path, value: object) -> int:
+    import sqlite3
+
+    with sqlite3.connect(database) as db:
+        tables = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        return sum(db.execute(f"UPDATE {t} SET value = ?", (json.dumps(value),)).rowcount for t in tables)
+
+
+def test_a_tampered_verdict_cache_is_asked_again_never_scored(tmp_path: Path) -> None:
+    """Before: whatever the cache held became the score, where the live path would have refused it."""
+    with JudgeServer() as server:
+        first = judge(server, tmp_path)
+        assert first.judge_one("Write a report.", "a report").scores == GOOD
+        first.close()
+        for tampered in (GOOD | {"coverage": 9}, json.dumps(GOOD | {"coverage": 9}), "not json", [1, 2], None):
+            assert _tamper(tmp_path / "cache.sqlite", tampered) == 1
+            again = judge(server, tmp_path)
+            result = again.judge_one("Write a report.", "a report")
+            again.close()
+            assert result.scores == GOOD and not result.cached and again.requests_sent == 1, tampered
+        (tmp_path / "cache.sqlite").write_bytes(b"a damaged file" * 300)
+        after = judge(server, tmp_path)
+        assert after.judge_one("Write a report.", "a report").scores == GOOD
+        after.close()
+
+
+def test_the_extractor_checks_its_cache_and_gives_up_on_a_dead_server(tmp_path: Path) -> None:
+    from spinegpt.eval_hooks.extractor import Extractor, Request
+    from spinegpt.eval_hooks.llm_client import Server
+
+    options = {"A": "L4-L5", "B": "L5-S1", "C": "C5-C6", "D": "T12-L1"}
+    with JudgeServer() as server:
+        settings = Server(server.url, "x", "NO_SUCH_KEY", 5.0, 2, 0.01)
+        first = Extractor(settings, cache_path=tmp_path / "x.sqlite")
+        asked = Request("Which level?", options, "Probably the lower one [[letters-b]]", multi=False)
+        assert first.extract(asked).value == ["B"]
+        first.close()
+        assert _tamper(tmp_path / "x.sqlite", ["Z"]) == 1  # a letter that is no option
+        again = Extractor(settings, cache_path=tmp_path / "x.sqlite")
+        outcome = again.extract(asked)
+        again.close()
+        assert outcome.value == ["B"] and not outcome.cached and again.requests_sent == 1
+        dead = Extractor(settings, concurrency=1, max_consecutive_failures=2)
+        failed = dead.extract_many([Request("Which?", options, f"answer {i} [[http500]]", False) for i in range(10)])
+        dead.close()
+    assert all(o.value is None for o in failed) and dead.requests_sent == 2 * 2
+    assert "2 requests in a row" in failed[-1].errors[0]
+
+
+def test_a_cached_teacher_completion_must_look_like_one() -> None:
+    from spinegpt.eval_hooks.llm_client import Completion
+
+    fresh = Completion("a chain", "thinking", "stop", 10, 20).to_json()
+    assert Completion.valid_json(fresh) and Completion.from_json(fresh).content == "a chain"
+    for bad in ({**fresh, "content": 3}, {**fresh, "prompt_tokens": -1}, {**fresh, "reasoning": []}, "text", None):
+        assert not Completion.valid_json(bad), bad

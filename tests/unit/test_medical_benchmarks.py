@@ -97,6 +97,12 @@ def test_embedded_images_are_written_once_by_content(tmp_path: Path) -> None:
     stamps = [p.stat().st_mtime_ns for p in paths]
     again = registry.get("vqa_rad").read(folder)
     assert [Path(i.images[0]) for i in again] == paths and [p.stat().st_mtime_ns for p in paths] == stamps
+    # A cached image is checked against its name (its content hash): one cut short or changed is written again.
+    original = paths[0].read_bytes()
+    for damaged in (original[: len(original) // 2], original[:-1] + bytes([original[-1] ^ 1]), b""):
+        paths[0].write_bytes(damaged)
+        registry.get("vqa_rad").read(folder)
+        assert paths[0].read_bytes() == original
 
 
 def test_path_vqa_reads_every_shard_and_refuses_one_alone(tmp_path: Path) -> None:
