@@ -157,6 +157,16 @@ def _csv(path: Path, text: str) -> Iterator[tuple[str, dict[str, str]]]:
         yield where, dict(zip(header, cells, strict=True))
 
 
+def table_rows(paths: Sequence[Path]) -> Iterator[tuple[Path, str, dict[str, Any]]]:
+    """``(file, where, row)`` for every row of a table benchmark's files (the hub's parquet, JSON, JSONL); a row that
+    is not an object of named fields is an error naming it."""
+    for path in paths:
+        for where, record in records(path):
+            if not isinstance(record, dict):
+                raise BenchmarkError(f"{where}: a row must be an object with named fields")
+            yield path, where, record
+
+
 def files(path: Path, patterns: Sequence[str]) -> list[Path]:
     """The files ``path`` stands for: itself, or in a folder the files matching ``patterns`` (globs relative to
     the folder, tried in order: the first that matches wins), sorted."""

@@ -93,15 +93,10 @@ class McqBenchmark:
     def files(self, path: Path) -> list[Path]:
         return benchmark.whole_split(benchmark.files(path, self.spec.folder_files))
 
-    def _rows(self, path: Path) -> list[tuple[Path, str, Any]]:
-        return [(file, where, record) for file in self.files(path) for where, record in benchmark.records(file)]
-
     def read(self, path: Path, image_root: Path | None = None, columns: Mapping[str, str] | None = None) -> list[Item]:
         spec, cols = self.spec, Columns.of(self.spec.columns, columns)
         items, seen = [], set()
-        for index, (file, where, record) in enumerate(self._rows(path)):
-            if not isinstance(record, dict):
-                raise BenchmarkError(f"{where}: a row must be an object with named fields")
+        for index, (file, where, record) in enumerate(benchmark.table_rows(self.files(path))):
             item_id = cols.text(record, "id", where, required=False) or f"{spec.kind}-{index:05d}"
             if item_id in seen:
                 raise BenchmarkError(f"{where}: repeated id {item_id!r} ({cols.name('id')})")
@@ -182,9 +177,7 @@ class McqBenchmark:
     def questions(self, path: Path, columns: Mapping[str, str] | None = None) -> list[str]:
         cols = Columns.of(self.spec.columns, columns)
         found = []
-        for _, where, record in self._rows(path):
-            if not isinstance(record, dict):
-                raise BenchmarkError(f"{where}: a row must be an object with named fields")
+        for _, where, record in benchmark.table_rows(self.files(path)):
             question = cols.text(record, "question", where)
             assert question is not None
             found.append(question)

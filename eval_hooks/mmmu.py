@@ -98,15 +98,10 @@ class Mmmu:
             )
         return benchmark.whole_split(found)
 
-    def _rows(self, path: Path) -> list[tuple[Path, str, Any]]:
-        return [(file, where, record) for file in self.files(path) for where, record in benchmark.records(file)]
-
     def read(self, path: Path, image_root: Path | None = None, columns: Mapping[str, str] | None = None) -> list[Item]:
         cols = Columns.of({}, columns)
         items, seen = [], set()
-        for file, where, record in self._rows(path):
-            if not isinstance(record, dict):
-                raise BenchmarkError(f"{where}: a row must be an object with named fields")
+        for file, where, record in benchmark.table_rows(self.files(path)):
             item_id = cols.text(record, "id", where)
             question = cols.text(record, "question", where)
             kind = cols.text(record, "question_type", where)
@@ -170,9 +165,7 @@ class Mmmu:
     def questions(self, path: Path, columns: Mapping[str, str] | None = None) -> list[str]:
         cols = Columns.of({}, columns)
         found = []
-        for _, where, record in self._rows(path):
-            if not isinstance(record, dict):
-                raise BenchmarkError(f"{where}: a row must be an object with named fields")
+        for _, where, record in benchmark.table_rows(self.files(path)):
             question = cols.text(record, "question", where)
             assert question is not None
             found.append(_PLACEHOLDER.sub(" ", question))  # training data never carries MMMU's placeholders
