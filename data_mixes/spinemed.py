@@ -102,7 +102,10 @@ class _Confined:
         self.real = folder.resolve()
 
     def __call__(self, path: Path) -> Path:
-        real = path.resolve()
+        try:
+            real = path.resolve()
+        except (OSError, RuntimeError, ValueError) as exc:  # a link loop (RuntimeError), a NUL in a name (ValueError)
+            raise PointerError(f"{self.where}: {path!r} cannot be resolved: {exc}") from None
         if not real.is_relative_to(self.real):
             raise PointerError(f"{self.where}: {path} leads outside {self.folder} (to {real}); refused")
         return real

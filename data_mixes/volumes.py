@@ -110,7 +110,7 @@ def slices(
         images = sorted((p for p in path.iterdir() if p.suffix.lower() in SLICE_SUFFIXES), key=_natural)
         if images:
             return [confine(images[i]) for i in sample_evenly(len(images), wanted)]
-        dicoms = [confine(p) for p in sorted(path.iterdir(), key=_natural) if p.is_file() and _looks_dicom(p)]
+        dicoms = [confine(p) for p in sorted(path.iterdir(), key=_natural) if p.is_file() and _looks_dicom(p, where)]
         if not dicoms:
             raise VolumeError(
                 f"{where}: {path} holds neither slice images ({', '.join(SLICE_SUFFIXES)}) nor DICOM files"
@@ -123,10 +123,13 @@ def slices(
     raise VolumeError(f"{where}: volume {path} not found")
 
 
-def _looks_dicom(path: Path) -> bool:
-    with path.open("rb") as handle:
-        handle.seek(128)
-        return handle.read(4) == b"DICM"
+def _looks_dicom(path: Path, where: str) -> bool:
+    try:
+        with path.open("rb") as handle:
+            handle.seek(128)
+            return handle.read(4) == b"DICM"
+    except OSError as exc:  # one unreadable file is this item's fault, not the whole build's
+        raise VolumeError(f"{where}: {path} cannot be read: {exc.strerror or exc}") from None
 
 
 def _read_nifti(files: list[Path], axis: str, where: str) -> tuple[np.ndarray, str | None]:

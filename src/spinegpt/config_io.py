@@ -129,16 +129,23 @@ def read_yaml(path: Path, error: Callable[[Path, list[ConfigIssue]], ConfigError
 
 def _check_size(root: yaml.Node, fail: Callable[[str, int | None], ConfigError]) -> None:
     """Refuse a node tree deeper than MAX_DEPTH or larger than MAX_VALUES with its aliases expanded. PyYAML shares
-    an aliased node, so counting with a memo per node costs the file's size, not the expansion's."""
-    sizes: dict[int, int] = {}
+    an aliased node, so counting with a memo per node costs the file's size, not the expansion's; the memo keeps
+    each node's height too, because an alias can reach a shallow anchor from deep inside another."""
+    memo: dict[int, tuple[int, int]] = {}  # id(node) -> (values, height) with aliases expanded
     open_nodes: set[int] = set()
 
-    def size(node: yaml.Node, depth: int) -> int:
+    def too_deep(node: yaml.Node) -> ConfigError:
+        return fail(f"nested too deeply (more than {MAX_DEPTH} levels)", node.start_mark.line + 1)
+
+    def measure(node: yaml.Node, depth: int) -> tuple[int, int]:
         if depth > MAX_DEPTH:
-            raise fail(f"nested too deeply (more than {MAX_DEPTH} levels)", node.start_mark.line + 1)
+            raise too_deep(node)
         key = id(node)
-        if key in sizes:
-            return sizes[key]
+        if key in memo:
+            total, height = memo[key]
+            if depth + height - 1 > MAX_DEPTH:  # its deepest value, as the first visit would have seen it
+                raise too_deep(node)
+            return total, height
         if key in open_nodes:
             raise fail("an alias refers to the value that holds it", node.start_mark.line + 1)
         open_nodes.add(key)
@@ -147,12 +154,12 @@ def _check_size(root: yaml.Node, fail: Callable[[str, int | None], ConfigError])
             children = list(node.value)
         elif isinstance(node, yaml.MappingNode):
             children = [part for pair in node.value for part in pair]
-        total = 1 + sum(size(child, depth + 1) for child in children)
+        measured = [measure(child, depth + 1) for child in children]
         open_nodes.discard(key)
-        sizes[key] = total
-        return total
+        memo[key] = total, height = 1 + sum(m[0] for m in measured), 1 + max((m[1] for m in measured), default=0)
+        return total, height
 
-    if (total := size(root, 0)) > MAX_VALUES:
+    if (total := measure(root, 0)[0]) > MAX_VALUES:
         raise fail(
             f"its aliases expand to {total:,} values, more than the {MAX_VALUES:,} a config may hold (an alias bomb?)",
             None,

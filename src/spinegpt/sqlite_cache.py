@@ -1,15 +1,20 @@
 """The project's SQLite caches (image verdicts, judge and extractor replies, teacher replies): key -> JSON value,
 opened so that a damaged file never blocks a run.
 
-A cache is only ever a shortcut. A file SQLite cannot read (a kill mid-write on a network disk, a bad copy, a disk
-that filled up) is moved aside with a warning and the cache starts afresh; a value is handed back only through the
+A cache is only ever a shortcut. A damaged file (a kill mid-write on a network disk, a bad copy: SQLite says
+"corrupt" or "not a database", or its quick_check fails) is moved aside with a warning and the cache starts afresh.
+Anything else SQLite refuses (a lock another run holds past the wait, a full or read-only disk) says nothing about
+the file, which another run may be using: that read is a miss and that write is skipped, with a warning, and a
+cache that cannot be opened at all lives in memory for this process. A value is handed back only through the
 caller's check, which treats a wrong one as a miss. SQLite itself has no "open or start over": this is that.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -22,33 +27,51 @@ logger = logging.getLogger(__name__)
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz_0123456789")
 
 
+class _Damaged(sqlite3.DatabaseError):
+    """quick_check's verdict on a file SQLite could open."""
+
+
+def _is_damage(exc: sqlite3.DatabaseError) -> bool:
+    # Only these say the file itself is bad; "locked", "disk is full", "readonly database" and I/O errors are
+    # OperationalErrors (DatabaseError's subclass) about the moment, not the file.
+    code = getattr(exc, "sqlite_errorcode", None)
+    damaged = (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+    return isinstance(exc, _Damaged) or (code is not None and code & 0xFF in damaged)
+
+
 class Cache:
     """``key -> JSON value`` in one table of an SQLite file; safe to share between the threads of one process, and
-    between processes (SQLite's own locking; writers wait up to 30 s)."""
+    between processes (SQLite's own locking; a writer waits up to ``busy_timeout`` seconds, then misses)."""
 
-    def __init__(self, path: Path, table: str):
+    def __init__(self, path: Path, table: str, busy_timeout: float = 30.0):
         if not table or not set(table) <= _NAME_CHARS:
             raise ValueError(f"table name {table!r}: lowercase letters, digits and _ only")
-        self.path, self.table = path, table
+        self.path, self.table, self.busy_timeout = path, table, busy_timeout
         self._lock = threading.Lock()
         self._db = self._open()
 
     def _open(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            return self._connect()
-        except sqlite3.DatabaseError as exc:
-            self._set_aside(exc)
-            return self._connect()
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                return self._connect(str(self.path))
+            except sqlite3.DatabaseError as exc:
+                if not _is_damage(exc):
+                    raise
+                self._set_aside(exc)
+                return self._connect(str(self.path))
+        except (OSError, sqlite3.DatabaseError) as exc:
+            logger.warning(f"cache {self.path} cannot be used ({exc}); this process keeps its entries in memory")
+            return self._connect(":memory:")
 
-    def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(str(self.path), check_same_thread=False, timeout=30)
+    def _connect(self, where: str) -> sqlite3.Connection:
+        db = sqlite3.connect(where, check_same_thread=False, timeout=self.busy_timeout)
         try:
             # quick_check reads every page once: milliseconds for a cache of this size, and the one way to learn
             # that a file is damaged before a query halfway through a run says so.
             verdict = db.execute("PRAGMA quick_check").fetchone()
             if verdict is None or verdict[0] != "ok":
-                raise sqlite3.DatabaseError(f"quick_check: {verdict[0] if verdict else 'no answer'}")
+                raise _Damaged(f"quick_check: {verdict[0] if verdict else 'no answer'}")
             db.execute(f"CREATE TABLE IF NOT EXISTS {self.table} (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
             db.commit()
         except sqlite3.DatabaseError:
@@ -57,7 +80,13 @@ class Cache:
         return db
 
     def _set_aside(self, exc: Exception) -> None:
-        aside = self.path.with_name(f"{self.path.name}.damaged-{int(time.time())}")
+        # the pid too: two processes finding the same damage in the same second must not overwrite each other's copy
+        stem = f"{self.path.name}.damaged-{int(time.time())}-{os.getpid()}"
+        aside = self.path.with_name(stem)
+        for n in itertools.count(1):  # and one process setting aside twice in a second keeps both
+            if not aside.exists():
+                break
+            aside = self.path.with_name(f"{stem}-{n}")
         for suffix in ("", "-journal", "-wal", "-shm"):
             part = self.path.with_name(self.path.name + suffix)
             if part.exists():
@@ -68,10 +97,16 @@ class Cache:
         with self._lock:
             try:
                 return action(self._db)
-            except sqlite3.DatabaseError as exc:  # damage found mid-run (another process's bad write)
-                self._db.close()
-                self._set_aside(exc)
-                self._db = self._connect()
+            except sqlite3.DatabaseError as exc:
+                if not _is_damage(exc):  # busy, full, read-only: this read misses, this write is skipped
+                    logger.warning(f"cache {self.path} ({self.table}): {exc}; went on without it")
+                    return None
+                self._db.close()  # damage found mid-run (another process's bad write)
+                try:
+                    self._set_aside(exc)
+                except OSError as why:
+                    logger.warning(f"cache {self.path}: could not set the damaged file aside ({why})")
+                self._db = self._open()
                 return None
 
     def get(self, key: str, check: Callable[[Any], bool] = lambda value: True) -> Any:

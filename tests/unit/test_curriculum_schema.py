@@ -360,6 +360,16 @@ def test_deep_nesting_is_a_config_error_not_a_recursion_error(tmp_path: Path) ->
     assert "nested" in _bounded(deep)[""]
 
 
+def test_depth_reached_through_aliases_counts(tmp_path: Path) -> None:
+    """Each anchor is shallow where it is written; reached through 50 aliases the value is 3,000 levels deep."""
+    layers = ["  - &d0 " + "[" * 60 + "x" + "]" * 60]
+    layers += [f"  - &d{n} " + "[" * 60 + f"*d{n - 1}" + "]" * 60 for n in range(1, 50)]
+    deep = write(tmp_path, textwrap.dedent(GOOD) + "engine_args:\n  deep:\n" + "\n".join(layers) + "\n")
+    assert deep.stat().st_size < 16 * 1024
+    found = _bounded(deep)
+    assert "nested" in found.get("", ""), found
+
+
 @pytest.mark.parametrize("target", ["/dev/zero", "fifo", "huge"])
 def test_extends_reads_regular_files_of_a_bounded_size(tmp_path: Path, target: str) -> None:
     import os

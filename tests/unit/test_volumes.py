@@ -4,7 +4,9 @@ series, written here with nibabel and pydicom, read through a pointer into reada
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -173,6 +175,39 @@ def test_pointers_never_leave_their_dataset_folder(tmp_path: Path) -> None:
     (datasets / "Spark").symlink_to(elsewhere)
     (linked,) = _read(tmp_path, _item({"dataset": "Spark", "case": "case-1", "file": "t2.png"}))
     assert isinstance(linked, spinemed.Record), linked
+
+
+def test_a_link_loop_or_a_null_byte_in_a_pointer_is_one_bad_item(tmp_path: Path) -> None:
+    """``Path.resolve`` raises RuntimeError on a loop and ValueError on a NUL: neither may end the whole read."""
+    case = tmp_path / "open_datasets" / "VerSe" / "sub-verse004"
+    _png(case / "ct-sagittal-L3.png")
+    (case / "loop.png").symlink_to(case / "loop.png")
+    pointers = {
+        "link loop": {"dataset": "VerSe", "case": "sub-verse004", "file": "loop.png"},
+        "null byte": {"dataset": "VerSe", "case": "sub\u0000verse004", "file": "ct-sagittal-L3.png"},
+    }
+    for what, pointer in pointers.items():
+        (bad,) = _read(tmp_path, _item(pointer))
+        assert isinstance(bad, spinemed.Bad), f"{what}: {bad}"
+    (good,) = _read(tmp_path, _item({"dataset": "VerSe", "case": "sub-verse004", "file": "ct-sagittal-L3.png"}))
+    assert isinstance(good, spinemed.Record)
+
+
+def test_an_unreadable_file_in_a_dicom_series_is_one_bad_item(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    series = write_dicom_series(tmp_path / "open_datasets" / "Spark" / "case-1" / "t2", slices=2)
+    unreadable = series / "IM0000.dcm"
+    unreadable.chmod(0)
+    if os.access(unreadable, os.R_OK):  # root reads a file whatever its mode: make the refusal root would not get
+        real_open = Path.open
+
+        def refusing_open(self: Path, *args: Any, **kwargs: Any) -> Any:
+            if self == unreadable:
+                raise PermissionError(13, "Permission denied", str(self))
+            return real_open(self, *args, **kwargs)
+
+        monkeypatch.setattr(Path, "open", refusing_open)
+    (bad,) = _read(tmp_path, _item({"dataset": "Spark", "case": "case-1", "volume": "t2"}))
+    assert isinstance(bad, spinemed.Bad) and "IM0000.dcm" in bad.detail, bad
 
 
 def test_a_damaged_slice_cache_is_rebuilt_not_trusted(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
