@@ -27,8 +27,9 @@ $(STAMP): pyproject.toml
 smoke: setup
 	$(BIN)/spinegpt run curricula/smoke.yaml --nproc 2 --output-dir outputs/smoke --resume
 
+# Two workers (pytest-xdist): the e2e tier in order on one, unit and integration on the other (tests/conftest.py).
 test: setup
-	$(BIN)/python -m pytest -v --durations=15
+	$(BIN)/python -m pytest -v --durations=15 -n 2
 
 # Tiers by folder (tests/conftest.py): unit (in-process, about a minute), integration (the real command line,
 # servers, scripts; nothing trains), e2e (the real engine trains: the slow part of `make test`).

@@ -50,6 +50,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.slow)
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Under pytest-xdist (``make test`` runs ``-n 2``) the e2e tier is one unit of work, run in order by one worker:
+    its tests share session fixtures (the smoke run) and each run already trains on both cores; the other worker
+    takes the unit and integration tests (one core each) in the e2e runs' idle time. (xdist's own ``loadgroup``
+    cannot do this under pytest 9.2: it renames nodes through an attribute pytest no longer reads.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class TierScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "e2e" if nodeid.startswith("tests/e2e/") else nodeid
+
+    return TierScheduling(config, log)
+
+
 @pytest.fixture(autouse=True)
 def _spinegpt_logs_reach_caplog() -> Iterator[None]:
     """A test that runs ``cli.main`` in-process configures spinegpt's logger for a console (its own handler, no
@@ -90,9 +105,15 @@ def tiny_model() -> Path:
     return tm.ensure()
 
 
+# A wandb key in the environment of the shared run: it must never reach a file (tests/e2e/test_tracking.py).
+WANDB_SECRET = "wandb-key-that-must-never-be-written-0123456789"
+
+
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any], str]:
-    """The smoke curriculum, as shipped, on 2 processes; the last stage evaluated on a fixture SpineBench."""
+    """The smoke curriculum, as shipped, on 2 processes; the last stage evaluated on a fixture SpineBench, every
+    stage tracked by wandb (offline, with a key in the environment) and tensorboard. One run serves the training,
+    export, tracking and report tests: each such run costs about two minutes on 2 cores."""
     from .bench_fixtures import write_spinebench
 
     root = tmp_path_factory.mktemp("smoke")
@@ -100,26 +121,28 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str,
     out = root / "run"
     spec = f"{{kind: spinebench, path: '{bench}', max_new_tokens: 8, report_max_new_tokens: 8}}"
     evaluation = f"stages.reports.eval={{benchmarks: [{spec}]}}"
-    result = run_spinegpt("run", "curricula/smoke.yaml", evaluation, "--nproc", "2", "--output-dir", str(out))
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_API_KEY": WANDB_SECRET}
+    args = ["curricula/smoke.yaml", evaluation, "report_to=[wandb, tensorboard]", "--nproc", "2"]
+    result = run_spinegpt("run", *args, "--output-dir", str(out), env=env)
     return out, json.loads((out / "run_manifest.json").read_text()), result.stderr
 
 
 @pytest.fixture(scope="session")
-def lora_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The smoke curriculum with a LoRA first stage, one process, both stages under ZeRO-3, a step or two each: LoRA
-    and ZeRO-3 in one process (the one-GPU case), and the adapters merged by the engine."""
-    out = tmp_path_factory.mktemp("lora") / "run"
+def one_process_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The smoke curriculum in one process, as a user with one GPU runs it, every stage kind once: a LoRA first
+    stage under ZeRO-3 (the adapters merged by the engine), then the shipped ZeRO-2 and ZeRO-3-with-CPU-offload
+    stages, a step or two each; no evaluation (tested on the runs that are about it)."""
+    out = tmp_path_factory.mktemp("one-process") / "run"
     overrides = [
+        "eval=null",
         "stages.foundation.tuner_type=lora",
         "stages.foundation.lora_rank=4",
         "stages.foundation.deepspeed=zero3",
         "stages.foundation.max_steps=2",
-        "stages.specialise.deepspeed=zero3",
         "stages.specialise.max_steps=1",
+        "stages.reports.max_steps=1",
     ]
-    run_spinegpt(
-        "run", "curricula/smoke.yaml", *overrides, "--nproc", "1", "--until", "specialise", "--output-dir", str(out)
-    )
+    run_spinegpt("run", "curricula/smoke.yaml", *overrides, "--nproc", "1", "--output-dir", str(out))
     return out
 
 

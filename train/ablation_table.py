@@ -97,6 +97,13 @@ class AgainstReference:
     """Why there is no comparison (another protocol, no result file); None where there is one."""
 
 
+def row_number(rows: Sequence[dict[str, Any]], index: int) -> int:
+    """The row's number in the sweep (Table 7's own numbering, kept when a sweep runs only some rows with --only);
+    its position where a row does not say."""
+    number = rows[index].get("number")
+    return number if isinstance(number, int) else index + 1
+
+
 def reference_row(rows: Sequence[dict[str, Any]]) -> int | None:
     """The index of the full-curriculum row (trained on every split), where the table has one."""
     every = {key for key, _ in SPLIT_COLUMNS}
@@ -168,10 +175,10 @@ def table_rows(rows: Sequence[dict[str, Any]], compare_paper: bool) -> tuple[lis
     if compare_paper:
         header += ["paper text", "paper image", "paper avg (printed)", "paper avg (294:193)"]
     body = []
-    for number, (row, against) in enumerate(zip(rows, _comparisons(rows), strict=True), 1):
+    for i, (row, against) in enumerate(zip(rows, _comparisons(rows), strict=True)):
         figures = row_figures(row)
         splits = set(row["splits"])
-        line = [str(number), row["name"], *("✓" if key in splits else "" for key, _ in SPLIT_COLUMNS)]
+        line = [str(row_number(rows, i)), row["name"], *("✓" if key in splits else "" for key, _ in SPLIT_COLUMNS)]
         for key in ("text", "image", "avg"):
             ci = figures[f"{key}_ci"]
             line += [_fmt(figures[key]), _fmt(ci[0] if ci else None), _fmt(ci[1] if ci else None)]
@@ -190,14 +197,14 @@ def _markdown_rows(rows: Sequence[dict[str, Any]], compare_paper: bool) -> tuple
     ref = reference_row(rows)
     header = ["row", "curriculum", *(label for _, label in SPLIT_COLUMNS), "text", "image", "avg", "n text", "n image"]
     if ref is not None:
-        header += [f"avg − row {ref + 1} [95 % CI]", "p"]
+        header += [f"avg − row {row_number(rows, ref)} [95 % CI]", "p"]
     if compare_paper:
         header += ["paper text", "paper image", "paper avg (printed)", "paper avg (294:193)"]
     body = []
-    for number, (row, against) in enumerate(zip(rows, _comparisons(rows), strict=True), 1):
+    for i, (row, against) in enumerate(zip(rows, _comparisons(rows), strict=True)):
         figures = row_figures(row)
         splits = set(row["splits"])
-        line = [str(number), row["name"], *("✓" if key in splits else "" for key, _ in SPLIT_COLUMNS)]
+        line = [str(row_number(rows, i)), row["name"], *("✓" if key in splits else "" for key, _ in SPLIT_COLUMNS)]
         for key in ("text", "image", "avg"):
             ci = figures[f"{key}_ci"]
             line.append(_fmt(figures[key]) + (f" ({_ci(ci)})" if ci and figures[key] is not None else ""))
@@ -245,7 +252,7 @@ def general_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
     header = ["row", "curriculum", *figures, "regression budget"]
     lines = ["", "## General medicine", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     budgeted = False
-    for number, row in enumerate(rows, 1):
+    for i, row in enumerate(rows):
         benchmarks = row.get("benchmarks") or {}
         cells: dict[str, str] = {}
         for name, entry in benchmarks.items():
@@ -269,7 +276,7 @@ def general_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
             )
             flagged = [c for c in regression.checks(reference, benchmarks, intervals) if c.flagged]
             verdict = "; ".join(_flag(c) for c in flagged) or "within budget"
-        line = [str(number), row["name"], *(cells.get(f, "") for f in figures), verdict]
+        line = [str(row_number(rows, i)), row["name"], *(cells.get(f, "") for f in figures), verdict]
         lines.append("| " + " | ".join(line) + " |")
     if budgeted:
         lines += [
@@ -305,9 +312,10 @@ def markdown(rows: Sequence[dict[str, Any]], compare_paper: bool, title: str) ->
     ref = reference_row(rows)
     if ref is not None:
         lines.append(
-            f"avg − row {ref + 1}: each row's average minus the full curriculum's on the same items, with its 95 % "
-            "paired bootstrap interval; p: McNemar's exact test on the items only one of the two got right. An "
-            "interval that contains 0 (or a large p) says the two rows are not distinguishable on this benchmark."
+            f"avg − row {row_number(rows, ref)}: each row's average minus the full curriculum's on the same items, "
+            "with its 95 % paired bootstrap interval; p: McNemar's exact test on the items only one of the two got "
+            "right. An interval that contains 0 (or a large p) says the two rows are not distinguishable on this "
+            "benchmark."
         )
     if compare_paper:
         lines.append(

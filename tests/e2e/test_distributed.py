@@ -37,61 +37,51 @@ def _first_stage(out: Path, *overrides: str, **kw: float) -> dict[str, Any]:
     return stage
 
 
-def _losses(tmp_path: Path, deepspeed: str) -> list[float]:
+def _text_rows_on_rank_0_image_rows_on_rank_1(folder: Path) -> Path:
+    """Eight rows, text and image in turn: with batch 1, no shuffling and 2 ranks, rank 0 gets every text row and
+    rank 1 every image row."""
+    from spinegpt.offline import smoke_images as smoke_data
+
+    image = smoke_data.write_image("mri-sagittal-L4.png", folder / "images")
+    text = {"messages": [{"role": "user", "content": "Which level?"}, {"role": "assistant", "content": "L4/L5"}]}
+    pictured = {
+        "messages": [{"role": "user", "content": "<image>Which level?"}, {"role": "assistant", "content": "L4"}],
+        "images": [str(image)],
+    }
+    data = folder / "mixed.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for _ in range(4) for r in (text, pictured)))
+    return data
+
+
+def _losses(tmp_path: Path, data: Path, deepspeed: str) -> list[float]:
     stage = _first_stage(
         tmp_path / deepspeed,
+        f"stages.foundation.data=[{{jsonl: '{data}'}}]",
         f"stages.foundation.deepspeed={deepspeed}",
         "stages.foundation.max_steps=4",
+        "stages.foundation.per_device_train_batch_size=1",
         "stages.foundation.warmup_ratio=0",
         SAME_ORDER,
+        timeout=420,
     )
-    assert stage["status"] == "done"
+    assert stage["status"] == "done" and stage["global_step"] == 4
     assert stage["zero_stage"] == {"null": None, "zero2": 2, "zero3_offload": 3}[deepspeed]
     return [loss for _, loss in stage["losses"]]
 
 
-def test_ddp_zero2_and_zero3_offload_agree(tmp_path: Path) -> None:
-    ddp = _losses(tmp_path, "null")
-    zero2 = _losses(tmp_path, "zero2")
-    zero3 = _losses(tmp_path, "zero3_offload")
+def test_ddp_zero2_and_zero3_offload_agree_with_text_and_image_batches_on_different_ranks(tmp_path: Path) -> None:
+    """The same four steps under DDP, ZeRO-2 and ZeRO-3 with offload give the same losses. Rank 0 sees only text,
+    rank 1 only images: ZeRO-3 gathers the vision tower's parameters collectively, so a rank that skipped the tower
+    would hang the other (the engine runs it on a dummy image for text-only batches)."""
+    data = _text_rows_on_rank_0_image_rows_on_rank_1(tmp_path)
+    ddp = _losses(tmp_path, data, "null")
+    zero2 = _losses(tmp_path, data, "zero2")
+    zero3 = _losses(tmp_path, data, "zero3_offload")
     assert len(ddp) == 4
     # Measured here: identical to ~1e-7 relative (float32, same data order; only reduction order differs).
     assert zero2 == pytest.approx(ddp, rel=1e-6)
     assert zero3 == pytest.approx(ddp, rel=1e-6)
     assert ddp[0] != ddp[-1]  # the steps really trained
-
-
-def test_zero3_with_text_only_and_image_batches_on_different_ranks(tmp_path: Path) -> None:
-    """Rank 0 sees only text, rank 1 only images: ZeRO-3 gathers the vision tower's parameters collectively, so a
-    rank that skipped it would hang the other. The engine runs the tower on a dummy image for text-only batches."""
-    text = {"messages": [{"role": "user", "content": "Which level?"}, {"role": "assistant", "content": "L4/L5"}]}
-    rows = []
-    from spinegpt.offline import smoke_images as smoke_data
-
-    image = smoke_data.write_image("mri-sagittal-L4.png", tmp_path / "images")
-    for _ in range(4):
-        rows.append(text)
-        rows.append(
-            {
-                "messages": [
-                    {"role": "user", "content": "<image>Which level?"},
-                    {"role": "assistant", "content": "L4"},
-                ],
-                "images": [str(image)],
-            }
-        )
-    data = tmp_path / "mixed.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    stage = _first_stage(
-        tmp_path / "run",
-        f"stages.foundation.data=[{{jsonl: '{data}'}}]",
-        "stages.foundation.deepspeed=zero3_offload",
-        "stages.foundation.max_steps=3",
-        "stages.foundation.per_device_train_batch_size=1",
-        SAME_ORDER,
-        timeout=420,
-    )
-    assert stage["global_step"] == 3
 
 
 def test_interrupted_zero3_stage_consolidates_to_a_loadable_model(tmp_path: Path) -> None:

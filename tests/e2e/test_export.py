@@ -84,8 +84,8 @@ def test_export_intermediate_zero3_checkpoint(smoke_run: tuple[Path, dict[str, A
     assert "| reports |" in (out / "README.md").read_text()  # lineage found from inside the run folder
 
 
-def test_export_merges_engine_lora_adapters(lora_run: Path, tiny_model: Path, tmp_path: Path) -> None:
-    checkpoint = lora_run / "stages" / "01-foundation" / "engine" / "checkpoint-2"
+def test_export_merges_engine_lora_adapters(one_process_run: Path, tiny_model: Path, tmp_path: Path) -> None:
+    checkpoint = one_process_run / "stages" / "01-foundation" / "engine" / "checkpoint-2"
     out = tmp_path / "lora"
     run_spinegpt("export", str(checkpoint), "--output", str(out))
     info = json.loads((out / export.EXPORT_INFO).read_text())
@@ -94,7 +94,7 @@ def test_export_merges_engine_lora_adapters(lora_run: Path, tiny_model: Path, tm
     weights.check_matches(out, tiny_model)
     assert not list(out.glob("adapter_*"))
     # The engine's own merge (the runner's `final` for the LoRA stage) and ours agree.
-    merged_by_engine = lora_run / "stages" / "01-foundation" / "final"
+    merged_by_engine = one_process_run / "stages" / "01-foundation" / "final"
     from safetensors.torch import load_file
 
     ours = {k: v for p in out.glob("*.safetensors") for k, v in load_file(str(p)).items()}

@@ -18,7 +18,8 @@ def test_sigterm_while_training_stops_everything_and_resume_goes_on(tmp_path: Pa
     out = tmp_path / "run"
     args = ["run", str(SMOKE), "--nproc", "1", "--output-dir", str(out), "--until", "foundation"]
     process = subprocess.Popen(
-        [*spinegpt_command(), *args, "stages.foundation.max_steps=50"],
+        # 12 steps: some ten seconds of training still ahead when the signal goes, and a resume that is short
+        [*spinegpt_command(), *args, "stages.foundation.max_steps=12"],
         cwd=REPO,
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
@@ -28,7 +29,7 @@ def test_sigterm_while_training_stops_everything_and_resume_goes_on(tmp_path: Pa
     lines = []
     for line in process.stderr:
         lines.append(line)
-        if "step 1/50" in line:
+        if "step 1/12" in line:
             break
     process.send_signal(signal.SIGTERM)
     _, rest = process.communicate(timeout=120)
@@ -39,5 +40,5 @@ def test_sigterm_while_training_stops_everything_and_resume_goes_on(tmp_path: Pa
     time.sleep(2)
     ranks = subprocess.run(["pgrep", "-f", f"swift.cli.sft.*{out}"], capture_output=True, text=True).stdout
     assert not ranks.strip()  # no rank kept training into the run folder
-    run_spinegpt(*args, "stages.foundation.max_steps=50", "--resume")
+    run_spinegpt(*args, "stages.foundation.max_steps=12", "--resume")
     assert json.loads((out / manifest.FILE).read_text())["stages"][0]["status"] == "done"

@@ -136,9 +136,9 @@ def test_resume_after_sigkill_in_stage_two(tmp_path: Path) -> None:
     assert data["stages"][2]["started_from_sha256"] == data["stages"][1]["weights_sha256"]
 
 
-def test_lora_stage_is_merged_before_the_next_stage(lora_run: Path, tiny_model: Path) -> None:
+def test_lora_stage_is_merged_before_the_next_stage(one_process_run: Path, tiny_model: Path) -> None:
     """A LoRA stage hands full (merged) weights to the next stage."""
-    data = json.loads((lora_run / manifest.FILE).read_text())
+    data = json.loads((one_process_run / manifest.FILE).read_text())
     lora, full = data["stages"][0], data["stages"][1]
     assert lora["final_checkpoint"].endswith("checkpoint-2-merged")
     assert (Path(lora["dir"]) / "engine" / "checkpoint-2" / "adapter_config.json").is_file()

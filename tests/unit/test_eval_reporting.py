@@ -159,6 +159,9 @@ def test_table7_marks_each_row_against_the_full_curriculum(tmp_path: Path) -> No
     md, table, png = ablation_table.write(rows, tmp_path, "t7", compare_paper=False, title="t")
     text = md.read_text()
     assert "avg − row 4 [95 % CI]" in text and "| reference |" in text
+    # A sweep run with --only keeps Table 7's own row numbers (row.json's "number"), not positions.
+    numbered = ablation_table.markdown([r | {"number": n} for r, n in zip(rows, (1, 4, 5, 6), strict=True)], False, "t")
+    assert "avg − row 6 [95 % CI]" in numbered and "| 4 | spine |" in numbered
     # Intervals: Wilson's for 10, 29 and 30 of 40 (checked against scipy's binomtest); 20 discordant items, all one
     # way, give McNemar's p = 2 / 2^20.
     assert "| 1 | base |  |  |  | 25.00 (14.19–40.19) |  | 25.00 (14.19–40.19) | 40 | 0 | -50.00 [" in text
